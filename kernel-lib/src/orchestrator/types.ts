@@ -1,0 +1,63 @@
+import type { Memory, PlannerOutput, Profile, Project, Skill, StageBundle, StageRun } from '@nanoresearch/schema';
+
+/** The six research stages, in the order `project.run()` takes them. */
+export type StageName = StageRun['stage'];
+
+/** Progress a stage reports while it works; shown live in the stage card and on the CLI. */
+export type ProgressFn = (step: string, done?: number, total?: number) => void;
+
+/**
+ * What a stage function receives: the context the orchestrator retrieved and the planner chose,
+ * an LLM scoped to this stage run's budget, and the outputs of the stages before it.
+ */
+export interface StageContext {
+  stage: StageName;
+  stageRunId: string;
+  runId: string;
+  project: Project;
+  profile: Profile;
+  /** LLM scoped to this stage run: its budget and its accounting rows. */
+  llm: import('../llm').Llm;
+  store: import('../store').Store;
+  /** The planner's answer y (after id validation or fallback). */
+  plan: PlannerOutput;
+  /** The skills and memories the planner selected (or the fallback top 3 of each). */
+  skills: Skill[];
+  memories: Memory[];
+  /** Profile excerpt + selected skills + memories + prompt plan, rendered for prompts. */
+  guidance: string;
+  /** Outputs of the stages already completed in this run, by stage. */
+  previous: Partial<Record<StageName, unknown>>;
+  /** Folder of this project's files: experiments, results, paper. */
+  workspace: string;
+  progress: ProgressFn;
+  signal?: AbortSignal;
+}
+
+/** A memory a stage learned, e.g. a failed direction with the conditions it failed under. */
+export interface LearnedMemory {
+  kind: Memory['kind'];
+  content: string;
+  key?: string;
+  tags?: string[];
+  conditions?: Memory['conditions'];
+  importance?: number;
+}
+
+/** What a stage function returns. A failed stage returns status 'failed' with an error, it does not throw. */
+export interface StageResult {
+  status: 'done' | 'failed';
+  output: unknown;
+  summary: string;
+  error?: string;
+  /** Key outputs for the stage card. */
+  bundleOutputs: StageBundle['outputs'];
+  /** A readable account of what happened, for skill distillation. */
+  trajectory: string;
+  /** Memories this stage learned (failed directions, data strategies, ...). */
+  memories?: LearnedMemory[];
+  /** A Markdown rendering of the result: the fallback under the stage MIME bundle. */
+  markdown: string;
+}
+
+export type StageFn = (ctx: StageContext) => Promise<StageResult>;
