@@ -61,3 +61,36 @@ export interface StageResult {
 }
 
 export type StageFn = (ctx: StageContext) => Promise<StageResult>;
+
+/**
+ * Ablation switches: each turns one co-evolving part off, so its effect can be measured.
+ * memory: no memory retrieval and no memory writes; skills: no skill retrieval and no
+ * distillation; planner: no planner call (the top 3 retrieved skills and memories are used).
+ */
+export interface Ablation {
+  memory: boolean;
+  skills: boolean;
+  planner: boolean;
+}
+
+/**
+ * What the orchestrator keeps in `stage_runs.input` besides the stage's own output (which is
+ * `stage_runs.output`): the inputs it gave the stage and the record of what happened around it.
+ * It lives in the stage run row so the row alone (embedded in a shared notebook's cell metadata)
+ * carries the whole trajectory.
+ */
+export interface StageRunInput {
+  topic: string;
+  /** The stage task the planner was given. */
+  task: string;
+  ablation: Ablation;
+  /** What the planner step noted: dropped ids, fallbacks. */
+  planner_notes: string[];
+  /** The stage's account of what happened (StageResult.trajectory); empty until it ends. */
+  trajectory: string;
+  /** The stage's Markdown rendering (StageResult.markdown); empty until it ends. */
+  markdown: string;
+  bundle_outputs: StageBundle['outputs'];
+  /** What the Update step did or failed to do (memories written, skill review decisions, errors). */
+  update_notes: string[];
+}

@@ -1,0 +1,95 @@
+import Ajv2020 from 'ajv/dist/2020';
+import { renderFeedbackBox, renderStageCard, StageCardRenderer } from '../card';
+import { STAGE_MIME_TYPE } from '../constants';
+import { bundleFixture } from './helpers';
+
+const text = (el: Element | null) => (el?.textContent ?? '').replace(/\s+/g, ' ').trim();
+
+describe('stage card', () => {
+  it('is rendered from a bundle that the stage-bundle schema accepts', () => {
+    const schema = require('@nanoresearch/schema');
+    const ajv = new Ajv2020({ strict: false, validateFormats: false });
+    for (const [name, s] of Object.entries(schema.schemas)) {
+      ajv.addSchema(s as object, name);
+    }
+    const validate = ajv.getSchema('stage-bundle.schema.json')!;
+    const valid = validate(bundleFixture());
+    expect(validate.errors ?? []).toEqual([]);
+    expect(valid).toBe(true);
+  });
+
+  it('shows status, summary, hypotheses with closest work, blueprint, metrics, scores, context and usage', () => {
+    const card = renderStageCard(bundleFixture());
+    expect(card.dataset.status).toBe('done');
+    expect(text(card.querySelector('.jp-nr-stage-chip'))).toBe('Ideation');
+    expect(text(card.querySelector('.jp-nr-status-pill'))).toBe('done');
+    expect(text(card.querySelector('.jp-nr-summary'))).toMatch(/^Three hypotheses/);
+
+    const hypotheses = card.querySelectorAll('.jp-nr-hypothesis');
+    expect(hypotheses).toHaveLength(2);
+    expect(hypotheses[0].classList.contains('jp-nr-selected')).toBe(true);
+    expect(text(hypotheses[0].querySelector('.jp-nr-verdict'))).toBe('novel 0.8200');
+    expect(text(hypotheses[0].querySelector('.jp-nr-closest'))).toBe(
+      'Closest work: Revisiting Deep Learning Models for Tabular Data (2021); Well-tuned Simple Nets Excel on Tabular Datasets (2021)'
+    );
+    expect(hypotheses[1].querySelector('.jp-nr-closest')).toBeNull();
+
+    const tables = Array.from(card.querySelectorAll('table'));
+    const rows = (t: HTMLTableElement) => Array.from(t.querySelectorAll('tr')).map(r => Array.from(r.children).map(c => text(c)));
+    expect(rows(tables[0])).toEqual([
+      ['Run', 'Method', 'Dataset', 'Seed'],
+      ['r1', 'MLP + feature dropout', 'adult', '0'],
+      ['r2', 'MLP + weight decay', 'adult', '0']
+    ]);
+    // Metrics pivot: one row per run, one column per metric, blanks where a run lacks one.
+    expect(rows(tables[1])).toEqual([
+      ['Run', 'accuracy', 'nll'],
+      ['r1', '0.8512', '0.3301'],
+      ['r2', '0.8437', '']
+    ]);
+    expect(rows(tables[2])[1]).toEqual(['Method', '7', '1', 'yes']);
+    expect(text(card)).toContain('Section scores · overall 6.800');
+
+    expect(text(card.querySelector('.jp-nr-skill'))).toBe('Always include a linear baseline');
+    expect(card.querySelector('.jp-nr-memory')!.getAttribute('title')).toBe('user_constraint: CPU only, at most 15 minutes per experiment.');
+    expect(Array.from(card.querySelectorAll('.jp-nr-usage span')).map(text)).toEqual(['12.7k tokens', '$0.01', '41.3 s', '7 calls (2 cached)']);
+  });
+
+  it('shows progress while running and the error when failed', () => {
+    const running = renderStageCard({ ...bundleFixture(), status: 'running', progress: { step: 'novelty check', done: 1, total: 4 }, outputs: {} });
+    expect(text(running.querySelector('.jp-nr-progress-label'))).toBe('novelty check (1/4)');
+    expect((running.querySelector('.jp-nr-progress-bar') as HTMLElement).style.width).toBe('25%');
+    const failed = renderStageCard({ ...bundleFixture(), status: 'failed', error: 'Budget exceeded: 20000 tokens', outputs: {} });
+    expect(text(failed.querySelector('.jp-nr-error'))).toBe('Budget exceeded: 20000 tokens');
+    expect(failed.querySelector('.jp-nr-hypothesis')).toBeNull();
+  });
+
+  it('never interprets bundle text as HTML', () => {
+    const card = renderStageCard({ ...bundleFixture(), summary: '<img src=x onerror="alert(1)">' });
+    expect(card.querySelector('img')).toBeNull();
+    expect(text(card.querySelector('.jp-nr-summary'))).toBe('<img src=x onerror="alert(1)">');
+  });
+
+  it('sends feedback typed in the card through the feedback service, by stage run id', async () => {
+    const added: Array<[string, string]> = [];
+    const service = { add: (id: string, t: string) => { added.push([id, t]); return {} as any; } } as any;
+    const renderer = new StageCardRenderer(STAGE_MIME_TYPE, service);
+    await renderer.renderModel({ data: { [STAGE_MIME_TYPE]: bundleFixture() } } as any);
+    const input = renderer.node.querySelector('textarea')!;
+    input.value = 'Prefer fewer, stronger hypotheses.';
+    (renderer.node.querySelector('.jp-nr-feedback-form button') as HTMLButtonElement).click();
+    expect(added).toEqual([['sr_fixture0001', 'Prefer fewer, stronger hypotheses.']]);
+    expect(input.value).toBe('');
+    expect(text(renderer.node.querySelector('.jp-nr-feedback-list'))).toContain('Prefer fewer, stronger hypotheses.');
+    // A running stage has no feedback box yet.
+    await renderer.renderModel({ data: { [STAGE_MIME_TYPE]: { ...bundleFixture(), status: 'running' } } } as any);
+    expect(renderer.node.querySelector('textarea')).toBeNull();
+  });
+
+  it('ignores an empty submission', () => {
+    const submit = jest.fn();
+    const box = renderFeedbackBox(bundleFixture(), submit);
+    box.querySelector('button')!.click();
+    expect(submit).not.toHaveBeenCalled();
+  });
+});

@@ -1,0 +1,258 @@
+/**
+ * The lab panel: the researcher's skill bank, memories, planner adapters with their training
+ * history, and a read-only SQL box. Everything goes through the bridge of the current
+ * notebook's kernel, the one process that holds the store.
+ */
+import type { Memory, Skill } from '@nanoresearch/schema';
+import { Widget } from '@lumino/widgets';
+import { formatValue, h, table } from './dom';
+import type { INanoBridge } from './tokens';
+
+/** What `sql` answers. */
+export interface ISqlResult {
+  columns: string[];
+  rows: Array<Record<string, unknown>>;
+}
+
+type Tab = 'skills' | 'memories' | 'adapters' | 'sql';
+const TABS: Array<[Tab, string]> = [
+  ['skills', 'Skills'],
+  ['memories', 'Memories'],
+  ['adapters', 'Adapters'],
+  ['sql', 'SQL']
+];
+
+/** The result rows as a table (columns in the order the query gave them). */
+export function sqlTable(result: ISqlResult): HTMLTableElement {
+  return table(
+    result.columns,
+    result.rows.map(row => result.columns.map(column => formatValue(row[column])))
+  );
+}
+
+export class LabPanel extends Widget {
+  constructor(private readonly bridge: INanoBridge) {
+    super();
+    this.id = 'nanoresearch-lab';
+    this.title.label = 'NanoResearch Lab';
+    this.title.closable = true;
+    this.addClass('jp-nr-lab');
+    this.tabBar = h('nav', { class: 'jp-nr-tabs' });
+    this.status = h('div', { class: 'jp-nr-lab-status' });
+    this.content = h('div', { class: 'jp-nr-lab-content' });
+    for (const [tab, label] of TABS) {
+      const button = h('button', { class: 'jp-nr-tab', type: 'button', 'data-tab': tab }, label);
+      button.addEventListener('click', () => void this.showTab(tab));
+      this.tabBar.appendChild(button);
+    }
+    this.node.append(this.tabBar, this.status, this.content);
+    void this.showTab('skills');
+  }
+
+  /** Shows a tab, loading its data through the bridge. */
+  async showTab(tab: Tab): Promise<void> {
+    for (const button of Array.from(this.tabBar.children) as HTMLElement[]) {
+      button.classList.toggle('jp-mod-current', button.dataset.tab === tab);
+    }
+    this.content.textContent = '';
+    this.setStatus('');
+    if (tab === 'sql') {
+      this.renderSql();
+      return;
+    }
+    try {
+      if (tab === 'skills') {
+        this.renderSkills(await this.call<Skill[]>('skills.list', {}));
+      } else if (tab === 'memories') {
+        this.renderMemories(await this.call<Memory[]>('memories.list', {}));
+      } else {
+        this.renderAdapters(await this.call<Array<Record<string, unknown>>>('adapters.list', {}));
+      }
+    } catch (reason) {
+      this.setStatus(reason instanceof Error ? reason.message : String(reason), true);
+    }
+  }
+
+  private call<T>(method: string, params: unknown): Promise<T> {
+    const panel = this.bridge.currentPanel();
+    if (!panel) {
+      return Promise.reject(
+        new Error('Open a notebook that runs the TypeScript (tslab) kernel: the lab panel reads the store through it.')
+      );
+    }
+    return this.bridge.clientFor(panel).call<T>(method, params);
+  }
+
+  private setStatus(text: string, error = false): void {
+    this.status.textContent = text;
+    this.status.classList.toggle('jp-nr-error', error);
+  }
+
+  private searchBox(onSearch: (query: string) => void): HTMLInputElement {
+    const input = h('input', { class: 'jp-nr-search', type: 'search', placeholder: 'Search…' });
+    input.addEventListener('input', () => onSearch(input.value.trim().toLowerCase()));
+    return input;
+  }
+
+  private renderSkills(skills: Skill[]): void {
+    const list = h('div', { class: 'jp-nr-records' });
+    const draw = (query: string): void => {
+      list.textContent = '';
+      const shown = skills.filter(s => !query || `${s.name} ${s.description} ${(s.tags ?? []).join(' ')}`.toLowerCase().includes(query));
+      if (shown.length === 0) {
+        list.appendChild(h('div', { class: 'jp-nr-muted' }, 'No skills match.'));
+      }
+      for (const skill of shown) {
+        list.appendChild(this.skillRecord(skill));
+      }
+    };
+    this.content.append(this.searchBox(draw), list);
+    draw('');
+  }
+
+  private skillRecord(skill: Skill): HTMLElement {
+    const description = h('textarea', { class: 'jp-nr-edit', rows: '2' });
+    description.value = skill.description;
+    const instructions = h('textarea', { class: 'jp-nr-edit', rows: String(Math.max(3, skill.instructions.length)) });
+    instructions.value = skill.instructions.join('\n');
+    const editor = h('div', { class: 'jp-nr-editor', hidden: '' }, description, instructions);
+    const save = this.actionButton('Save', async () => {
+      const patch = {
+        description: description.value.trim(),
+        instructions: instructions.value.split('\n').map(line => line.trim()).filter(Boolean)
+      };
+      await this.call('skills.update', { id: skill.id, patch });
+      this.setStatus(`Saved skill ${skill.name}.`);
+      await this.showTab('skills');
+    });
+    save.hidden = true;
+    const edit = this.actionButton('Edit', async () => {
+      editor.hidden = !editor.hidden;
+      save.hidden = editor.hidden;
+    });
+    const retire = this.actionButton('Retire', async () => {
+      await this.call('skills.retire', { id: skill.id });
+      this.setStatus(`Retired skill ${skill.name}.`);
+      await this.showTab('skills');
+    });
+    retire.disabled = skill.status === 'retired';
+    return h(
+      'article',
+      { class: `jp-nr-record jp-nr-${skill.status}`, 'data-id': skill.id },
+      h(
+        'div',
+        { class: 'jp-nr-record-head' },
+        h('strong', {}, skill.name),
+        h('span', { class: 'jp-nr-chip' }, skill.source),
+        h('span', { class: 'jp-nr-chip' }, `v${skill.version}`),
+        skill.status === 'retired' ? h('span', { class: 'jp-nr-chip jp-nr-retired-chip' }, 'retired') : null,
+        h('span', { class: 'jp-nr-muted' }, `used ${skill.usage_count ?? 0}×`),
+        h('span', { class: 'jp-nr-actions' }, edit, save, retire)
+      ),
+      h('div', { class: 'jp-nr-record-body' }, skill.description),
+      editor
+    );
+  }
+
+  private renderMemories(memories: Memory[]): void {
+    const list = h('div', { class: 'jp-nr-records' });
+    const draw = (query: string): void => {
+      list.textContent = '';
+      const shown = memories.filter(m => !query || `${m.kind} ${m.key} ${m.content} ${(m.tags ?? []).join(' ')}`.toLowerCase().includes(query));
+      if (shown.length === 0) {
+        list.appendChild(h('div', { class: 'jp-nr-muted' }, 'No memories match.'));
+      }
+      for (const memory of shown) {
+        list.appendChild(this.memoryRecord(memory));
+      }
+    };
+    this.content.append(this.searchBox(draw), list);
+    draw('');
+  }
+
+  private memoryRecord(memory: Memory): HTMLElement {
+    const content = h('textarea', { class: 'jp-nr-edit', rows: '3' });
+    content.value = memory.content;
+    const importance = h('input', { class: 'jp-nr-number', type: 'number', min: '0', max: '1', step: '0.05' });
+    importance.value = String(memory.importance);
+    const editor = h('div', { class: 'jp-nr-editor', hidden: '' }, content, h('label', {}, 'Importance ', importance));
+    const save = this.actionButton('Save', async () => {
+      await this.call('memories.update', {
+        id: memory.id,
+        patch: { content: content.value.trim(), importance: Number(importance.value) }
+      });
+      this.setStatus('Saved memory.');
+      await this.showTab('memories');
+    });
+    save.hidden = true;
+    const edit = this.actionButton('Edit', async () => {
+      editor.hidden = !editor.hidden;
+      save.hidden = editor.hidden;
+    });
+    const retire = this.actionButton('Retire', async () => {
+      await this.call('memories.retire', { id: memory.id });
+      this.setStatus('Retired memory.');
+      await this.showTab('memories');
+    });
+    retire.disabled = memory.status === 'retired';
+    const conditions = memory.conditions
+      ? Object.entries(memory.conditions).map(([k, v]) => `${k}: ${v}`).join(' · ')
+      : '';
+    return h(
+      'article',
+      { class: `jp-nr-record jp-nr-${memory.status}`, 'data-id': memory.id },
+      h(
+        'div',
+        { class: 'jp-nr-record-head' },
+        h('span', { class: 'jp-nr-chip' }, memory.kind.replace(/_/g, ' ')),
+        h('span', { class: 'jp-nr-muted' }, memory.scope === 'global' ? 'global' : 'project'),
+        h('span', { class: 'jp-nr-muted' }, `importance ${formatValue(memory.importance)} · confidence ${formatValue(memory.confidence)}`),
+        memory.status === 'retired' ? h('span', { class: 'jp-nr-chip jp-nr-retired-chip' }, 'retired') : null,
+        h('span', { class: 'jp-nr-actions' }, edit, save, retire)
+      ),
+      h('div', { class: 'jp-nr-record-body' }, memory.content),
+      conditions ? h('div', { class: 'jp-nr-muted' }, conditions) : null,
+      editor
+    );
+  }
+
+  private renderAdapters(adapters: Array<Record<string, unknown>>): void {
+    if (adapters.length === 0) {
+      this.content.appendChild(h('div', { class: 'jp-nr-muted' }, 'No planner adapters yet: run lab.train() after giving feedback.'));
+      return;
+    }
+    const columns = ['version', 'active', 'created_at', 'examples', 'steps', 'loss_type', 'final_loss', 'mean_advantage', 'parent_version'];
+    const present = columns.filter(c => adapters.some(a => a[c] !== undefined));
+    this.content.append(
+      h('h3', { class: 'jp-nr-lab-heading' }, 'Planner adapters and training history'),
+      table(present, adapters.map(a => present.map(c => formatValue(a[c]))))
+    );
+  }
+
+  private renderSql(): void {
+    const query = h('textarea', { class: 'jp-nr-sql', rows: '4', spellcheck: 'false' });
+    query.value = this.lastSql;
+    const result = h('div', { class: 'jp-nr-sql-result' });
+    const run = this.actionButton('Run (read-only)', async () => {
+      this.lastSql = query.value;
+      result.textContent = '';
+      const answer = await this.call<ISqlResult>('sql', { query: query.value });
+      result.append(h('div', { class: 'jp-nr-muted' }, `${answer.rows.length} rows`), sqlTable(answer));
+    });
+    this.content.append(query, h('div', { class: 'jp-nr-sql-actions' }, run), result);
+  }
+
+  private actionButton(label: string, action: () => Promise<void>): HTMLButtonElement {
+    const button = h('button', { class: 'jp-nr-button', type: 'button' }, label);
+    button.addEventListener('click', () => {
+      this.setStatus('');
+      action().catch(reason => this.setStatus(reason instanceof Error ? reason.message : String(reason), true));
+    });
+    return button;
+  }
+
+  private lastSql = 'select stage, status, summary from stage_runs order by started_at desc limit 20';
+  private readonly tabBar: HTMLElement;
+  private readonly status: HTMLElement;
+  private readonly content: HTMLElement;
+}

@@ -1,0 +1,54 @@
+/**
+ * Lumino tokens of the services other plugins (ours or another extension's) may use.
+ */
+import type { ICellModel } from '@jupyterlab/cells';
+import type { NotebookPanel } from '@jupyterlab/notebook';
+import { Token } from '@lumino/coreutils';
+import type { ISignal } from '@lumino/signaling';
+import type { CellMetadata } from '@nanoresearch/schema';
+import type { BridgeClient } from './bridge';
+import type { IFlushResult } from './feedback';
+import type { FeedbackEntry } from './metadata';
+
+/** The kernel bridge of each notebook, and the user's NanoResearch settings. */
+export interface INanoBridge {
+  /** The bridge client of a notebook's kernel (one per notebook, requests serialised). */
+  clientFor(panel: NotebookPanel): BridgeClient;
+  /** The notebook in focus (or last in focus), if any. */
+  currentPanel(): NotebookPanel | null;
+  /** Who gives feedback: the `author` setting, else the Jupyter user's name. */
+  author(): string;
+  /** Topic of the set-up cell when a command is not given one. */
+  defaultTopic(): string;
+}
+
+export const INanoBridge = new Token<INanoBridge>(
+  '@nanoresearch/jupyterlab:INanoBridge',
+  'Bridge clients to the NanoResearch kernel library of each notebook.'
+);
+
+/** A stage cell and its metadata, as the sidebar lists them. */
+export interface IStageCellInfo {
+  model: ICellModel;
+  index: number;
+  metadata: CellMetadata;
+}
+
+/** Feedback on stage cells: written to cell metadata first, then synced to the store. */
+export interface IFeedbackService {
+  /** Adds feedback to the cell whose stage run is `stageRunId`, in any open notebook. */
+  add(stageRunId: string, text: string): FeedbackEntry;
+  /** Adds feedback to a given stage cell of a notebook. */
+  addToCell(panel: NotebookPanel, cell: ICellModel, text: string): FeedbackEntry;
+  /** The stage cells of a notebook, in order. */
+  stageCells(panel: NotebookPanel): IStageCellInfo[];
+  /** Sends the notebook's unsynced feedback now. */
+  syncNow(panel: NotebookPanel): Promise<IFlushResult>;
+  /** Emitted when a notebook's stage cells or their feedback change. */
+  readonly changed: ISignal<IFeedbackService, NotebookPanel>;
+}
+
+export const IFeedbackService = new Token<IFeedbackService>(
+  '@nanoresearch/jupyterlab:IFeedbackService',
+  'Feedback on NanoResearch stage cells, kept in cell metadata and synced to the store.'
+);

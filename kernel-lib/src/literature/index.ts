@@ -1,0 +1,13 @@
+export { Literature, remoteProvidersFromEnv, REMOTE_SOURCES } from './literature';
+export type { LiteratureOptions, LiteratureSearchResult, LiteratureStatus, SourceReport, RemoteSource } from './literature';
+export type { LiteratureProvider, Paper, SearchOptions } from './types';
+export { ProviderUnavailableError } from './types';
+export { OpenAlexProvider, abstractFromInvertedIndex } from './providers/openalex';
+export { ArxivProvider, parseArxivAtom } from './providers/arxiv';
+export { SemanticScholarProvider } from './providers/semantic-scholar';
+export { CrossrefProvider } from './providers/crossref';
+export { LocalCorpusProvider, parseBibtex, papersFromBibtex, papersFromCslJson, bm25Rank } from './providers/local-corpus';
+export type { RemoteProviderOptions } from './providers/common';
+export { TokenBucket } from './http';
+export { citationKey, normalizeDoi, normalizeTitle, dedupePapers } from './normalize';
+export type { LiteratureStore } from './store';

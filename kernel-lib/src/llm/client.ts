@@ -1,0 +1,254 @@
+import { newId, nowIso } from '../ids';
+import { BudgetExceededError, LlmOutputError, spentFor } from './errors';
+import { LlmLedger, cacheKey, type CachedResponse } from './ledger';
+import { LocalProvider } from './providers/local';
+import { OpenAiProvider } from './providers/openai';
+import type { Provider } from './providers/types';
+import { withRetries, type RetryPolicy } from './retry';
+import { extractJson, stripThinking } from './text';
+import type {
+  Budget,
+  CreateLlmOptions,
+  JsonSchema,
+  Llm,
+  LlmCallRecord,
+  LlmConfig,
+  LlmRequest,
+  LlmResponse,
+  LlmStore,
+  Spent,
+  TokenUsage
+} from './types';
+import { schemaNameOf, validateAgainst } from './validate';
+
+const DEFAULT_TIMEOUT_MS = 120_000;
+const BUDGET_LIMITS: readonly (keyof Budget)[] = ['maxCalls', 'maxTokens', 'maxCostUsd'];
+
+/**
+ * An Llm for `config`. With a store, every call writes an `llm_calls` row and answers are cached
+ * in `llm_cache`; without one, the cache lives in memory and only `options.onCall` sees the rows.
+ */
+export function createLlm(config: LlmConfig, store?: LlmStore, options: CreateLlmOptions = {}): Llm {
+  const timeoutMs = config.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const provider: Provider =
+    config.provider === 'local'
+      ? new LocalProvider({
+          modelPath: config.modelPath,
+          contextSize: config.contextSize ?? 4096,
+          threads: config.threads ?? 2,
+          timeoutMs: config.timeoutMs ?? 0
+        })
+      : new OpenAiProvider({
+          baseURL: config.baseURL,
+          apiKey: config.apiKey,
+          jsonMode: config.jsonMode ?? 'json_schema',
+          timeoutMs
+        });
+  const core: Core = {
+    config,
+    provider,
+    ledger: new LlmLedger(store, options.onCall),
+    retry: {
+      maxRetries: config.maxRetries ?? 4,
+      baseDelayMs: config.retryBaseDelayMs ?? 500,
+      maxDelayMs: config.retryMaxDelayMs ?? 20_000
+    }
+  };
+  return new ScopedLlm(core, new Meter(config.budget, undefined, null));
+}
+
+/** What every scope of one Llm shares. */
+interface Core {
+  config: LlmConfig;
+  provider: Provider;
+  ledger: LlmLedger;
+  retry: RetryPolicy;
+}
+
+/** Spending of one scope, checked against its budget; what it spends also counts in its parents. */
+class Meter {
+  readonly spent: Spent = { tokens: 0, calls: 0, costUsd: 0 };
+
+  constructor(
+    readonly budget: Budget | undefined,
+    readonly parent: Meter | undefined,
+    readonly stageRunId: string | null
+  ) {}
+
+  /** Throws `BudgetExceededError` when this scope or an enclosing one has reached a limit. */
+  check(): void {
+    for (let meter: Meter | undefined = this; meter; meter = meter.parent) {
+      for (const limit of BUDGET_LIMITS) {
+        const max = meter.budget?.[limit];
+        const spent = spentFor(limit, meter.spent);
+        if (max !== undefined && spent >= max) throw new BudgetExceededError(limit, spent, max, meter.stageRunId);
+      }
+    }
+  }
+
+  add(tokens: number, costUsd: number): void {
+    for (let meter: Meter | undefined = this; meter; meter = meter.parent) {
+      meter.spent.calls += 1;
+      meter.spent.tokens += tokens;
+      meter.spent.costUsd += costUsd;
+    }
+  }
+}
+
+class ScopedLlm implements Llm {
+  constructor(
+    private readonly core: Core,
+    private readonly meter: Meter
+  ) {}
+
+  get config(): LlmConfig {
+    return this.core.config;
+  }
+
+  get spent(): Spent {
+    return { ...this.meter.spent };
+  }
+
+  scoped(opts: { budget?: Budget; stageRunId?: string | null }): Llm {
+    const stageRunId = opts.stageRunId !== undefined ? opts.stageRunId : this.meter.stageRunId;
+    return new ScopedLlm(this.core, new Meter(opts.budget, this.meter, stageRunId));
+  }
+
+  complete(req: LlmRequest): Promise<LlmResponse> {
+    return this.call(req);
+  }
+
+  async completeJson<T>(req: LlmRequest & { jsonSchema: JsonSchema }): Promise<LlmResponse & { value: T }> {
+    const name = schemaNameOf(req.jsonSchema, req.schemaName);
+    const parse = (text: string): { value: T } | { errors: string[] } => {
+      const found = extractJson(text);
+      if (!found) return { errors: ['the answer contains no JSON object'] };
+      const errors = validateAgainst(req.jsonSchema, found.value);
+      return errors.length ? { errors } : { value: found.value as T };
+    };
+    const accept = (text: string) => 'value' in parse(text);
+
+    const first = await this.call(req, accept);
+    const firstParsed = parse(first.text);
+    if ('value' in firstParsed) return { ...first, value: firstParsed.value };
+
+    const reask: LlmRequest = {
+      ...req,
+      messages: [
+        ...req.messages,
+        { role: 'assistant', content: first.text },
+        {
+          role: 'user',
+          content:
+            `Your answer does not match the JSON schema "${name}": ${firstParsed.errors.join('; ')}. ` +
+            `Reply with only the corrected JSON object.`
+        }
+      ]
+    };
+    const second = await this.call(reask, accept);
+    const secondParsed = parse(second.text);
+    if (!('value' in secondParsed)) throw new LlmOutputError(name, secondParsed.errors, second.text);
+    return {
+      text: second.text,
+      model: second.model,
+      usage: addUsage(first.usage, second.usage),
+      costUsd: first.costUsd + second.costUsd,
+      latencyMs: first.latencyMs + second.latencyMs,
+      cached: first.cached && second.cached,
+      value: secondParsed.value
+    };
+  }
+
+  /**
+   * One call: from the cache when possible (free, allowed over budget), else through the
+   * provider with retries. `accept` keeps answers it rejects out of the cache.
+   */
+  private async call(req: LlmRequest, accept?: (text: string) => boolean): Promise<LlmResponse> {
+    const { config, provider, ledger } = this.core;
+    const model = config.models[req.role] ?? config.models.default;
+    const started = Date.now();
+    const stageRunId = req.stageRunId !== undefined ? req.stageRunId : this.meter.stageRunId;
+    const row = (fields: Partial<LlmCallRecord>): LlmCallRecord => ({
+      id: newId('llm'),
+      stage_run_id: stageRunId,
+      role: req.role,
+      model,
+      prompt_tokens: 0,
+      completion_tokens: 0,
+      latency_ms: Date.now() - started,
+      cost_usd: 0,
+      cache_hit: false,
+      error: null,
+      created_at: nowIso(),
+      ...fields
+    });
+
+    const key =
+      req.cache === false
+        ? undefined
+        : cacheKey({
+            provider: provider.name,
+            model,
+            adapterPath: req.adapterPath ?? null,
+            messages: req.messages,
+            temperature: req.temperature ?? null,
+            maxTokens: req.maxTokens ?? null,
+            jsonSchema: req.jsonSchema ?? null,
+            seed: req.seed ?? null
+          });
+    const hit = key ? await ledger.lookup(key) : undefined;
+    if (hit) {
+      const record = row({ cache_hit: true });
+      await ledger.record(record);
+      return { text: hit.text, model: hit.model, usage: { ...hit.usage }, costUsd: 0, latencyMs: record.latency_ms, cached: true };
+    }
+
+    this.meter.check();
+    let answer: CachedResponse;
+    try {
+      const result = await withRetries(
+        () =>
+          provider.generate({
+            model,
+            messages: req.messages,
+            temperature: req.temperature,
+            maxTokens: req.maxTokens,
+            jsonSchema: req.jsonSchema,
+            schemaName: req.jsonSchema ? schemaNameOf(req.jsonSchema, req.schemaName) : 'response',
+            adapterPath: req.adapterPath,
+            seed: req.seed
+          }),
+        this.core.retry
+      );
+      answer = { text: stripThinking(result.text), model: result.model, usage: result.usage };
+    } catch (err) {
+      this.meter.add(0, 0);
+      await ledger.record(row({ error: (err as Error).message }));
+      throw err;
+    }
+
+    const cost = this.costOf(model, answer);
+    this.meter.add(answer.usage.promptTokens + answer.usage.completionTokens, cost ?? 0);
+    const record = row({
+      model: answer.model,
+      prompt_tokens: answer.usage.promptTokens,
+      completion_tokens: answer.usage.completionTokens,
+      cost_usd: cost
+    });
+    const cacheable = key !== undefined && (!accept || accept(answer.text));
+    await ledger.record(record, cacheable ? { key, response: answer } : undefined);
+    return { ...answer, costUsd: cost ?? 0, latencyMs: record.latency_ms, cached: false };
+  }
+
+  /** Dollars for an answer; null when a remote model has no price (the row shows it unpriced). */
+  private costOf(requestedModel: string, answer: CachedResponse): number | null {
+    if (this.core.provider.name === 'local') return 0;
+    const price = this.core.config.prices?.[requestedModel] ?? this.core.config.prices?.[answer.model];
+    if (!price) return null;
+    return (answer.usage.promptTokens * price.inputPerMTok + answer.usage.completionTokens * price.outputPerMTok) / 1e6;
+  }
+}
+
+function addUsage(a: TokenUsage, b: TokenUsage): TokenUsage {
+  return { promptTokens: a.promptTokens + b.promptTokens, completionTokens: a.completionTokens + b.completionTokens };
+}

@@ -1,0 +1,95 @@
+import { existsSync, statSync } from 'fs';
+import * as path from 'path';
+import { ROLES, type JsonMode, type LlmConfig, type ModelPrice } from './types';
+
+/** The embedded model's file name, fetched by `npm start` / scripts/setup into `models/`. */
+export const LOCAL_MODEL_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
+
+/** Model name the OpenAI-compatible provider uses when NANORESEARCH_MODEL is not set. */
+export const DEFAULT_REMOTE_MODEL = 'gpt-4o-mini';
+
+const JSON_MODES: readonly JsonMode[] = ['json_schema', 'json_object', 'none'];
+
+/**
+ * The LLM configuration from environment variables:
+ * - NANORESEARCH_LLM_BASE_URL (or OPENAI_BASE_URL) selects an OpenAI-compatible server, with
+ *   NANORESEARCH_LLM_API_KEY (or OPENAI_API_KEY); NANORESEARCH_JSON_MODE = json_schema | json_object | none.
+ * - Otherwise the embedded model: $NANORESEARCH_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf, or the
+ *   repository's models/ folder.
+ * - NANORESEARCH_MODEL names the default model, NANORESEARCH_MODEL_<ROLE> (e.g. _PLANNER) one role's.
+ * - NANORESEARCH_LLM_TIMEOUT_MS, NANORESEARCH_LLM_MAX_RETRIES, and NANORESEARCH_LLM_PRICES
+ *   (JSON: {"model": {"inputPerMTok": 0.15, "outputPerMTok": 0.6}}).
+ */
+export function llmConfigFromEnv(env: NodeJS.ProcessEnv = process.env): LlmConfig {
+  const baseURL = env.NANORESEARCH_LLM_BASE_URL || env.OPENAI_BASE_URL;
+  const local = !baseURL;
+  const modelPath = local ? localModelPath(env) : undefined;
+  const defaultModel =
+    env.NANORESEARCH_MODEL || (local ? path.basename(modelPath ?? LOCAL_MODEL_FILE, '.gguf') : DEFAULT_REMOTE_MODEL);
+  const models: LlmConfig['models'] = { default: defaultModel };
+  for (const role of ROLES) {
+    const model = env[`NANORESEARCH_MODEL_${role.toUpperCase()}`];
+    if (model) models[role] = model;
+  }
+  const config: LlmConfig = local
+    ? { provider: 'local', models, modelPath }
+    : { provider: 'openai', baseURL, apiKey: env.NANORESEARCH_LLM_API_KEY || env.OPENAI_API_KEY, models };
+  const jsonMode = env.NANORESEARCH_JSON_MODE;
+  if (jsonMode) {
+    if (!JSON_MODES.includes(jsonMode as JsonMode)) {
+      throw new Error(`NANORESEARCH_JSON_MODE=${jsonMode} is not one of ${JSON_MODES.join(', ')}`);
+    }
+    config.jsonMode = jsonMode as JsonMode;
+  }
+  const timeoutMs = positiveInt(env, 'NANORESEARCH_LLM_TIMEOUT_MS');
+  if (timeoutMs !== undefined) config.timeoutMs = timeoutMs;
+  const maxRetries = positiveInt(env, 'NANORESEARCH_LLM_MAX_RETRIES');
+  if (maxRetries !== undefined) config.maxRetries = maxRetries;
+  if (env.NANORESEARCH_LLM_PRICES) config.prices = parsePrices(env.NANORESEARCH_LLM_PRICES);
+  return config;
+}
+
+/**
+ * Where the embedded model should be: in $NANORESEARCH_MODELS_DIR, else in the repository's
+ * models/ folder (found by walking up from this file). The path is returned even when the file
+ * is missing, so the error on first use can name it and say how to fetch it.
+ */
+export function localModelPath(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.NANORESEARCH_MODELS_DIR) return path.join(env.NANORESEARCH_MODELS_DIR, LOCAL_MODEL_FILE);
+  const root = findRepoRoot(__dirname);
+  return root ? path.join(root, 'models', LOCAL_MODEL_FILE) : undefined;
+}
+
+/** The nearest folder at or above `from` holding a `models/` folder. */
+export function findRepoRoot(from: string): string | undefined {
+  for (let dir = path.resolve(from); ; dir = path.dirname(dir)) {
+    const models = path.join(dir, 'models');
+    if (existsSync(models) && statSync(models).isDirectory()) return dir;
+    if (path.dirname(dir) === dir) return undefined;
+  }
+}
+
+function positiveInt(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 0) throw new Error(`${name}=${raw} must be a non-negative integer`);
+  return value;
+}
+
+function parsePrices(raw: string): Record<string, ModelPrice> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (err) {
+    throw new Error(`NANORESEARCH_LLM_PRICES is not valid JSON: ${(err as Error).message}`);
+  }
+  const prices: Record<string, ModelPrice> = {};
+  for (const [model, price] of Object.entries(parsed as Record<string, Partial<ModelPrice>>)) {
+    if (typeof price?.inputPerMTok !== 'number' || typeof price?.outputPerMTok !== 'number') {
+      throw new Error(`NANORESEARCH_LLM_PRICES["${model}"] needs numeric inputPerMTok and outputPerMTok`);
+    }
+    prices[model] = { inputPerMTok: price.inputPerMTok, outputPerMTok: price.outputPerMTok };
+  }
+  return prices;
+}

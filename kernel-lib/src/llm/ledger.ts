@@ -1,0 +1,96 @@
+import { createHash } from 'crypto';
+import type { ChatMessage, JsonSchema, LlmCallRecord, LlmStore, TokenUsage } from './types';
+
+/** What the response cache keeps of an answer. */
+export interface CachedResponse {
+  text: string;
+  model: string;
+  usage: TokenUsage;
+}
+
+/** Everything that determines an answer; its hash is the cache key. */
+export interface CacheKeyParts {
+  provider: string;
+  model: string;
+  adapterPath: string | null;
+  messages: ChatMessage[];
+  temperature: number | null;
+  maxTokens: number | null;
+  jsonSchema: JsonSchema | null;
+  seed: number | null;
+}
+
+export function cacheKey(parts: CacheKeyParts): string {
+  const ordered = [
+    parts.provider,
+    parts.model,
+    parts.adapterPath,
+    parts.messages.map(m => [m.role, m.content]),
+    parts.temperature,
+    parts.maxTokens,
+    parts.jsonSchema,
+    parts.seed
+  ];
+  return createHash('sha256').update(JSON.stringify(ordered)).digest('hex');
+}
+
+/**
+ * The response cache and the `llm_calls` accounting, in the store when there is one (the cache
+ * then survives the process), else in memory. A call's row and its cache entry are written in
+ * one transaction, so a crash cannot keep an answer without its accounting or the reverse.
+ */
+export class LlmLedger {
+  private readonly memory = new Map<string, CachedResponse>();
+
+  constructor(
+    private readonly store: LlmStore | undefined,
+    private readonly onCall: ((record: LlmCallRecord) => void) | undefined
+  ) {}
+
+  async lookup(key: string): Promise<CachedResponse | undefined> {
+    const hit = this.memory.get(key);
+    if (hit || !this.store) return hit;
+    const row = await this.store.read(q =>
+      q.get<{ response: unknown }>('SELECT response FROM llm_cache WHERE key = $1', [key])
+    );
+    if (!row) return undefined;
+    const response = (typeof row.response === 'string' ? JSON.parse(row.response) : row.response) as CachedResponse;
+    this.memory.set(key, response);
+    return response;
+  }
+
+  /** Stores the accounting row, and the answer under `cache.key` when given. */
+  async record(row: LlmCallRecord, cache?: { key: string; response: CachedResponse }): Promise<void> {
+    if (this.store) {
+      await this.store.write(async q => {
+        await q.run(
+          `INSERT INTO llm_calls (id, stage_run_id, role, model, prompt_tokens, completion_tokens,
+             latency_ms, cost_usd, cache_hit, error, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+          [
+            row.id,
+            row.stage_run_id,
+            row.role,
+            row.model,
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.latency_ms,
+            row.cost_usd,
+            row.cache_hit,
+            row.error,
+            row.created_at
+          ]
+        );
+        if (cache) {
+          await q.run(
+            `INSERT INTO llm_cache (key, model, response, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key) DO NOTHING`,
+            [cache.key, cache.response.model, JSON.stringify(cache.response), row.created_at]
+          );
+        }
+      });
+    }
+    if (cache) this.memory.set(cache.key, cache.response);
+    this.onCall?.(row);
+  }
+}

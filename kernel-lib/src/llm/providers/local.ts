@@ -1,0 +1,264 @@
+import { existsSync } from 'fs';
+import type { ChatMessage } from '../types';
+import { ProviderFailure } from '../retry';
+import { schemaInstruction } from '../validate';
+import { withSystemInstruction, type Provider, type ProviderCall, type ProviderResult } from './types';
+
+/**
+ * node-llama-cpp is ESM with top-level await: it cannot be required, only imported. The compiler
+ * (module node16) keeps this import() as is; its types are derived from it for the same reason.
+ */
+const importNodeLlamaCpp = () => import('node-llama-cpp');
+
+type NodeLlamaCpp = Awaited<ReturnType<typeof importNodeLlamaCpp>>;
+type Llama = Awaited<ReturnType<NodeLlamaCpp['getLlama']>>;
+type LlamaModel = Awaited<ReturnType<Llama['loadModel']>>;
+type LlamaContext = Awaited<ReturnType<LlamaModel['createContext']>>;
+type LlamaGrammar = Awaited<ReturnType<Llama['createGrammarForJsonSchema']>>;
+type LlamaChatSession = InstanceType<NodeLlamaCpp['LlamaChatSession']>;
+type ChatHistoryItem = ReturnType<LlamaChatSession['getChatHistory']>[number];
+
+export interface LocalProviderOptions {
+  modelPath?: string;
+  contextSize: number;
+  threads: number;
+  timeoutMs: number;
+}
+
+/** A loaded GGUF and what hangs off it: one context per LoRA adapter, compiled grammars. */
+interface LoadedModel {
+  lib: NodeLlamaCpp;
+  llama: Llama;
+  model: LlamaModel;
+  contexts: Map<string, Promise<LlamaContext>>;
+  grammars: Map<string, Promise<LlamaGrammar>>;
+  /** Generations run one at a time: each context has one sequence and the CPU has few cores. */
+  queue: Promise<unknown>;
+}
+
+/** Models loaded in this process, by file path: loading takes seconds, so it happens once. */
+const loadedModels = new Map<string, Promise<LoadedModel>>();
+
+/** Adapter contexts kept alive per model; the least recently used one beyond this is disposed. */
+const MAX_ADAPTER_CONTEXTS = 3;
+
+const FIX_MISSING_MODEL =
+  'Run `npm start` (or scripts/setup) to fetch it, set NANORESEARCH_MODELS_DIR to the folder holding it, ' +
+  'or set NANORESEARCH_LLM_BASE_URL to use an OpenAI-compatible server instead';
+
+/**
+ * The embedded model, run in this process by node-llama-cpp on the CPU. JSON answers are
+ * constrained by a grammar built from the schema; a LoRA adapter GGUF can be applied per call.
+ */
+export class LocalProvider implements Provider {
+  readonly name = 'local' as const;
+
+  constructor(private readonly options: LocalProviderOptions) {}
+
+  async generate(call: ProviderCall): Promise<ProviderResult> {
+    const loaded = await this.load();
+    const run = loaded.queue.then(() => this.generateWith(loaded, call));
+    loaded.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async generateWith(loaded: LoadedModel, call: ProviderCall): Promise<ProviderResult> {
+    const context = await this.contextFor(loaded, call.adapterPath ?? null);
+    const messages = call.jsonSchema
+      ? withSystemInstruction(call.messages, schemaInstruction(call.jsonSchema, call.schemaName))
+      : call.messages;
+    const { history, prompt } = toChatHistory(messages);
+    const grammar = call.jsonSchema ? await grammarFor(loaded, call.jsonSchema) : undefined;
+
+    // A fresh sequence per call: no state from an earlier call leaks into this one.
+    const sequence = context.getSequence();
+    const session = new loaded.lib.LlamaChatSession({ contextSequence: sequence });
+    const signal = this.options.timeoutMs > 0 ? AbortSignal.timeout(this.options.timeoutMs) : undefined;
+    try {
+      session.setChatHistory(history);
+      const promptTokens = countPromptTokens(loaded, session, history, prompt);
+      const text = await session.prompt(prompt, {
+        ...(call.maxTokens !== undefined && { maxTokens: call.maxTokens }),
+        ...(call.temperature !== undefined && { temperature: call.temperature }),
+        ...(call.seed !== undefined && { seed: call.seed }),
+        ...(grammar && { grammar }),
+        ...(signal && { signal })
+      });
+      return {
+        text,
+        model: call.model,
+        usage: { promptTokens, completionTokens: loaded.model.tokenize(text).length }
+      };
+    } catch (err) {
+      if (signal?.aborted) {
+        throw new ProviderFailure(
+          `The embedded model did not finish within ${this.options.timeoutMs} ms`,
+          false,
+          undefined,
+          'Lower maxTokens or raise timeoutMs (NANORESEARCH_LLM_TIMEOUT_MS)',
+          undefined,
+          { cause: err }
+        );
+      }
+      throw new ProviderFailure(`The embedded model failed: ${(err as Error).message}`, false, undefined, undefined, undefined, {
+        cause: err
+      });
+    } finally {
+      session.dispose();
+      if (!sequence.disposed) sequence.dispose();
+    }
+  }
+
+  private load(): Promise<LoadedModel> {
+    const modelPath = this.options.modelPath;
+    if (!modelPath || !existsSync(modelPath)) {
+      const what = modelPath ? `The embedded model file ${modelPath} is missing` : 'No embedded model file was found';
+      return Promise.reject(new ProviderFailure(what, false, undefined, FIX_MISSING_MODEL));
+    }
+    let loading = loadedModels.get(modelPath);
+    if (!loading) {
+      loading = loadModel(modelPath);
+      loadedModels.set(modelPath, loading);
+      // A failed load is not cached: the next call tries again (e.g. after the file is fetched).
+      loading.catch(() => loadedModels.delete(modelPath));
+    }
+    return loading;
+  }
+
+  private contextFor(loaded: LoadedModel, adapterPath: string | null): Promise<LlamaContext> {
+    const key = adapterPath ?? '';
+    let context = loaded.contexts.get(key);
+    if (context) {
+      // Re-insert to mark it most recently used.
+      loaded.contexts.delete(key);
+      loaded.contexts.set(key, context);
+      return context;
+    }
+    if (adapterPath && !existsSync(adapterPath)) {
+      return Promise.reject(
+        new ProviderFailure(
+          `The LoRA adapter file ${adapterPath} is missing`,
+          false,
+          undefined,
+          'Train one with lab.train() or switch adapters with useAdapter()'
+        )
+      );
+    }
+    context = loaded.model
+      .createContext({
+        contextSize: this.options.contextSize,
+        threads: this.options.threads,
+        sequences: 1,
+        ...(adapterPath && { lora: { adapters: [{ filePath: adapterPath }] } })
+      })
+      .catch((err: Error) => {
+        loaded.contexts.delete(key);
+        const what = adapterPath ? `Could not load the LoRA adapter ${adapterPath}` : 'Could not create a context for the embedded model';
+        throw new ProviderFailure(`${what}: ${err.message}`, false, undefined, adapterPath ? 'Check that the adapter was written for this base model' : undefined, undefined, {
+          cause: err
+        });
+      });
+    loaded.contexts.set(key, context);
+    while (loaded.contexts.size > MAX_ADAPTER_CONTEXTS) {
+      const [oldestKey, oldest] = loaded.contexts.entries().next().value as [string, Promise<LlamaContext>];
+      loaded.contexts.delete(oldestKey);
+      void oldest.then(c => c.dispose()).catch(() => undefined);
+    }
+    return context;
+  }
+}
+
+async function loadModel(modelPath: string): Promise<LoadedModel> {
+  try {
+    const lib = await importNodeLlamaCpp();
+    const llama = await lib.getLlama({ gpu: false, build: 'never', logLevel: lib.LlamaLogLevel.error });
+    const model = await llama.loadModel({ modelPath });
+    return { lib, llama, model, contexts: new Map(), grammars: new Map(), queue: Promise.resolve() };
+  } catch (err) {
+    const message = (err as Error).message;
+    const hint = /experimental-vm-modules/.test(message)
+      ? 'Under jest, run node with --experimental-vm-modules (`npm test -w kernel-lib` does)'
+      : 'Check that node-llama-cpp 3.21.1 is installed with its prebuilt CPU binary and that the file is a GGUF model';
+    throw new ProviderFailure(`Could not load the embedded model ${modelPath}: ${message}`, false, undefined, hint, undefined, {
+      cause: err
+    });
+  }
+}
+
+/**
+ * Frees every embedded model loaded in this process (its contexts and native handles), so the
+ * process can exit; the next local call loads the model again.
+ */
+export async function disposeLocalModels(): Promise<void> {
+  const loading = [...loadedModels.values()];
+  loadedModels.clear();
+  for (const pending of loading) {
+    const loaded = await pending.catch(() => undefined);
+    if (!loaded) continue;
+    await loaded.queue;
+    await loaded.llama.dispose();
+  }
+}
+
+function grammarFor(loaded: LoadedModel, schema: Record<string, unknown>): Promise<LlamaGrammar> {
+  const key = JSON.stringify(schema);
+  let grammar = loaded.grammars.get(key);
+  if (!grammar) {
+    grammar = loaded.llama.createGrammarForJsonSchema(grammarSchema(schema) as never);
+    loaded.grammars.set(key, grammar);
+    grammar.catch(() => loaded.grammars.delete(key));
+  }
+  return grammar;
+}
+
+/** Annotation keywords node-llama-cpp's grammar builder does not know; they do not constrain anything. */
+const ANNOTATIONS = new Set(['$schema', '$id', '$comment', 'title', 'examples', 'default', 'format', 'readOnly', 'writeOnly']);
+
+/** The schema without annotation keywords (in every nested schema, but not inside `properties` names). */
+function grammarSchema(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(grammarSchema);
+  if (!schema || typeof schema !== 'object') return schema;
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(schema)) {
+    if (ANNOTATIONS.has(key)) continue;
+    if ((key === 'properties' || key === '$defs') && value && typeof value === 'object') {
+      out[key] = Object.fromEntries(Object.entries(value).map(([name, sub]) => [name, grammarSchema(sub)]));
+    } else if (key === 'enum' || key === 'const' || key === 'required') {
+      out[key] = value;
+    } else {
+      out[key] = grammarSchema(value);
+    }
+  }
+  return out;
+}
+
+/**
+ * Chat messages as node-llama-cpp history plus the prompt to answer: system messages joined
+ * into one, earlier turns as history, the last user message as the prompt.
+ */
+function toChatHistory(messages: ChatMessage[]): { history: ChatHistoryItem[]; prompt: string } {
+  const system = messages.filter(m => m.role === 'system').map(m => m.content);
+  const turns = messages.filter(m => m.role !== 'system');
+  const last = turns[turns.length - 1];
+  const prompt = last && last.role === 'user' ? last.content : '';
+  const earlier = last && last.role === 'user' ? turns.slice(0, -1) : turns;
+  const history: ChatHistoryItem[] = [];
+  if (system.length) history.push({ type: 'system', text: system.join('\n\n') });
+  for (const m of earlier) {
+    history.push(m.role === 'user' ? { type: 'user', text: m.content } : { type: 'model', response: [m.content] });
+  }
+  return { history, prompt };
+}
+
+/** Tokens of the prompt as the model's chat template renders it, counted by the model's tokenizer. */
+function countPromptTokens(
+  loaded: LoadedModel,
+  session: LlamaChatSession,
+  history: ChatHistoryItem[],
+  prompt: string
+): number {
+  const state = session.chatWrapper.generateContextState({
+    chatHistory: [...history, { type: 'user', text: prompt }, { type: 'model', response: [] }]
+  });
+  return state.contextText.tokenize(loaded.model.tokenizer).length;
+}

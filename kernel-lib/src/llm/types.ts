@@ -1,0 +1,155 @@
+/**
+ * The LLM layer's public types: one `Llm` interface in front of two providers (an
+ * OpenAI-compatible HTTP server, or the embedded GGUF model run by node-llama-cpp).
+ */
+
+/** Who is asking. Each role maps to a model name (`LlmConfig.models`). */
+export type Role = 'planner' | 'ideation' | 'planning' | 'coding' | 'writing' | 'review' | 'judge';
+
+export const ROLES: readonly Role[] = ['planner', 'ideation', 'planning', 'coding', 'writing', 'review', 'judge'];
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+/** A JSON Schema (draft 2020-12) as a plain object. */
+export type JsonSchema = Record<string, unknown>;
+
+export interface LlmRequest {
+  role: Role;
+  messages: ChatMessage[];
+  temperature?: number;
+  maxTokens?: number;
+  /** Constrain (local) or request (OpenAI) an answer matching this schema. */
+  jsonSchema?: JsonSchema;
+  /** Name sent with the schema; defaults to the schema's `title`, then `response`. */
+  schemaName?: string;
+  /**
+   * A LoRA adapter GGUF applied on top of the embedded model. The OpenAI-compatible provider
+   * cannot upload an adapter: there the server serves it under its own model name (set
+   * NANORESEARCH_MODEL_PLANNER), so the path only takes part in the cache key.
+   */
+  adapterPath?: string | null;
+  /** The stage run the `llm_calls` row belongs to; defaults to the scope's. */
+  stageRunId?: string | null;
+  /** Answer identical requests from the response cache (default true). */
+  cache?: boolean;
+  seed?: number;
+}
+
+export interface TokenUsage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface LlmResponse {
+  /** The answer, with any `<think>…</think>` block removed. */
+  text: string;
+  model: string;
+  usage: TokenUsage;
+  costUsd: number;
+  latencyMs: number;
+  /** True when answered from the response cache (no request made, nothing spent). */
+  cached: boolean;
+}
+
+/** Limits for one scope; a call is refused once any limit is reached. */
+export interface Budget {
+  maxTokens?: number;
+  maxCalls?: number;
+  maxCostUsd?: number;
+}
+
+export interface Spent {
+  tokens: number;
+  calls: number;
+  costUsd: number;
+}
+
+/** Dollars per million tokens. */
+export interface ModelPrice {
+  inputPerMTok: number;
+  outputPerMTok: number;
+}
+
+export type JsonMode = 'json_schema' | 'json_object' | 'none';
+
+export interface LlmConfig {
+  provider: 'openai' | 'local';
+  /** OpenAI-compatible endpoint, e.g. `http://127.0.0.1:8000/v1`. */
+  baseURL?: string;
+  apiKey?: string;
+  /** Model name per role; roles without an entry use `default`. */
+  models: { default: string } & Partial<Record<Role, string>>;
+  /** How the OpenAI provider asks for JSON (default `json_schema`). */
+  jsonMode?: JsonMode;
+  /** The embedded model's GGUF file (local provider). */
+  modelPath?: string;
+  /** Context window of the embedded model, in tokens (default 4096). */
+  contextSize?: number;
+  /** CPU threads of the embedded model (default 2). */
+  threads?: number;
+  /** Prices per model name; the local provider is free, an unpriced remote model counts as 0. */
+  prices?: Record<string, ModelPrice>;
+  /** Limits for everything this Llm (and its scopes) spends. */
+  budget?: Budget;
+  /** Per-request timeout in milliseconds (default 120000). */
+  timeoutMs?: number;
+  /** Retries after a transient failure: 429, 5xx, timeout, connection reset (default 4). */
+  maxRetries?: number;
+  /** First backoff delay; doubles each retry, with jitter (default 500). */
+  retryBaseDelayMs?: number;
+  /** Longest backoff delay, Retry-After excepted (default 20000). */
+  retryMaxDelayMs?: number;
+}
+
+export interface Llm {
+  complete(req: LlmRequest): Promise<LlmResponse>;
+  /**
+   * Complete, parse the first JSON object of the answer and validate it against `jsonSchema`;
+   * an invalid answer is re-asked once with the validation errors, then `LlmOutputError`.
+   */
+  completeJson<T>(req: LlmRequest & { jsonSchema: JsonSchema }): Promise<LlmResponse & { value: T }>;
+  /**
+   * An Llm sharing this one's cache and accounting, with its own budget; what it spends
+   * also counts into this one (and its parents).
+   */
+  scoped(opts: { budget?: Budget; stageRunId?: string | null }): Llm;
+  /** What this Llm and its scopes have spent so far (cache hits are free). */
+  readonly spent: Spent;
+  readonly config: LlmConfig;
+}
+
+/** One accounting record: exactly what goes into an `llm_calls` row. */
+export interface LlmCallRecord {
+  id: string;
+  stage_run_id: string | null;
+  role: Role;
+  model: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  latency_ms: number;
+  /** Null when the model has no price in the table (counted as 0 in budgets). */
+  cost_usd: number | null;
+  cache_hit: boolean;
+  /** Null on success; what failed otherwise. */
+  error: string | null;
+  created_at: string;
+}
+
+/** The part of the kernel `Store` the LLM layer uses (a real `Store` satisfies it). */
+export interface LlmStoreQueryable {
+  run(sql: string, params?: unknown[] | Record<string, unknown>): Promise<unknown>;
+  get<T>(sql: string, params?: unknown[] | Record<string, unknown>): Promise<T | undefined>;
+}
+
+export interface LlmStore {
+  write<T>(fn: (q: LlmStoreQueryable) => Promise<T>): Promise<T>;
+  read<T>(fn: (q: LlmStoreQueryable) => Promise<T>): Promise<T>;
+}
+
+export interface CreateLlmOptions {
+  /** Called with every accounting record after it is stored (live cost display, tests). */
+  onCall?: (record: LlmCallRecord) => void;
+}

@@ -1,0 +1,3 @@
+/** Memory: typed, deterministic-id memories with support, contradiction and decay. */
+export * from './bank';
+export * from './records';

@@ -1,0 +1,75 @@
+/**
+ * Memory kinds, scopes, decay constants and the row <-> record mapping shared by the memory
+ * bank and retrieval.
+ */
+import type { Memory } from '@nanoresearch/schema';
+
+export type MemoryKind = Memory['kind'];
+
+/** Kinds about the researcher rather than a project: they are stored once and cross projects. */
+export const GLOBAL_KINDS: ReadonlySet<MemoryKind> = new Set<MemoryKind>(['user_constraint', 'user_profile']);
+
+export const MEMORY_KINDS: readonly MemoryKind[] = [
+  'user_constraint',
+  'user_profile',
+  'project_context',
+  'decision_history',
+  'promising_direction',
+  'failed_direction',
+  'data_strategy',
+  'training_strategy'
+];
+
+/** The scope of global memories. */
+export const GLOBAL_SCOPE = 'global';
+
+/**
+ * Half-life of a memory's relevance, in days, by kind. Constraints and profile facts are
+ * about the person and change slowly; directions go stale as data and methods move on;
+ * decisions and context of a project are most useful while it is active.
+ */
+export const MEMORY_HALF_LIFE_DAYS: Readonly<Record<MemoryKind, number>> = {
+  user_constraint: 365,
+  user_profile: 365,
+  project_context: 60,
+  decision_history: 45,
+  promising_direction: 60,
+  failed_direction: 90,
+  data_strategy: 120,
+  training_strategy: 120
+};
+
+/** Relevance decay factor in (0, 1] after `ageDays` for a kind (exponential, by half-life). */
+export function decayFactor(kind: MemoryKind, ageDays: number): number {
+  return Math.pow(0.5, Math.max(0, ageDays) / MEMORY_HALF_LIFE_DAYS[kind]);
+}
+
+/** A store row of `memories` as a Memory record (null optional fields dropped). */
+export function memoryFromRow(row: Record<string, unknown>): Memory {
+  const m: Record<string, unknown> = {};
+  for (const key of [
+    'id',
+    'kind',
+    'scope',
+    'key',
+    'content',
+    'tags',
+    'stages',
+    'conditions',
+    'importance',
+    'confidence',
+    'support_count',
+    'contradiction_count',
+    'usage_count',
+    'status',
+    'source',
+    'created_at',
+    'updated_at',
+    'last_used_at'
+  ]) {
+    const value = row[key];
+    if (value !== null && value !== undefined) m[key] = value;
+    else if (key === 'last_used_at' && key in row) m[key] = null;
+  }
+  return m as unknown as Memory;
+}

@@ -1,0 +1,573 @@
+import {
+  STAGES,
+  type Memory,
+  type PlannerOutput,
+  type Profile,
+  type Project,
+  type Skill,
+  type StageBundle,
+  type StageRun,
+  type Usage
+} from '@nanoresearch/schema';
+import { StageDisplay, runningMarkdown, type DisplayWriter } from '../display';
+import { newId, nowIso } from '../ids';
+import { BudgetExceededError, type Budget, type Llm } from '../llm';
+import type { MemoryBank } from '../memory';
+import { Planner, STAGE_TASKS, type PlannerAdapter } from '../planner';
+import { retrieve } from '../retrieval';
+import type { SkillBank } from '../skills';
+import type { Store } from '../store';
+import { loadStageBundle, renderGuidance, stageBundle, stageMarkdown, stageTitle } from './bundle';
+import type { Ablation, StageContext, StageFn, StageName, StageResult, StageRunInput } from './types';
+
+export * from './types';
+export { loadStageBundle, renderGuidance, stageBundle, stageMarkdown, stageTitle } from './bundle';
+
+/** All switches on: the full co-evolving system. */
+export const FULL_SYSTEM: Ablation = { memory: true, skills: true, planner: true };
+
+/** Progress updates closer together than this are not re-displayed (the last one always is). */
+const PROGRESS_DISPLAY_INTERVAL_MS = 100;
+
+export interface OrchestratorOptions {
+  store: Store;
+  llm: Llm;
+  skills: SkillBank;
+  memory: MemoryBank;
+  ablation?: Partial<Ablation>;
+  /** The planner's LoRA adapter (the trainer client's `activeAdapter`); none = the base model. */
+  activeAdapter?: () => Promise<PlannerAdapter | null>;
+  /** Where stage cards go: undefined = the tslab kernel when there is one, null = nowhere. */
+  display?: DisplayWriter | null;
+}
+
+export interface RunStageOptions {
+  /** The run this stage belongs to; default: the project's latest run (a new one if it has none). */
+  runId?: string;
+  /** Called with the stage's card data at each change (start, progress, end). */
+  onProgress?: (bundle: StageBundle) => void;
+  signal?: AbortSignal;
+}
+
+export interface RunStagesOptions {
+  /** First and last stage of the range (default: all six). */
+  from?: StageName;
+  to?: StageName;
+  /** Start a new run instead of resuming the latest one. */
+  restart?: boolean;
+  onProgress?: (bundle: StageBundle) => void;
+  signal?: AbortSignal;
+}
+
+/** One finished (or failed) stage run with what its card shows. */
+export interface StageOutcome {
+  run: StageRun;
+  bundle: StageBundle;
+  markdown: string;
+  /** The card in the notebook, when this process ran the stage (to update it after feedback). */
+  display?: StageDisplay;
+}
+
+/** A row of the `runs` table: one pass of a project through its stages. */
+export interface RunRecord {
+  id: string;
+  project_id: string;
+  status: 'running' | 'done' | 'failed';
+  config: { ablation: Ablation; profile_id: string } | null;
+  started_at: string;
+  finished_at: string | null;
+}
+
+/**
+ * Runs research stages as Retrieve → Plan → Stage → Update, persisting each stage run's state
+ * (pending → running → done | failed) so a crash loses nothing and a run resumes where it
+ * stopped without paying again for completed stages.
+ */
+export class Orchestrator {
+  readonly ablation: Ablation;
+  private readonly planner: Planner;
+
+  constructor(private readonly options: OrchestratorOptions) {
+    this.ablation = { ...FULL_SYSTEM, ...options.ablation };
+    this.planner = new Planner(options.store, options.llm, options.activeAdapter);
+  }
+
+  /**
+   * Runs the stages from `from` to `to` in order, resuming the latest run: stages already done
+   * in it are not run again (their stored outputs feed the later stages) until the first stage
+   * that is not done; from there every stage runs. Stops at the first failed stage.
+   */
+  async runStages(
+    project: Project,
+    stageFunctions: Record<StageName, StageFn>,
+    options: RunStagesOptions = {}
+  ): Promise<StageOutcome[]> {
+    const stages = stageRange(options.from, options.to);
+    const run = options.restart ? await this.newRun(project) : await this.currentRun(project);
+    const latest = await this.latestStageRuns(run.id);
+    const outcomes: StageOutcome[] = [];
+    let resuming = true;
+    for (const stage of stages) {
+      const done = latest.get(stage);
+      if (resuming && done?.status === 'done') {
+        outcomes.push(await this.storedOutcome(done.id));
+        continue;
+      }
+      resuming = false;
+      const outcome = await this.runStage(project, stage, stageFunctions[stage], {
+        runId: run.id,
+        onProgress: options.onProgress,
+        signal: options.signal
+      });
+      outcomes.push(outcome);
+      if (outcome.run.status !== 'done') break;
+    }
+    return outcomes;
+  }
+
+  /** Runs one stage as a new attempt in the project's latest run (or `options.runId`). */
+  async runStage(project: Project, stage: StageName, fn: StageFn, options: RunStageOptions = {}): Promise<StageOutcome> {
+    const { store, llm } = this.options;
+    const startedAt = Date.now();
+    const runId = options.runId ?? (await this.currentRun(project)).id;
+    const profile = await this.profileOf(project);
+    const previous = await this.previousOutputs(runId, stage);
+    const input: StageRunInput = {
+      topic: project.topic,
+      task: STAGE_TASKS[stage],
+      ablation: this.ablation,
+      planner_notes: [],
+      trajectory: '',
+      markdown: '',
+      bundle_outputs: {},
+      update_notes: []
+    };
+    const stageRun = await this.insertStageRun(project, runId, stage, input);
+    const display = new StageDisplay({ writer: this.options.display });
+    const card = (run: StageRun, extra: Partial<StageBundle>): StageBundle =>
+      stageBundle(run, { title: stageTitle(stage, project), ...extra });
+
+    // Retrieve and Plan.
+    let skills: Skill[] = [];
+    let memories: Memory[] = [];
+    let plan: PlannerOutput;
+    try {
+      const candidates = await this.retrieveCandidates(project, stage);
+      const planned = await this.planner.plan({
+        stageRunId: stageRun.id,
+        stage,
+        topic: project.topic,
+        profile,
+        skills: candidates.skills,
+        memories: candidates.memories,
+        enabled: this.ablation.planner
+      });
+      ({ skills, memories, plan } = planned);
+      input.planner_notes = planned.notes;
+      stageRun.planner_call_id = planned.call.id;
+    } catch (error) {
+      // The planner itself falls back on model failures; reaching here means retrieval or the store failed.
+      return this.finish(stageRun, input, startedAt, display, card, {
+        status: 'failed',
+        error: `retrieval or planning failed before the stage started: ${errorMessage(error)}`,
+        onProgress: options.onProgress
+      });
+    }
+    stageRun.status = 'running';
+    stageRun.skills_used = skills.map(s => s.id);
+    stageRun.memories_used = memories.map(m => m.id);
+    await this.saveStageRun(stageRun, input);
+
+    const used = { skills_used: skills.map(s => ({ id: s.id, name: s.name })), memories_used: memories.map(memoryRef) };
+    let lastShown = 0;
+    const show = (bundle: StageBundle, markdown: string, force: boolean): void => {
+      options.onProgress?.(bundle);
+      const now = Date.now();
+      if (!force && now - lastShown < PROGRESS_DISPLAY_INTERVAL_MS) return;
+      lastShown = now;
+      display.show(bundle, markdown);
+    };
+    const initial = card(stageRun, { ...used, progress: { step: 'started' } });
+    show(initial, runningMarkdown(initial), true);
+
+    // Stage.
+    const budget = await this.remainingBudget(runId, profile);
+    let result: StageResult | undefined;
+    let failure: string | undefined;
+    if (budget.exhausted) {
+      failure = budget.exhausted;
+    } else {
+      const scoped = llm.scoped({ budget: budget.limits, stageRunId: stageRun.id });
+      const ctx: StageContext = {
+        stage,
+        stageRunId: stageRun.id,
+        runId,
+        project,
+        profile,
+        llm: scoped,
+        store,
+        plan,
+        skills,
+        memories,
+        guidance: renderGuidance(stage, profile, skills, memories, plan),
+        previous,
+        workspace: project.workspace ?? '',
+        progress: (step, done, total) => {
+          const bundle = card(stageRun, { ...used, progress: progressOf(step, done, total) });
+          show(bundle, runningMarkdown(bundle), false);
+        },
+        signal: options.signal
+      };
+      try {
+        result = await fn(ctx);
+      } catch (error) {
+        failure =
+          error instanceof BudgetExceededError
+            ? `stopped: ${budget.describe(error)}`
+            : `the ${stage} stage threw: ${errorMessage(error)}`;
+      }
+    }
+
+    // Update: only from a stage that returned a result (done, or failed with its own account).
+    if (result) input.update_notes = await this.update(project, stage, stageRun.id, result, plan, skills, memories);
+    return this.finish(stageRun, input, startedAt, display, card, {
+      status: result?.status ?? 'failed',
+      error: failure ?? (result?.status === 'failed' ? result.error ?? 'the stage reported a failure without a reason' : null),
+      result,
+      used,
+      onProgress: options.onProgress
+    });
+  }
+
+  /** The project's latest run, or a new one when it has none. */
+  async currentRun(project: Project): Promise<RunRecord> {
+    return (await this.latestRun(project.id)) ?? this.newRun(project);
+  }
+
+  /** The project's latest run, or null when it never ran. */
+  async latestRun(projectId: string): Promise<RunRecord | null> {
+    const latest = await this.options.store.read(q =>
+      q.get<RunRecord>('select * from runs where project_id = $1 order by started_at desc, id desc limit 1', [projectId])
+    );
+    return latest ?? null;
+  }
+
+  /** Starts a new run of the project. */
+  async newRun(project: Project): Promise<RunRecord> {
+    const run: RunRecord = {
+      id: newId('run'),
+      project_id: project.id,
+      status: 'running',
+      config: { ablation: this.ablation, profile_id: project.profile_id },
+      started_at: nowIso(),
+      finished_at: null
+    };
+    await this.options.store.write(q =>
+      q.run(
+        `insert into runs (id, project_id, status, config, started_at, finished_at)
+         values ($id, $project_id, $status, $config, $started_at, $finished_at)`,
+        { ...run }
+      )
+    );
+    return run;
+  }
+
+  /** The latest attempt of each stage in a run. */
+  async latestStageRuns(runId: string): Promise<Map<StageName, StageRun>> {
+    const rows = await this.options.store.read(q =>
+      q.all<StageRun>('select * from stage_runs where run_id = $1 order by attempt, started_at', [runId])
+    );
+    return new Map(rows.map(r => [r.stage, r]));
+  }
+
+  private async storedOutcome(stageRunId: string): Promise<StageOutcome> {
+    const { run, bundle } = await loadStageBundle(this.options.store, stageRunId);
+    return { run, bundle, markdown: stageMarkdown(run, bundle) };
+  }
+
+  private async profileOf(project: Project): Promise<Profile> {
+    const profile = await this.options.store.read(q =>
+      q.get<Profile>('select * from profiles where id = $1', [project.profile_id])
+    );
+    if (!profile) {
+      throw new Error(`project ${project.id} names profile '${project.profile_id}', which is not in the store: call lab.useProfile(...)`);
+    }
+    return profile;
+  }
+
+  /** Outputs of the stages before `stage` that are done in this run, for ctx.previous. */
+  private async previousOutputs(runId: string, stage: StageName): Promise<Partial<Record<StageName, unknown>>> {
+    const latest = await this.latestStageRuns(runId);
+    const previous: Partial<Record<StageName, unknown>> = {};
+    for (const earlier of STAGES.slice(0, STAGES.indexOf(stage))) {
+      const run = latest.get(earlier);
+      if (run?.status === 'done') previous[earlier] = run.output;
+    }
+    return previous;
+  }
+
+  /** Retrieval with the ablation switches applied: a part switched off contributes no candidates. */
+  private async retrieveCandidates(project: Project, stage: StageName): Promise<{ skills: Skill[]; memories: Memory[] }> {
+    if (!this.ablation.skills && !this.ablation.memory) return { skills: [], memories: [] };
+    const found = await retrieve(this.options.store, {
+      stage,
+      query: `${project.topic}\n${STAGE_TASKS[stage]}`,
+      projectId: project.id
+    });
+    return {
+      skills: this.ablation.skills ? found.skills.map(s => s.item) : [],
+      memories: this.ablation.memory ? found.memories.map(m => m.item) : []
+    };
+  }
+
+  /**
+   * What is left of the run's budget (profile resources: max_tokens_per_run, max_llm_cost_usd)
+   * after the stage runs before this one, so a resumed run does not get a fresh budget.
+   */
+  private async remainingBudget(
+    runId: string,
+    profile: Profile
+  ): Promise<{ limits: Budget; exhausted?: string; describe: (error: BudgetExceededError) => string }> {
+    const maxTokens = profile.resources.max_tokens_per_run;
+    const maxCost = profile.resources.max_llm_cost_usd;
+    // The scoped LLM only knows what was left for this stage; say which of the profile's budgets ran out.
+    const describe = (error: BudgetExceededError): string =>
+      error.limit === 'maxTokens' && maxTokens !== undefined
+        ? `the run's token budget ran out (profile max_tokens_per_run ${maxTokens}). ${error.message}`
+        : error.limit === 'maxCostUsd' && maxCost !== undefined
+          ? `the run's cost budget ran out (profile max_llm_cost_usd $${maxCost}). ${error.message}`
+          : error.message;
+    if (maxTokens === undefined && maxCost === undefined) return { limits: {}, describe };
+    const spent = await this.options.store.read(q =>
+      q.get<{ tokens: number | null; cost: number | null }>(
+        `select sum(coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0)) as tokens, sum(coalesce(c.cost_usd, 0)) as cost
+           from llm_calls c join stage_runs s on s.id = c.stage_run_id where s.run_id = $1`,
+        [runId]
+      )
+    );
+    const tokens = Number(spent?.tokens ?? 0);
+    const cost = Number(spent?.cost ?? 0);
+    const limits: Budget = {};
+    if (maxTokens !== undefined) limits.maxTokens = maxTokens - tokens;
+    if (maxCost !== undefined) limits.maxCostUsd = maxCost - cost;
+    if (limits.maxTokens !== undefined && limits.maxTokens <= 0) {
+      return { limits, describe, exhausted: `stopped: the run's token budget is spent (${tokens} of max_tokens_per_run ${maxTokens})` };
+    }
+    if (limits.maxCostUsd !== undefined && limits.maxCostUsd <= 0) {
+      return { limits, describe, exhausted: `stopped: the run's cost budget is spent ($${cost.toFixed(4)} of max_llm_cost_usd $${maxCost})` };
+    }
+    return { limits, describe };
+  }
+
+  /**
+   * Update: learned memories and the planner's update_memory into memory, skill distillation
+   * from the trajectory, usage counts for what the planner selected. Each part that fails is
+   * noted (the stage's result stands).
+   */
+  private async update(
+    project: Project,
+    stage: StageName,
+    stageRunId: string,
+    result: StageResult,
+    plan: PlannerOutput,
+    skills: Skill[],
+    memories: Memory[]
+  ): Promise<string[]> {
+    const { memory, skills: skillBank, llm } = this.options;
+    const notes: string[] = [];
+    const attempt = async (what: string, step: () => Promise<string | undefined>): Promise<void> => {
+      try {
+        const note = await step();
+        if (note) notes.push(note);
+      } catch (error) {
+        notes.push(`${what} failed: ${errorMessage(error)}`);
+      }
+    };
+    if (this.ablation.memory) {
+      await attempt('remembering', async () => {
+        const learned = [
+          ...(result.memories ?? []).map(m => ({ ...m, source: 'stage' })),
+          ...plan.update_memory.map(m => ({ kind: m.kind, content: m.content, source: 'planner' }))
+        ];
+        if (learned.length) await memory.rememberAll(learned.map(m => ({ ...m, projectId: project.id, stages: [stage] })));
+        if (memories.length) await memory.markUsed(memories.map(m => m.id));
+        return `memories remembered: ${learned.length}, marked used: ${memories.length}`;
+      });
+    }
+    if (this.ablation.skills) {
+      await attempt('skill usage', async () => {
+        if (skills.length) await skillBank.markUsed(skills.map(s => s.id));
+        return undefined;
+      });
+      await attempt('skill distillation', async () => {
+        const notesForSkills = plan.update_skill.map(u => `Planner note${u.skill_id ? ` on ${u.skill_id}` : ''}: ${u.note}`);
+        const decisions = await skillBank.distill({
+          stage,
+          trajectory: [result.trajectory, ...notesForSkills].join('\n'),
+          llm: llm.scoped({ stageRunId }),
+          stageRunId
+        });
+        return `skill review: ${decisions.map(d => d.decision).join(', ') || 'no candidates'}`;
+      });
+    }
+    return notes;
+  }
+
+  private async insertStageRun(project: Project, runId: string, stage: StageName, input: StageRunInput): Promise<StageRun> {
+    return this.options.store.write(async q => {
+      const previous = await q.get<{ attempts: number | null }>(
+        'select max(attempt) as attempts from stage_runs where run_id = $1 and stage = $2',
+        [runId, stage]
+      );
+      // An earlier attempt still 'running' belongs to a process that ended (crash, kernel restart).
+      await q.run(
+        `update stage_runs set status = 'failed', error = 'interrupted: the process running it ended', finished_at = $3
+          where run_id = $1 and stage = $2 and status in ('pending', 'running')`,
+        [runId, stage, nowIso()]
+      );
+      const row: StageRun = {
+        id: newId('sr'),
+        project_id: project.id,
+        run_id: runId,
+        stage,
+        status: 'pending',
+        attempt: Number(previous?.attempts ?? 0) + 1,
+        input: { ...input },
+        summary: '',
+        error: null,
+        planner_call_id: null,
+        skills_used: [],
+        memories_used: [],
+        usage: { prompt_tokens: 0, completion_tokens: 0, calls: 0, cost_usd: 0, wall_ms: 0, cache_hits: 0 },
+        started_at: nowIso(),
+        finished_at: null,
+        origin: 'local'
+      };
+      await q.run(
+        `insert into stage_runs (id, project_id, run_id, stage, status, attempt, input, output, summary, error,
+                                 planner_call_id, skills_used, memories_used, usage, started_at, finished_at, origin)
+         values ($id, $project_id, $run_id, $stage, $status, $attempt, $input, $output, $summary, $error,
+                 $planner_call_id, $skills_used, $memories_used, $usage, $started_at, $finished_at, $origin)`,
+        { ...row, output: null }
+      );
+      return row;
+    });
+  }
+
+  private async saveStageRun(run: StageRun, input: StageRunInput): Promise<void> {
+    run.input = { ...input };
+    await this.options.store.write(q =>
+      q.run(
+        `update stage_runs set status = $status, input = $input, output = $output, summary = $summary, error = $error,
+                planner_call_id = $planner_call_id, skills_used = $skills_used, memories_used = $memories_used,
+                usage = $usage, finished_at = $finished_at
+          where id = $id`,
+        {
+          id: run.id,
+          status: run.status,
+          input: run.input,
+          output: run.output ?? null,
+          summary: run.summary ?? '',
+          error: run.error ?? null,
+          planner_call_id: run.planner_call_id ?? null,
+          skills_used: run.skills_used ?? [],
+          memories_used: run.memories_used ?? [],
+          usage: run.usage,
+          finished_at: run.finished_at ?? null
+        }
+      )
+    );
+  }
+
+  /** Records the stage's end (usage from its llm_calls rows), updates the run, shows the final card. */
+  private async finish(
+    stageRun: StageRun,
+    input: StageRunInput,
+    startedAt: number,
+    display: StageDisplay,
+    card: (run: StageRun, extra: Partial<StageBundle>) => StageBundle,
+    end: {
+      status: 'done' | 'failed';
+      error: string | null;
+      result?: StageResult;
+      used?: Pick<StageBundle, 'skills_used' | 'memories_used'>;
+      onProgress?: (bundle: StageBundle) => void;
+    }
+  ): Promise<StageOutcome> {
+    const { result } = end;
+    stageRun.status = end.status;
+    stageRun.error = end.error;
+    // Any JSON value (the generated type narrows it to an object; stages also return arrays or strings).
+    stageRun.output = (result?.output ?? null) as StageRun['output'];
+    stageRun.summary = result?.summary ?? end.error ?? '';
+    stageRun.finished_at = nowIso();
+    stageRun.usage = await this.usageOf(stageRun.id, Date.now() - startedAt);
+    input.trajectory = result?.trajectory ?? '';
+    input.markdown = result?.markdown ?? '';
+    input.bundle_outputs = result?.bundleOutputs ?? {};
+    await this.saveStageRun(stageRun, input);
+    await this.settleRun(stageRun);
+    const bundle = card(stageRun, { ...end.used, outputs: input.bundle_outputs, progress: null });
+    const markdown = stageMarkdown(stageRun, bundle);
+    end.onProgress?.(bundle);
+    display.show(bundle, markdown);
+    return { run: stageRun, bundle, markdown, display };
+  }
+
+  /** Usage of one stage run, summed from its llm_calls rows (planner call included). */
+  private async usageOf(stageRunId: string, wallMs: number): Promise<Usage> {
+    const row = await this.options.store.read(q =>
+      q.get<{ prompt: number | null; completion: number | null; calls: number; cost: number | null; hits: number | null }>(
+        `select sum(prompt_tokens) as prompt, sum(completion_tokens) as completion, count(*) as calls,
+                sum(coalesce(cost_usd, 0)) as cost, sum(case when cache_hit then 1 else 0 end) as hits
+           from llm_calls where stage_run_id = $1`,
+        [stageRunId]
+      )
+    );
+    return {
+      prompt_tokens: Number(row?.prompt ?? 0),
+      completion_tokens: Number(row?.completion ?? 0),
+      calls: Number(row?.calls ?? 0),
+      cost_usd: Number(row?.cost ?? 0),
+      wall_ms: wallMs,
+      cache_hits: Number(row?.hits ?? 0)
+    };
+  }
+
+  /** The run is failed when a stage failed, done when its last stage is done, running otherwise. */
+  private async settleRun(stageRun: StageRun): Promise<void> {
+    const last = STAGES[STAGES.length - 1];
+    const status = stageRun.status === 'failed' ? 'failed' : stageRun.stage === last ? 'done' : 'running';
+    await this.options.store.write(q =>
+      q.run('update runs set status = $1, finished_at = $2 where id = $3', [
+        status,
+        status === 'running' ? null : nowIso(),
+        stageRun.run_id
+      ])
+    );
+  }
+}
+
+/** The stages from `from` to `to`, in pipeline order. */
+export function stageRange(from: StageName = STAGES[0], to: StageName = STAGES[STAGES.length - 1]): StageName[] {
+  const start = STAGES.indexOf(from);
+  const end = STAGES.indexOf(to);
+  if (start < 0 || end < 0) throw new Error(`unknown stage '${start < 0 ? from : to}': stages are ${STAGES.join(', ')}`);
+  if (start > end) throw new Error(`stage '${from}' comes after '${to}': give from/to in the order ${STAGES.join(' → ')}`);
+  return STAGES.slice(start, end + 1) as StageName[];
+}
+
+function progressOf(step: string, done?: number, total?: number): NonNullable<StageBundle['progress']> {
+  const progress: NonNullable<StageBundle['progress']> = { step };
+  if (done !== undefined) progress.done = Math.max(0, Math.floor(done));
+  if (total !== undefined) progress.total = Math.max(0, Math.floor(total));
+  return progress;
+}
+
+function memoryRef(memory: Memory): StageBundle['memories_used'][number] {
+  return { id: memory.id, kind: memory.kind, content: memory.content };
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,226 @@
+import {
+  PlannerOutputSchema,
+  type Memory,
+  type PlannerCall,
+  type PlannerOutput,
+  type Profile,
+  type Skill
+} from '@nanoresearch/schema';
+import { newId, nowIso } from '../ids';
+import { LlmOutputError, type Llm } from '../llm';
+import { renderProfileFor } from '../profiles';
+import type { Store } from '../store';
+import type { StageName } from '../orchestrator/types';
+
+/** What each stage is asked to do: the task line of the planner's input x. */
+export const STAGE_TASKS: Record<StageName, string> = {
+  ideation: 'Survey the literature on the topic, find gaps and propose testable hypotheses; select one.',
+  planning: 'Turn the selected hypothesis into an experiment blueprint with baselines, ablations and success criteria within budget.',
+  experiment: 'Write and run the experiment code; debug failures; produce measured metrics.',
+  analysis: 'Analyse the measured results honestly: comparisons, effect sizes, what the evidence supports.',
+  writing: 'Write the paper section by section; every number must come from a measured artifact.',
+  review: 'Review the paper section by section, score it, check citations and revise weak sections.'
+};
+
+/** How many top-ranked candidates of each kind the fallback plan uses. */
+export const FALLBACK_TOP_K = 3;
+export const FALLBACK_PROMPT_PLAN = 'Use the top-ranked skills and memories where they directly help this stage.';
+/** prompt_plan longer than this is cut: it is rendered into every stage prompt. */
+export const MAX_PROMPT_PLAN_CHARS = 2000;
+/** Candidate texts are cut to these lengths in x: x must stay short for a small planner model. */
+const SKILL_TEXT_CHARS = 160;
+const MEMORY_TEXT_CHARS = 220;
+
+/** The adapter the planner runs with, from the trainer client's `activeAdapter(store)`. */
+export interface PlannerAdapter {
+  version: string;
+  ggufPath: string;
+}
+
+export interface PlanRequest {
+  stageRunId: string;
+  stage: StageName;
+  topic: string;
+  profile: Profile;
+  /** Retrieved candidates, best first. */
+  skills: Skill[];
+  memories: Memory[];
+  /** False when the planner ablation is off: the fallback plan is used without asking the model. */
+  enabled?: boolean;
+}
+
+export interface PlanResult {
+  /** y after id validation, or the fallback plan. */
+  plan: PlannerOutput;
+  skills: Skill[];
+  memories: Memory[];
+  /** The stored planner_calls row. */
+  call: PlannerCall;
+  /** What was dropped or why the fallback was used, for the stage's record. */
+  notes: string[];
+}
+
+/**
+ * The planner step: builds x from the stage task, the profile and the retrieved candidates
+ * (with their ids), asks the planner model (role 'planner', with the active LoRA adapter) for
+ * y, keeps only ids that were among the candidates, and falls back to the top 3 of each when
+ * the model fails. The exact x and y strings are stored in planner_calls: they are the SDPO
+ * training input and output.
+ */
+export class Planner {
+  constructor(
+    private readonly store: Store,
+    private readonly llm: Llm,
+    private readonly activeAdapter: () => Promise<PlannerAdapter | null> = async () => null
+  ) {}
+
+  async plan(request: PlanRequest): Promise<PlanResult> {
+    const x = buildPlannerInput(request);
+    const notes: string[] = [];
+    let y = '';
+    let model = this.llm.config.models.planner ?? this.llm.config.models.default;
+    let adapterVersion: string | null = null;
+    let fallback: string | null = null;
+    let plan: PlannerOutput;
+
+    if (request.enabled === false) {
+      fallback = 'planner disabled';
+      plan = fallbackPlan(request);
+    } else {
+      try {
+        const adapter = await this.activeAdapter();
+        adapterVersion = adapter?.version ?? null;
+        const response = await this.llm.completeJson<PlannerOutput>({
+          role: 'planner',
+          messages: [{ role: 'user', content: x }],
+          jsonSchema: PlannerOutputSchema,
+          schemaName: 'planner_output',
+          temperature: 0,
+          adapterPath: adapter?.ggufPath ?? null,
+          stageRunId: request.stageRunId
+        });
+        y = response.text;
+        model = response.model;
+        plan = keepCandidateIds(response.value, request, notes);
+      } catch (error) {
+        // Keep what the model did say: it explains the failure (y is the answer, even unusable).
+        if (error instanceof LlmOutputError) y = error.answer;
+        fallback = `planner failed, used the top ${FALLBACK_TOP_K} of each: ${errorMessage(error)}`;
+        plan = fallbackPlan(request);
+      }
+    }
+    if (fallback) notes.push(fallback);
+
+    const call: PlannerCall = {
+      id: newId('plan'),
+      stage_run_id: request.stageRunId,
+      stage: request.stage,
+      x,
+      y,
+      parsed: plan,
+      candidate_skill_ids: request.skills.map(s => s.id),
+      candidate_memory_ids: request.memories.map(m => m.id),
+      model,
+      adapter_version: adapterVersion,
+      fallback,
+      created_at: nowIso()
+    };
+    await this.store.write(q =>
+      q.run(
+        `insert into planner_calls (id, stage_run_id, stage, x, y, parsed, candidate_skill_ids, candidate_memory_ids,
+                                    model, adapter_version, fallback, created_at)
+         values ($id, $stage_run_id, $stage, $x, $y, $parsed, $candidate_skill_ids, $candidate_memory_ids,
+                 $model, $adapter_version, $fallback, $created_at)`,
+        { ...call }
+      )
+    );
+    const skillsById = new Map(request.skills.map(s => [s.id, s]));
+    const memoriesById = new Map(request.memories.map(m => [m.id, m]));
+    return {
+      plan,
+      skills: plan.selected_skill_ids.map(id => skillsById.get(id)!),
+      memories: plan.selected_memory_ids.map(id => memoriesById.get(id)!),
+      call,
+      notes
+    };
+  }
+}
+
+/**
+ * The planner input x. Compact and deterministic: the same stage, topic, profile and candidates
+ * (in the same order) always give the same string, because x is what SDPO trains on and what a
+ * later round must be able to reproduce. The whole instruction is in x (sent as one user
+ * message), so x alone is the exact prompt.
+ */
+export function buildPlannerInput(request: Pick<PlanRequest, 'stage' | 'topic' | 'profile' | 'skills' | 'memories'>): string {
+  const skills = request.skills.map(s => `- ${s.id}: ${s.name}. ${clip(s.description, SKILL_TEXT_CHARS)}`);
+  const memories = request.memories.map(m => `- ${m.id} [${m.kind}${conditionsText(m)}]: ${clip(m.content, MEMORY_TEXT_CHARS)}`);
+  return [
+    'You plan one stage of a research project for this researcher. Choose the skills and memories the stage',
+    'should follow and say in prompt_plan (under 40 words) how to approach it for this researcher.',
+    'Answer with one JSON object: {"selected_skill_ids": [...], "selected_memory_ids": [...], "prompt_plan": "...",',
+    '"update_memory": [{"kind": "...", "content": "..."}], "update_skill": [{"skill_id": "...", "note": "..."}]}.',
+    'Use only ids listed below; select a focused subset. Leave update_memory and update_skill empty unless a',
+    'stable preference or a reusable rule is evident.',
+    '',
+    `## Stage: ${request.stage}`,
+    STAGE_TASKS[request.stage],
+    `Topic: ${request.topic.trim()}`,
+    '',
+    '## Researcher profile',
+    renderProfileFor(request.stage, request.profile).trim(),
+    '',
+    '## Candidate skills',
+    ...(skills.length ? skills : ['(none)']),
+    '',
+    '## Candidate memories',
+    ...(memories.length ? memories : ['(none)'])
+  ].join('\n');
+}
+
+/** The plan used when the planner is off or failed: the top-ranked candidates of each kind. */
+export function fallbackPlan(request: Pick<PlanRequest, 'skills' | 'memories'>): PlannerOutput {
+  return {
+    selected_skill_ids: request.skills.slice(0, FALLBACK_TOP_K).map(s => s.id),
+    selected_memory_ids: request.memories.slice(0, FALLBACK_TOP_K).map(m => m.id),
+    prompt_plan: FALLBACK_PROMPT_PLAN,
+    update_memory: [],
+    update_skill: []
+  };
+}
+
+/** y with every id that was not a candidate removed (and noted), duplicates collapsed. */
+function keepCandidateIds(output: PlannerOutput, request: PlanRequest, notes: string[]): PlannerOutput {
+  const skillIds = new Set(request.skills.map(s => s.id));
+  const memoryIds = new Set(request.memories.map(m => m.id));
+  const keep = (ids: string[], allowed: Set<string>, what: string): string[] => {
+    const unknown = ids.filter(id => !allowed.has(id));
+    if (unknown.length) notes.push(`planner selected ${what} ids that were not candidates, dropped: ${unknown.join(', ')}`);
+    return [...new Set(ids.filter(id => allowed.has(id)))];
+  };
+  return {
+    selected_skill_ids: keep(output.selected_skill_ids, skillIds, 'skill'),
+    selected_memory_ids: keep(output.selected_memory_ids, memoryIds, 'memory'),
+    prompt_plan: output.prompt_plan.slice(0, MAX_PROMPT_PLAN_CHARS),
+    update_memory: output.update_memory,
+    update_skill: output.update_skill.filter(u => {
+      if (u.skill_id === undefined || skillIds.has(u.skill_id)) return true;
+      notes.push(`planner noted an update for skill '${u.skill_id}', which was not a candidate: dropped`);
+      return false;
+    })
+  };
+}
+
+function conditionsText(memory: Memory): string {
+  const conditions = Object.entries(memory.conditions ?? {}).filter(([, v]) => v);
+  return conditions.length ? `; ${conditions.map(([k, v]) => `${k}=${v}`).join(', ')}` : '';
+}
+
+function clip(text: string, max: number): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,184 @@
+import { promises as fs } from 'fs';
+import * as path from 'path';
+import { CELL_METADATA_KEY, type CellMetadata, type PlannerCall, type StageRun } from '@nanoresearch/schema';
+import { recordFeedback } from '../feedback';
+import type { Store } from '../store';
+import { schemaErrors } from '../validate';
+
+/** What an import brought in. Counts are of records new to the store: importing twice gives zeros. */
+export interface ImportCounts {
+  stageRuns: number;
+  plannerCalls: number;
+  feedback: number;
+  /** Stage cells whose `nanoresearch` metadata is invalid, or whose feedback has no stage run to attach to. */
+  skipped: number;
+  /** Why each skipped cell was skipped, as `cell <n>: <reason>`. */
+  warnings: string[];
+}
+
+/** The part of a Lab an import needs. */
+export interface ImportTarget {
+  store: Store;
+}
+
+/** A notebook that cannot be imported at all (nothing was written). */
+export class NotebookImportError extends Error {
+  constructor(
+    readonly notebookPath: string,
+    reason: string
+  ) {
+    super(`cannot import ${notebookPath}: ${reason}; nothing was imported`);
+    this.name = 'NotebookImportError';
+  }
+}
+
+interface NotebookCell {
+  metadata?: Record<string, unknown>;
+}
+
+/**
+ * Imports a colleague's notebook: for every stage cell, its trajectory (the stage run and the
+ * planner call embedded in the cell metadata) and its feedback, with the notebook and author
+ * recorded as their origin.
+ *
+ * Records keep the ids they have in the notebook. Those ids are unique (random at creation) and
+ * stable, so importing the same notebook twice, or one's own notebook, adds nothing, and the
+ * feedback → stage run → planner call links stay intact. Cells whose metadata does not follow
+ * schema/cell-metadata.schema.json are skipped with a warning; a file that is not an nbformat 4
+ * notebook is refused before anything is written.
+ */
+export async function importNotebook(lab: ImportTarget, notebookPath: string): Promise<ImportCounts> {
+  const resolved = path.resolve(notebookPath);
+  const cells = await readNotebookCells(resolved, notebookPath);
+  const counts: ImportCounts = { stageRuns: 0, plannerCalls: 0, feedback: 0, skipped: 0, warnings: [] };
+  const stageCells: Array<{ index: number; metadata: CellMetadata }> = [];
+  cells.forEach((cell, index) => {
+    const value = cell.metadata?.[CELL_METADATA_KEY];
+    if (value === undefined) return;
+    const errors = schemaErrors('cell-metadata', value);
+    if (errors.length > 0) {
+      counts.skipped += 1;
+      counts.warnings.push(`cell ${index + 1}: invalid ${CELL_METADATA_KEY} metadata (${errors.slice(0, 3).join('; ')})`);
+      return;
+    }
+    stageCells.push({ index, metadata: value as CellMetadata });
+  });
+
+  const source = notebookPath;
+  const originOf = (author: string | undefined): string => `import:${source}${author ? ` (${author})` : ''}`;
+
+  // Trajectories first, in one transaction, so feedback below finds its stage runs.
+  await lab.store.write(async q => {
+    counts.stageRuns = 0;
+    counts.plannerCalls = 0;
+    for (const { metadata } of stageCells) {
+      const run = metadata.trajectory;
+      if (run) {
+        const exists = await q.get('select id from stage_runs where id = $1', [run.id]);
+        if (!exists) {
+          await q.appendRows('stage_runs', [stageRunRow(run, originOf(metadata.author))]);
+          counts.stageRuns += 1;
+        }
+      }
+      const call = metadata.planner_call;
+      if (call) {
+        const exists = await q.get('select id from planner_calls where id = $1', [call.id]);
+        if (!exists) {
+          await q.appendRows('planner_calls', [plannerCallRow(call)]);
+          counts.plannerCalls += 1;
+        }
+      }
+    }
+  });
+
+  for (const { index, metadata } of stageCells) {
+    if (metadata.feedback.length === 0) continue;
+    const stageRunId = metadata.stage_run_id ?? metadata.trajectory?.id ?? null;
+    const known = stageRunId
+      ? await lab.store.read(q => q.get('select id from stage_runs where id = $1', [stageRunId]))
+      : undefined;
+    if (!stageRunId || !known) {
+      counts.skipped += 1;
+      counts.warnings.push(
+        `cell ${index + 1}: ${metadata.feedback.length} feedback entries skipped: their stage run ` +
+          `${stageRunId ?? '(none)'} is neither embedded in the notebook nor in this store`
+      );
+      continue;
+    }
+    for (const entry of metadata.feedback) {
+      const result = await recordFeedback(lab.store, {
+        id: entry.id,
+        stageRunId,
+        text: entry.text,
+        author: entry.author,
+        origin: originOf(entry.author),
+        createdAt: entry.created_at
+      });
+      if (result.created) counts.feedback += 1;
+    }
+  }
+  return counts;
+}
+
+/** The cells of an nbformat 4 notebook, or a NotebookImportError saying why the file is not one. */
+async function readNotebookCells(resolved: string, shownPath: string): Promise<NotebookCell[]> {
+  let text: string;
+  try {
+    text = await fs.readFile(resolved, 'utf8');
+  } catch (error) {
+    throw new NotebookImportError(shownPath, `the file cannot be read (${(error as Error).message})`);
+  }
+  let notebook: unknown;
+  try {
+    notebook = JSON.parse(text);
+  } catch (error) {
+    throw new NotebookImportError(shownPath, `it is not valid JSON (${(error as Error).message})`);
+  }
+  const nb = notebook as { nbformat?: unknown; cells?: unknown };
+  if (!nb || typeof nb !== 'object' || nb.nbformat !== 4 || !Array.isArray(nb.cells)) {
+    throw new NotebookImportError(
+      shownPath,
+      `it is not an nbformat 4 notebook (nbformat: ${JSON.stringify(nb?.nbformat ?? null)}, cells: ${Array.isArray(nb?.cells) ? 'list' : 'missing'})`
+    );
+  }
+  return nb.cells as NotebookCell[];
+}
+
+function stageRunRow(run: StageRun, origin: string): Record<string, unknown> {
+  return {
+    id: run.id,
+    project_id: run.project_id,
+    run_id: run.run_id,
+    stage: run.stage,
+    status: run.status,
+    attempt: run.attempt ?? null,
+    input: run.input ?? null,
+    output: run.output ?? null,
+    summary: run.summary ?? null,
+    error: run.error ?? null,
+    planner_call_id: run.planner_call_id ?? null,
+    skills_used: run.skills_used ?? null,
+    memories_used: run.memories_used ?? null,
+    usage: run.usage ?? null,
+    started_at: run.started_at ?? null,
+    finished_at: run.finished_at ?? null,
+    origin
+  };
+}
+
+function plannerCallRow(call: PlannerCall): Record<string, unknown> {
+  return {
+    id: call.id,
+    stage_run_id: call.stage_run_id,
+    stage: call.stage,
+    x: call.x,
+    y: call.y,
+    parsed: call.parsed ?? null,
+    candidate_skill_ids: call.candidate_skill_ids ?? null,
+    candidate_memory_ids: call.candidate_memory_ids ?? null,
+    model: call.model,
+    adapter_version: call.adapter_version,
+    fallback: call.fallback,
+    created_at: call.created_at ?? null
+  };
+}

@@ -1,0 +1,301 @@
+/**
+ * Experiment: the 'coding' role writes a self-contained Python project, which runs in the
+ * sandbox; a bounded debug loop sends the traceback and files back for a fix.
+ *
+ * Artifact contract (what the generated code must write, relative to its folder):
+ *  - results/metrics.json: {"<run_id>": {"<metric>": <finite number>, ...}, ...}: one entry
+ *    per run of the blueprint's experiment matrix, metric names as in the blueprint;
+ *  - results/manifest.json: a JSON object describing what ran: {"dataset", "config": {...},
+ *    "runs": [...], ...}. Its numbers (seeds, split sizes, hyper-parameters) are the config
+ *    values the paper may quote.
+ * A run that exits non-zero, times out, or leaves either file missing or malformed failed.
+ * Failures become failed_direction memories with their conditions; a fix that worked is in
+ * the trajectory (a skill candidate). Every file under results/ and the code are recorded
+ * in the artifacts table with their sha256 and size.
+ */
+import type { ExperimentBlueprint, IdeationOutput } from '@nanoresearch/schema';
+import { existsSync, readdirSync, readFileSync, statSync, cpSync, mkdirSync, writeFileSync } from 'fs';
+import * as path from 'path';
+import { newId, nowIso } from '../ids';
+import type { LearnedMemory, StageContext, StageResult } from '../orchestrator/types';
+import { describeIsolation, runInSandbox, SandboxResult } from '../sandbox';
+import { askJson, errorMessage, markdownTable, previousOutput, sha256 } from './common';
+
+export const MAX_EXPERIMENT_ATTEMPTS = 3;
+
+export type Metrics = Record<string, Record<string, number>>;
+
+export interface ArtifactRecord {
+  path: string;
+  kind: 'metrics' | 'manifest' | 'result' | 'code' | 'data';
+  sha256: string;
+  bytes: number;
+}
+
+export interface ExperimentAttempt {
+  attempt: number;
+  exitCode: number | null;
+  timedOut: boolean;
+  wallMs: number;
+  /** Empty when the attempt met the artifact contract. */
+  error: string;
+  notes?: string;
+}
+
+export interface ExperimentOutput {
+  /** Folder of the generated project, relative to the workspace. */
+  experiment_dir: string;
+  entrypoint: string;
+  attempts: ExperimentAttempt[];
+  metrics: Metrics;
+  manifest: Record<string, unknown>;
+  /** Relative to the workspace. */
+  metrics_path: string;
+  manifest_path: string;
+  artifacts: ArtifactRecord[];
+  isolation: SandboxResult['isolation'];
+  stdout_tail: string;
+}
+
+interface GeneratedProject {
+  files: { path: string; content: string }[];
+  entrypoint: string;
+  notes?: string;
+}
+
+const PROJECT_SCHEMA = {
+  type: 'object',
+  properties: {
+    files: {
+      type: 'array',
+      minItems: 1,
+      items: { type: 'object', properties: { path: { type: 'string', minLength: 1 }, content: { type: 'string' } }, required: ['path', 'content'] }
+    },
+    entrypoint: { type: 'string', minLength: 1 },
+    notes: { type: 'string' }
+  },
+  required: ['files', 'entrypoint']
+};
+
+const CONTRACT = [
+  'Artifact contract: the program must write results/metrics.json as {"<run_id>": {"<metric>": number}} with one entry per run of the experiment matrix',
+  '(metric names as in the plan, finite numbers), and results/manifest.json as a JSON object {"dataset", "config": {...}, "runs": [...]}',
+  'recording seeds, split sizes and hyper-parameters. Use only the Python standard library unless the plan says otherwise; fix random seeds;',
+  'no network access; read data only from files you include or from data/. Answer JSON {"files": [{"path", "content"}], "entrypoint": "main.py", "notes": "what you changed and why"}.'
+].join(' ');
+
+/** Checks the artifact contract; returns the parsed files or the reason the run failed. */
+export function readArtifacts(dir: string): { metrics?: Metrics; manifest?: Record<string, unknown>; error: string } {
+  const metricsFile = path.join(dir, 'results', 'metrics.json');
+  const manifestFile = path.join(dir, 'results', 'manifest.json');
+  if (!existsSync(metricsFile)) return { error: 'results/metrics.json was not written' };
+  if (!existsSync(manifestFile)) return { error: 'results/manifest.json was not written' };
+  let metrics: unknown;
+  let manifest: unknown;
+  try {
+    metrics = JSON.parse(readFileSync(metricsFile, 'utf8'));
+  } catch (e) {
+    return { error: `results/metrics.json is not valid JSON: ${errorMessage(e)}` };
+  }
+  try {
+    manifest = JSON.parse(readFileSync(manifestFile, 'utf8'));
+  } catch (e) {
+    return { error: `results/manifest.json is not valid JSON: ${errorMessage(e)}` };
+  }
+  if (!metrics || typeof metrics !== 'object' || Array.isArray(metrics) || !Object.keys(metrics).length) {
+    return { error: 'results/metrics.json must be a non-empty object {"<run>": {"<metric>": number}}' };
+  }
+  for (const [run, values] of Object.entries(metrics as Record<string, unknown>)) {
+    if (!values || typeof values !== 'object' || Array.isArray(values) || !Object.keys(values).length) {
+      return { error: `results/metrics.json: run "${run}" must map metric names to numbers` };
+    }
+    for (const [metric, v] of Object.entries(values as Record<string, unknown>)) {
+      if (typeof v !== 'number' || !Number.isFinite(v)) return { error: `results/metrics.json: ${run}.${metric} is ${JSON.stringify(v)}, not a finite number` };
+    }
+  }
+  if (!manifest || typeof manifest !== 'object' || Array.isArray(manifest)) return { error: 'results/manifest.json must be a JSON object' };
+  return { metrics: metrics as Metrics, manifest: manifest as Record<string, unknown>, error: '' };
+}
+
+/** A relative path that stays inside the experiment folder, or an error. */
+function safeRelative(p: string): string {
+  const normal = path.posix.normalize(p.replace(/\\/g, '/'));
+  if (path.posix.isAbsolute(normal) || normal.startsWith('..')) throw new Error(`generated file path '${p}' leaves the experiment folder`);
+  return normal;
+}
+
+function writeProject(dir: string, project: GeneratedProject): void {
+  for (const f of project.files) {
+    const file = path.join(dir, safeRelative(f.path));
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, f.content);
+  }
+}
+
+function listFiles(dir: string, under = ''): string[] {
+  if (!existsSync(path.join(dir, under))) return [];
+  return readdirSync(path.join(dir, under), { withFileTypes: true }).flatMap(e =>
+    e.isDirectory() ? listFiles(dir, path.join(under, e.name)) : e.isFile() ? [path.join(under, e.name)] : []
+  );
+}
+
+/** The failure mode of an attempt in a few words, for memory conditions. */
+function failureMode(result: SandboxResult, error: string): string {
+  if (result.timedOut) return 'timeout';
+  const exception = /(\w+(?:Error|Exception)):/.exec(result.stderr.split('\n').filter(Boolean).slice(-3).join('\n'));
+  if (result.exitCode !== 0 && exception) return `exception ${exception[1]}`;
+  if (result.exitCode !== 0) return `exit code ${result.exitCode ?? result.signal}`;
+  return error;
+}
+
+export async function experiment(ctx: StageContext): Promise<StageResult> {
+  const blueprint = previousOutput<ExperimentBlueprint>(ctx, 'planning');
+  const ideation = ctx.previous.ideation as IdeationOutput | undefined;
+  const relDir = path.join('experiments', ctx.stageRunId);
+  const dir = path.join(ctx.workspace, relDir);
+  mkdirSync(dir, { recursive: true });
+  // Datasets the researcher put in the project's data/ folder are copied in: the sandbox sees only this folder.
+  if (existsSync(path.join(ctx.workspace, 'data'))) cpSync(path.join(ctx.workspace, 'data'), path.join(dir, 'data'), { recursive: true });
+
+  const minutes = Math.min(ctx.profile.resources.max_experiment_minutes ?? 10, 60);
+  const memoryMb = Math.round(Math.min(ctx.profile.resources.memory_gb ?? 2, 16) * 1024);
+  const conditions = {
+    dataset: blueprint.datasets.map(d => d.name).join(', ') || 'unspecified',
+    method: blueprint.method.name,
+    budget: `${minutes} min wall, ${memoryMb} MiB, CPU`
+  };
+  const attempts: ExperimentAttempt[] = [];
+  const memories: LearnedMemory[] = [];
+  const log: string[] = [];
+  let project: GeneratedProject | undefined;
+  let last: SandboxResult | undefined;
+  let artifacts: ReturnType<typeof readArtifacts> = { error: 'not run' };
+
+  const planText = [
+    ideation ? `Hypothesis: ${ideation.hypotheses.find(h => h.id === blueprint.hypothesis_id)?.statement ?? blueprint.objective}` : `Objective: ${blueprint.objective}`,
+    `Plan (ExperimentBlueprint):\n${JSON.stringify({ ...blueprint, critique: undefined }, null, 2)}`,
+    `Limits: ${minutes} minutes wall clock, ${memoryMb} MiB memory, no network, python3 only.`,
+    existsSync(path.join(dir, 'data')) ? `Files available in data/: ${listFiles(dir, 'data').join(', ')}` : ''
+  ]
+    .filter(Boolean)
+    .join('\n\n');
+
+  for (let attempt = 1; attempt <= MAX_EXPERIMENT_ATTEMPTS; attempt++) {
+    ctx.progress(attempt === 1 ? 'writing the experiment code' : `fixing the code (attempt ${attempt})`, (attempt - 1) * 2, MAX_EXPERIMENT_ATTEMPTS * 2);
+    const previousFailure = attempts[attempts.length - 1];
+    const user =
+      attempt === 1 || !project || !last
+        ? planText
+        : [
+            planText,
+            `The previous attempt failed: ${previousFailure.error}`,
+            `stderr (tail):\n${last.stderr.slice(-4000)}`,
+            `stdout (tail):\n${last.stdout.slice(-1500)}`,
+            `Files:\n${project.files.map(f => `--- ${f.path}\n${f.content}`).join('\n')}`,
+            'Return the complete fixed project.'
+          ].join('\n\n');
+    project = await askJson<GeneratedProject>(
+      ctx,
+      'coding',
+      attempt === 1 ? 'experiment-code' : 'experiment-fix',
+      `You write a small, self-contained, runnable Python experiment project that carries out the plan exactly and measures every run. ${CONTRACT}`,
+      user,
+      PROJECT_SCHEMA
+    );
+    let entry: string;
+    try {
+      writeProject(dir, project);
+      entry = safeRelative(project.entrypoint);
+    } catch (error) {
+      attempts.push({ attempt, exitCode: null, timedOut: false, wallMs: 0, error: errorMessage(error), notes: project.notes });
+      continue;
+    }
+
+    ctx.progress(`running the experiment (attempt ${attempt})`, (attempt - 1) * 2 + 1, MAX_EXPERIMENT_ATTEMPTS * 2);
+    last = await runInSandbox({ cwd: dir, command: ['python3', entry], timeoutMs: minutes * 60_000, memoryMb, fileSizeMb: 256 });
+    artifacts =
+      last.timedOut
+        ? { error: `timed out after ${minutes} minutes` }
+        : last.exitCode !== 0
+          ? { error: `exited with ${last.exitCode ?? last.signal}: ${last.stderr.trim().split('\n').slice(-1)[0] ?? ''}` }
+          : readArtifacts(dir);
+    attempts.push({ attempt, exitCode: last.exitCode, timedOut: last.timedOut, wallMs: last.wallMs, error: artifacts.error, ...(project.notes ? { notes: project.notes } : {}) });
+    if (!artifacts.error) {
+      log.push(`Attempt ${attempt} succeeded in ${last.wallMs} ms.`);
+      if (attempt > 1) log.push(`Fix that worked after "${attempts[attempt - 2].error}": ${project.notes ?? '(no notes given)'}`);
+      break;
+    }
+    const mode = failureMode(last, artifacts.error);
+    log.push(`Attempt ${attempt} failed (${mode}): ${artifacts.error}`);
+    memories.push({
+      kind: 'failed_direction',
+      content: `Experiment attempt for ${blueprint.method.name} failed: ${artifacts.error}`,
+      key: `${blueprint.method.name} ${mode}`,
+      tags: ['experiment', 'failure'],
+      conditions: { ...conditions, failure_mode: mode },
+      importance: 0.6
+    });
+  }
+
+  const isolation = last?.isolation ?? { network: 'unrestricted' as const, filesystem: 'unrestricted' as const, limits: [], missing: ['the code never ran'] };
+  const recorded: ArtifactRecord[] = [];
+  for (const rel of listFiles(dir)) {
+    const full = path.join(dir, rel);
+    const kind: ArtifactRecord['kind'] =
+      rel === path.join('results', 'metrics.json')
+        ? 'metrics'
+        : rel === path.join('results', 'manifest.json')
+          ? 'manifest'
+          : rel.startsWith('results' + path.sep)
+            ? 'result'
+            : rel.startsWith('data' + path.sep)
+              ? 'data'
+              : 'code';
+    recorded.push({ path: path.join(relDir, rel), kind, sha256: sha256(readFileSync(full)), bytes: statSync(full).size });
+  }
+  await ctx.store.write(async q => {
+    for (const a of recorded) {
+      await q.run(
+        'insert into artifacts (id, project_id, stage_run_id, path, kind, sha256, bytes, created_at) values ($id, $project, $stage, $path, $kind, $sha, $bytes, $at)',
+        { id: newId('art'), project: ctx.project.id, stage: ctx.stageRunId, path: a.path, kind: a.kind, sha: a.sha256, bytes: a.bytes, at: nowIso() }
+      );
+    }
+  });
+
+  const output: ExperimentOutput = {
+    experiment_dir: relDir,
+    entrypoint: project?.entrypoint ?? '',
+    attempts,
+    metrics: artifacts.metrics ?? {},
+    manifest: artifacts.manifest ?? {},
+    metrics_path: path.join(relDir, 'results', 'metrics.json'),
+    manifest_path: path.join(relDir, 'results', 'manifest.json'),
+    artifacts: recorded,
+    isolation,
+    stdout_tail: last?.stdout.slice(-2000) ?? ''
+  };
+  const metricRows = Object.entries(output.metrics).flatMap(([run, values]) => Object.entries(values).map(([metric, value]) => ({ run, metric, value })));
+  const bundleOutputs = { metrics: metricRows, isolation: describeIsolation(isolation) };
+  const markdown = [
+    `### Experiment (${attempts.length} attempt${attempts.length === 1 ? '' : 's'})`,
+    metricRows.length ? markdownTable(['run', 'metric', 'value'], metricRows.map(r => [r.run, r.metric, r.value])) : '',
+    `Isolation: ${describeIsolation(isolation).join('; ')}`
+  ]
+    .filter(Boolean)
+    .join('\n\n');
+  const trajectory = log.join('\n');
+  if (artifacts.error) {
+    const error = `the experiment failed after ${attempts.length} attempts: ${artifacts.error}`;
+    return { status: 'failed', output, summary: error, error, bundleOutputs, trajectory, markdown, memories };
+  }
+  if (attempts.length > 1) memories.push({ kind: 'data_strategy', content: `For ${blueprint.method.name}: ${attempts[attempts.length - 1].notes ?? 'a fix after a failed run'} made the experiment run`, tags: ['experiment', 'fix'], conditions, importance: 0.5 });
+  return {
+    status: 'done',
+    output,
+    summary: `Measured ${metricRows.length} values over ${Object.keys(output.metrics).length} runs in ${attempts.length} attempt${attempts.length === 1 ? '' : 's'}${isolation.missing.length ? ` (isolation missing: ${isolation.missing.length} item(s))` : ''}`,
+    bundleOutputs,
+    trajectory,
+    markdown,
+    memories
+  };
+}

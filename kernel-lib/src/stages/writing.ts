@@ -1,0 +1,159 @@
+/**
+ * Writing: title, then each section in order (abstract, introduction, related work, method,
+ * experiments, conclusion), each given summaries of the sections before it, the measured
+ * results and the bibliography of papers actually retrieved. Every number must come from
+ * an artifact: the grounding checker runs on each section; offending sections get one
+ * bounded rewrite; numbers still ungrounded fail the stage ("failed: ungrounded numbers"),
+ * with the files written so the researcher can see them.
+ */
+import type { ExperimentBlueprint, IdeationOutput, Paper } from '@nanoresearch/schema';
+import { checkGrounding, GroundingArtifacts } from '../grounding';
+import type { StageContext, StageResult } from '../orchestrator/types';
+import type { AnalysisOutput } from './analysis';
+import { renderFacts } from './analysis';
+import { askText, previousOutput } from './common';
+import { citedKeys, PaperDraft, SECTION_HEADINGS, SECTIONS, SectionName, writePaperFiles } from './paper';
+
+export interface UngroundedNumber {
+  section: string;
+  text: string;
+  line: number;
+}
+
+export interface WritingOutput extends PaperDraft {
+  paper_path: string;
+  tex_path: string;
+  bib_path: string;
+  citations: string[];
+  /** Sections rewritten because they stated ungrounded numbers. */
+  rewritten: string[];
+  ungrounded: UngroundedNumber[];
+  /** What numbers are checked against: kept so review can re-ground revisions. */
+  grounding_artifacts: GroundingArtifacts;
+}
+
+const SECTION_BRIEFS: Record<SectionName, string> = {
+  abstract: 'One paragraph: problem, approach, the main measured result, conclusion.',
+  introduction: 'Motivation, the gap in prior work, the hypothesis, contributions.',
+  related_work: 'Prior work from the bibliography, grouped by theme, each cited.',
+  method: 'The method and baselines as planned; no results.',
+  experiments: 'Setup (data, split, runs) and results. The measured results table is inserted below your text automatically; discuss it.',
+  conclusion: 'What the measured results support, limitations, next steps.'
+};
+
+/** The first sentences of a section, as context for the next ones. */
+function summarize(text: string): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  const sentences = flat.match(/[^.!?]+[.!?]+/g) ?? [flat];
+  return sentences.slice(0, 2).join(' ').slice(0, 400);
+}
+
+export function bibliographyOf(ideation: IdeationOutput | undefined): Paper[] {
+  if (!ideation) return [];
+  const all = [...(ideation.papers ?? []), ...ideation.hypotheses.flatMap(h => h.novelty.closest_work)];
+  return all.filter((p, i) => all.findIndex(q => q.key === p.key) === i);
+}
+
+export function groundingArtifactsOf(analysisOut: AnalysisOutput): GroundingArtifacts {
+  return { metrics: analysisOut.metrics, comparisons: analysisOut.comparisons, manifest: analysisOut.manifest };
+}
+
+export function sectionContext(ctx: StageContext, draft: PaperDraft, analysisOut: AnalysisOutput): string {
+  const ideation = ctx.previous.ideation as IdeationOutput | undefined;
+  const blueprint = ctx.previous.planning as ExperimentBlueprint | undefined;
+  const hypothesis = ideation?.hypotheses.find(h => h.id === ideation.selected_hypothesis_id);
+  return [
+    `Topic: ${ctx.project.topic}`,
+    draft.title ? `Title: ${draft.title}` : '',
+    hypothesis ? `Hypothesis: ${hypothesis.statement}` : '',
+    blueprint ? `Method: ${blueprint.method.name}: ${blueprint.method.description}\nBaselines: ${blueprint.baselines.map(b => b.name).join(', ')}\nDatasets: ${blueprint.datasets.map(d => d.name).join(', ')}` : '',
+    `Measured results table:\n${analysisOut.table}`,
+    `Computed comparisons:\n${renderFacts(analysisOut)}`,
+    `Run manifest (config values you may quote): ${JSON.stringify(analysisOut.manifest)}`,
+    `Bibliography (cite as [@key], only these keys):\n${draft.bibliography.map(p => `- ${p.key}: ${p.title} (${p.year ?? 'n.d.'})`).join('\n') || '(none retrieved: cite nothing)'}`
+  ]
+    .filter(Boolean)
+    .join('\n\n');
+}
+
+export const NUMBER_RULES =
+  'Every number you write must appear in the measured results table, the computed comparisons or the run manifest (rounding allowed). Write no other number: spell out small counts in words, give no years, no estimates, no numbers from memory. Cite only with [@key] using keys from the bibliography. Write Markdown paragraphs without headings.';
+
+/** The measured results table, appended to the experiments section by code (its numbers are the artifacts'). */
+function experimentsText(text: string, analysisOut: AnalysisOutput): string {
+  return `${text.trim()}\n\n${analysisOut.table}`;
+}
+
+function groundSections(draft: PaperDraft, artifacts: GroundingArtifacts): UngroundedNumber[] {
+  return draft.sections.flatMap(s => checkGrounding(s.text, artifacts).ungrounded.map(n => ({ section: s.name, text: n.text, line: n.line })));
+}
+
+export async function writing(ctx: StageContext): Promise<StageResult> {
+  const analysisOut = previousOutput<AnalysisOutput>(ctx, 'analysis');
+  const ideation = ctx.previous.ideation as IdeationOutput | undefined;
+  const artifacts = groundingArtifactsOf(analysisOut);
+  const draft: PaperDraft = { title: '', sections: [], bibliography: bibliographyOf(ideation) };
+  const total = SECTIONS.length + 2;
+
+  ctx.progress('writing the title', 0, total);
+  draft.title = (
+    await askText(ctx, 'writing', 'write-title', 'Write the title of the paper: one line, no quotes, no numbers.', sectionContext(ctx, draft, analysisOut), 60)
+  )
+    .split('\n')[0]
+    .replace(/^#+\s*|^["']|["']$/g, '')
+    .trim();
+
+  for (const [i, name] of SECTIONS.entries()) {
+    ctx.progress(`writing ${SECTION_HEADINGS[name]}`, i + 1, total);
+    const before = draft.sections.map(s => `${SECTION_HEADINGS[s.name]}: ${summarize(s.text)}`).join('\n');
+    const text = await askText(
+      ctx,
+      'writing',
+      `write-section:${name}`,
+      `You write the ${SECTION_HEADINGS[name]} section of a research paper. ${SECTION_BRIEFS[name]} ${NUMBER_RULES}`,
+      `${sectionContext(ctx, draft, analysisOut)}\n\nPreviously written sections (keep consistent):\n${before || '(none yet)'}`
+    );
+    draft.sections.push({ name, text: name === 'experiments' ? experimentsText(text, analysisOut) : text });
+  }
+
+  ctx.progress('checking that every number is grounded', SECTIONS.length + 1, total);
+  let ungrounded = groundSections(draft, artifacts);
+  const rewritten: string[] = [];
+  const log: string[] = [];
+  if (ungrounded.length) {
+    log.push(`Ungrounded numbers in the first draft: ${ungrounded.map(u => `${u.text} (${u.section})`).join(', ')}`);
+    for (const name of [...new Set(ungrounded.map(u => u.section))] as SectionName[]) {
+      const section = draft.sections.find(s => s.name === name)!;
+      const bad = ungrounded.filter(u => u.section === name).map(u => u.text);
+      const text = await askText(
+        ctx,
+        'writing',
+        `revise-section:${name}`,
+        `You revise the ${SECTION_HEADINGS[name]} section of a research paper. It states numbers that appear in no artifact: ${bad.join(', ')}. Remove or replace each with a measured value. ${NUMBER_RULES}`,
+        `${sectionContext(ctx, draft, analysisOut)}\n\nSection to revise:\n${name === 'experiments' ? section.text.replace(analysisOut.table, '').trim() : section.text}`
+      );
+      section.text = name === 'experiments' ? experimentsText(text, analysisOut) : text;
+      rewritten.push(name);
+    }
+    ungrounded = groundSections(draft, artifacts);
+    log.push(ungrounded.length ? `Still ungrounded after one rewrite: ${ungrounded.map(u => `${u.text} (${u.section})`).join(', ')}` : 'The rewrite grounded every number.');
+  } else log.push('Every number in the first draft is grounded in the artifacts.');
+
+  const files = writePaperFiles(ctx, draft);
+  const citations = [...new Set(draft.sections.flatMap(s => citedKeys(s.text)))];
+  const output: WritingOutput = { ...draft, ...files, citations, rewritten, ungrounded, grounding_artifacts: artifacts };
+  const bundleOutputs = { paper_path: files.paper_path, ungrounded_numbers: ungrounded.map(u => `${u.text} (${u.section}, line ${u.line})`) };
+  const markdown = `### ${draft.title}\n\nPaper: \`${files.paper_path}\` (+ \`${files.tex_path}\`, \`${files.bib_path}\`); ${citations.length} citations; rewritten: ${rewritten.join(', ') || 'none'}.${ungrounded.length ? `\n\n**Ungrounded numbers:** ${bundleOutputs.ungrounded_numbers.join(', ')}` : ''}`;
+  if (ungrounded.length) {
+    const error = `failed: ungrounded numbers: ${bundleOutputs.ungrounded_numbers.join(', ')} — every number in the paper must come from an experiment artifact; edit ${files.paper_path} or re-run writing`;
+    return { status: 'failed', output, summary: error, error, bundleOutputs, trajectory: log.join('\n'), markdown };
+  }
+  return {
+    status: 'done',
+    output,
+    summary: `Wrote "${draft.title}": ${SECTIONS.length} sections, ${citations.length} citations, every number grounded${rewritten.length ? ` (after rewriting ${rewritten.join(', ')})` : ''}`,
+    bundleOutputs,
+    trajectory: log.join('\n'),
+    markdown
+  };
+}

@@ -1,0 +1,74 @@
+/**
+ * Errors the store raises. Each message says what failed and how to fix it, because these
+ * surface in notebook cells where the user has no stack trace context.
+ */
+
+/**
+ * The message of anything thrown. DuckDB's native errors may come from another JS realm
+ * (jest's sandbox, a notebook kernel's vm context), where `instanceof Error` is false.
+ */
+export function messageOf(error: unknown): string {
+  const message = (error as { message?: unknown } | null)?.message;
+  return typeof message === 'string' ? message : String(error);
+}
+
+/** Another process held the store file for longer than `lockTimeoutMs`. */
+export class StoreLockedError extends Error {
+  override readonly name = 'StoreLockedError';
+  constructor(
+    readonly file: string,
+    readonly holderPid: number | null,
+    readonly waitedMs: number,
+    readonly cause?: unknown
+  ) {
+    const holder = holderPid === null ? 'another process' : `process ${holderPid}`;
+    super(
+      `The store ${file} is locked by ${holder}; waited ${waitedMs} ms. ` +
+        `DuckDB lets one process hold a file at a time. Finish or close the other notebook kernel / CLI ` +
+        `that uses this store${holderPid === null ? '' : ` (e.g. \`kill ${holderPid}\` if it is stuck)`}, ` +
+        `or raise lockTimeoutMs.`
+    );
+  }
+}
+
+/** The store file was written by a newer library than this one. */
+export class StoreVersionError extends Error {
+  override readonly name = 'StoreVersionError';
+  constructor(
+    readonly file: string,
+    readonly storeVersion: number,
+    readonly knownVersion: number
+  ) {
+    super(
+      `store at ${file} has schema version ${storeVersion}; this library knows up to ${knownVersion}: ` +
+        `upgrade @nanoresearch/kernel`
+    );
+  }
+}
+
+/** A user query given to `store.sql()` would change the store, or is not a single query. */
+export class StoreReadOnlyError extends Error {
+  override readonly name = 'StoreReadOnlyError';
+  constructor(
+    message: string,
+    readonly statementKind: string
+  ) {
+    super(message);
+  }
+}
+
+/** A migration failed; the store stays at the version before it. */
+export class StoreMigrationError extends Error {
+  override readonly name = 'StoreMigrationError';
+  constructor(
+    readonly file: string,
+    readonly version: number,
+    readonly migrationName: string,
+    readonly cause: unknown
+  ) {
+    super(
+      `Migration ${version} (${migrationName}) failed on ${file} and was rolled back: ` +
+        messageOf(cause)
+    );
+  }
+}

@@ -1,0 +1,292 @@
+/**
+ * Holding the DuckDB file for bursts of work.
+ *
+ * DuckDB lets one process hold a database file; while it does, other processes cannot even
+ * open it read-only. Several notebook kernels and CLIs share one store, so a process holds
+ * the file only while work keeps coming: it opens it on first use, releases it after
+ * `idleReleaseMs` without work, and also after `maxHoldMs` of continuous holding when another
+ * process is waiting (in-flight work finishes, then the file is released and queued work
+ * re-acquires it) so that others get turns; waiting processes announce themselves with
+ * marker files (waiters.ts). A process that finds the file held retries with jittered exponential backoff up
+ * to `lockTimeoutMs`, then fails with StoreLockedError.
+ *
+ * One lease exists per file per process (see `leaseFor`), so a process never has two DuckDB
+ * instances on one file and every Store on that file shares the lock, the write queue and
+ * the statistics.
+ */
+import { AsyncLocalStorage } from 'async_hooks';
+import * as path from 'path';
+import { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { StoreLockedError, messageOf } from './errors';
+import { WaiterMarkers } from './waiters';
+
+export interface LeaseOptions {
+  /** Give up acquiring the file after this long (ms). */
+  readonly lockTimeoutMs: number;
+  /** Release the file after this long without work (ms). */
+  readonly idleReleaseMs: number;
+  /** Release the file after holding it this long, once in-flight work is done (ms). */
+  readonly maxHoldMs: number;
+}
+
+/** Lock statistics of this process for one store file. */
+export interface StoreStats {
+  /** Times the file was opened. */
+  acquisitions: number;
+  /** Acquisitions that had to wait for another process. */
+  lockWaits: number;
+  /** Longest wait of one acquisition (ms). */
+  maxWaitMs: number;
+  /** Sum of all waits (ms). */
+  totalWaitMs: number;
+}
+
+const INITIAL_BACKOFF_MS = 5;
+const MAX_BACKOFF_MS = 200;
+
+/** Settings applied on every open so that DuckDB never reaches the network for extensions. */
+const OFFLINE_CONFIG = { autoinstall_known_extensions: 'false', autoload_known_extensions: 'false' };
+const OFFLINE_SET = 'SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;';
+
+function isLockError(error: unknown): boolean {
+  return /Could not set lock on file/i.test(messageOf(error));
+}
+
+function holderPid(error: unknown): number | null {
+  const match = /PID (\d+)/.exec(messageOf(error));
+  return match ? Number(match[1]) : null;
+}
+
+const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms));
+
+/** Which operation of which lease the current async context is running inside. */
+const insideOperation = new AsyncLocalStorage<{ lease: FileLease; writing: boolean }>();
+
+export class FileLease {
+  /** Open Store objects using this lease; the lease leaves the registry when it reaches 0. */
+  users = 0;
+  readonly stats: StoreStats = { acquisitions: 0, lockWaits: 0, maxWaitMs: 0, totalWaitMs: 0 };
+
+  private instance: DuckDBInstance | null = null;
+  private acquiring: Promise<void> | null = null;
+  private active = 0;
+  private heldSince = 0;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private drained: Promise<void> | null = null;
+  private resolveDrained: (() => void) | null = null;
+  private writeTail: Promise<unknown> = Promise.resolve();
+  private readonly waiters: WaiterMarkers;
+
+  constructor(
+    readonly file: string,
+    readonly options: LeaseOptions
+  ) {
+    this.waiters = new WaiterMarkers(file);
+  }
+
+  /**
+   * Runs `fn` with a fresh connection while this process holds the file. The connection is
+   * closed afterwards (which also destroys its prepared statements), so nothing keeps the
+   * file open once the lease releases it.
+   */
+  async withConnection<T>(fn: (connection: DuckDBConnection) => Promise<T>, writing = false): Promise<T> {
+    const outer = insideOperation.getStore();
+    // Work nested in an operation of this lease must not wait for a drain that waits for it.
+    const instance = await this.enter(outer?.lease === this);
+    let connection: DuckDBConnection | undefined;
+    try {
+      connection = await instance.connect();
+      const open = connection;
+      return await insideOperation.run({ lease: this, writing }, () => fn(open));
+    } finally {
+      connection?.disconnectSync();
+      this.exit();
+    }
+  }
+
+  /**
+   * Runs `fn` after every earlier write of this process finished: writes within a process are
+   * serialised. Calling it from inside a write of the same file is refused, since that write
+   * would wait for itself.
+   */
+  serialize<T>(fn: () => Promise<T>): Promise<T> {
+    const outer = insideOperation.getStore();
+    if (outer?.lease === this && outer.writing) {
+      return Promise.reject(
+        new Error(
+          `store.write() was called inside another store.write() on ${this.file}; ` +
+            'use the Queryable passed to the outer callback instead'
+        )
+      );
+    }
+    const run = this.writeTail.then(fn, fn);
+    this.writeTail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Waits for queued writes and in-flight work, then releases the file. */
+  async shutdown(): Promise<void> {
+    await this.writeTail;
+    while (this.active > 0) {
+      this.drained ??= new Promise(resolve => (this.resolveDrained = resolve));
+      await this.drained;
+    }
+    this.release();
+  }
+
+  private async enter(nested: boolean): Promise<DuckDBInstance> {
+    let instance: DuckDBInstance | null = null;
+    while (!instance) {
+      if (this.instance && nested) {
+        instance = this.instance;
+        continue;
+      }
+      if (this.drained) {
+        await this.drained;
+        continue;
+      }
+      if (this.instance) {
+        if (Date.now() - this.heldSince < this.options.maxHoldMs) {
+          instance = this.instance;
+          continue;
+        }
+        if (this.waiters.others().length === 0) {
+          // Nobody else wants the file: keep it rather than pay a close (checkpoint) and reopen.
+          this.heldSince = Date.now();
+          instance = this.instance;
+          continue;
+        }
+        if (this.active === 0) {
+          this.release();
+          continue;
+        }
+        // Held too long: let in-flight work finish, then release and queue behind the others.
+        this.drained = new Promise(resolve => (this.resolveDrained = resolve));
+        continue;
+      }
+      this.acquiring ??= this.acquire().finally(() => (this.acquiring = null));
+      await this.acquiring;
+    }
+    this.active++;
+    if (this.idleTimer) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = null;
+    }
+    return instance;
+  }
+
+  private exit(): void {
+    this.active--;
+    if (this.active > 0) return;
+    if (this.drained) {
+      this.release();
+      const resolve = this.resolveDrained;
+      this.drained = null;
+      this.resolveDrained = null;
+      resolve?.();
+      return;
+    }
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      if (this.active === 0) this.release();
+    }, this.options.idleReleaseMs);
+  }
+
+  private release(): void {
+    if (this.idleTimer) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = null;
+    }
+    const instance = this.instance;
+    if (!instance) return;
+    this.instance = null;
+    // All connections are closed (active is 0), so closing the instance drops the OS lock.
+    instance.closeSync();
+  }
+
+  private async acquire(): Promise<void> {
+    const started = Date.now();
+    // Other processes already waiting go first (bounded by YIELD_WINDOW_MS).
+    let waited = (await this.waiters.yieldToOthers()) > 0;
+    // Having yielded, poll as slowly as the long waiters do rather than out-polling them.
+    let backoff = waited ? MAX_BACKOFF_MS : INITIAL_BACKOFF_MS;
+    try {
+      for (;;) {
+        let instance: DuckDBInstance;
+        try {
+          instance = await DuckDBInstance.fromCache(this.file, OFFLINE_CONFIG);
+        } catch (error) {
+          const elapsed = Date.now() - started;
+          if (!isLockError(error)) throw error;
+          if (elapsed >= this.options.lockTimeoutMs) {
+            this.recordWait(elapsed);
+            throw new StoreLockedError(this.file, holderPid(error), elapsed, error);
+          }
+          waited = true;
+          this.waiters.register();
+          const jittered = backoff / 2 + (Math.random() * backoff) / 2;
+          await sleep(Math.min(jittered, this.options.lockTimeoutMs - elapsed));
+          backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+          continue;
+        }
+        await applyOfflineSettings(instance);
+        this.instance = instance;
+        this.heldSince = Date.now();
+        this.stats.acquisitions++;
+        if (waited) this.recordWait(Date.now() - started);
+        return;
+      }
+    } finally {
+      this.waiters.unregister();
+    }
+  }
+
+  private recordWait(ms: number): void {
+    this.stats.lockWaits++;
+    this.stats.totalWaitMs += ms;
+    this.stats.maxWaitMs = Math.max(this.stats.maxWaitMs, ms);
+  }
+}
+
+async function applyOfflineSettings(instance: DuckDBInstance): Promise<void> {
+  try {
+    const connection = await instance.connect();
+    try {
+      await connection.run(OFFLINE_SET);
+    } finally {
+      connection.disconnectSync();
+    }
+  } catch (error) {
+    instance.closeSync();
+    throw error;
+  }
+}
+
+const leases = new Map<string, FileLease>();
+
+/**
+ * The lease for a store file in this process, created on first use. Options come from the
+ * first opener; later Stores on the same file share them.
+ */
+export function leaseFor(file: string, options: LeaseOptions): FileLease {
+  const key = path.resolve(file);
+  let lease = leases.get(key);
+  if (!lease) {
+    lease = new FileLease(key, options);
+    leases.set(key, lease);
+  }
+  lease.users++;
+  return lease;
+}
+
+/**
+ * Drops one user of a lease; the last one releases the file and forgets the lease. The lease
+ * stays registered until it has released, so a Store opened meanwhile shares it instead of
+ * getting a second instance that this release would close under it.
+ */
+export async function dropLease(lease: FileLease): Promise<void> {
+  lease.users--;
+  if (lease.users > 0) return;
+  await lease.shutdown();
+  if (lease.users === 0 && leases.get(lease.file) === lease) leases.delete(lease.file);
+}

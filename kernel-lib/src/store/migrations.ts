@@ -1,0 +1,246 @@
+/**
+ * The store's schema history. Each entry is applied once, in its own transaction, and
+ * recorded in `schema_migrations`. To change the schema, APPEND an entry with the next
+ * version number; never edit or reorder an applied one (stores in the field already ran it).
+ *
+ * Columns follow `schema/*.schema.json`: one column per top-level property with the same
+ * name, nested objects and arrays as JSON, timestamps as TIMESTAMP, required properties
+ * NOT NULL unless the schema allows null.
+ */
+
+/** One schema step. `up` statements run in order inside one transaction. */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly up: readonly string[];
+}
+
+export const migrations: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'core tables',
+    up: [
+      `CREATE TABLE profiles (
+        id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        archetype VARCHAR,
+        research JSON NOT NULL,
+        resources JSON NOT NULL,
+        writing JSON NOT NULL,
+        publication JSON NOT NULL,
+        interaction JSON NOT NULL,
+        notes VARCHAR,
+        created_at TIMESTAMP,
+        updated_at TIMESTAMP
+      )`,
+      `CREATE TABLE projects (
+        id VARCHAR PRIMARY KEY,
+        title VARCHAR NOT NULL,
+        topic VARCHAR NOT NULL,
+        profile_id VARCHAR NOT NULL,
+        workspace VARCHAR,
+        status VARCHAR NOT NULL,
+        created_at TIMESTAMP,
+        updated_at TIMESTAMP
+      )`,
+      `CREATE TABLE runs (
+        id VARCHAR PRIMARY KEY,
+        project_id VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        config JSON,
+        started_at TIMESTAMP,
+        finished_at TIMESTAMP
+      )`,
+      `CREATE TABLE stage_runs (
+        id VARCHAR PRIMARY KEY,
+        project_id VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        stage VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        attempt INTEGER,
+        input JSON,
+        output JSON,
+        summary VARCHAR,
+        error VARCHAR,
+        planner_call_id VARCHAR,
+        skills_used JSON,
+        memories_used JSON,
+        usage JSON,
+        started_at TIMESTAMP,
+        finished_at TIMESTAMP,
+        origin VARCHAR
+      )`,
+      `CREATE TABLE planner_calls (
+        id VARCHAR PRIMARY KEY,
+        stage_run_id VARCHAR NOT NULL,
+        stage VARCHAR NOT NULL,
+        x VARCHAR NOT NULL,
+        y VARCHAR NOT NULL,
+        parsed JSON,
+        candidate_skill_ids JSON,
+        candidate_memory_ids JSON,
+        model VARCHAR NOT NULL,
+        adapter_version VARCHAR,
+        fallback VARCHAR,
+        created_at TIMESTAMP
+      )`,
+      `CREATE TABLE llm_calls (
+        id VARCHAR PRIMARY KEY,
+        stage_run_id VARCHAR,
+        role VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        latency_ms DOUBLE,
+        cost_usd DOUBLE,
+        cache_hit BOOLEAN NOT NULL DEFAULT false,
+        error VARCHAR,
+        created_at TIMESTAMP NOT NULL
+      )`,
+      `CREATE TABLE llm_cache (
+        key VARCHAR PRIMARY KEY,
+        model VARCHAR NOT NULL,
+        response JSON NOT NULL,
+        created_at TIMESTAMP NOT NULL
+      )`,
+      `CREATE TABLE feedback (
+        id VARCHAR PRIMARY KEY,
+        stage_run_id VARCHAR NOT NULL,
+        planner_call_id VARCHAR,
+        text VARCHAR NOT NULL,
+        author VARCHAR NOT NULL,
+        origin VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        synced_from VARCHAR
+      )`,
+      `CREATE TABLE skills (
+        id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        description VARCHAR NOT NULL,
+        when_to_use VARCHAR,
+        instructions JSON NOT NULL,
+        stages JSON,
+        tags JSON,
+        source VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        status VARCHAR NOT NULL,
+        usage_count INTEGER NOT NULL DEFAULT 0,
+        success_count INTEGER NOT NULL DEFAULT 0,
+        provenance JSON,
+        created_at TIMESTAMP,
+        updated_at TIMESTAMP
+      )`,
+      `CREATE TABLE skill_reviews (
+        id VARCHAR PRIMARY KEY,
+        skill_id VARCHAR,
+        candidate JSON NOT NULL,
+        decision VARCHAR NOT NULL,
+        reason VARCHAR,
+        similarity DOUBLE,
+        created_at TIMESTAMP NOT NULL
+      )`,
+      `CREATE TABLE memories (
+        id VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        scope VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        content VARCHAR NOT NULL,
+        tags JSON,
+        stages JSON,
+        conditions JSON,
+        importance DOUBLE NOT NULL,
+        confidence DOUBLE NOT NULL,
+        support_count INTEGER NOT NULL DEFAULT 0,
+        contradiction_count INTEGER NOT NULL DEFAULT 0,
+        usage_count INTEGER NOT NULL DEFAULT 0,
+        status VARCHAR NOT NULL,
+        source VARCHAR,
+        created_at TIMESTAMP,
+        updated_at TIMESTAMP,
+        last_used_at TIMESTAMP
+      )`,
+      `CREATE TABLE papers (
+        key VARCHAR PRIMARY KEY,
+        title VARCHAR NOT NULL,
+        authors JSON,
+        year INTEGER,
+        venue VARCHAR,
+        doi VARCHAR,
+        url VARCHAR,
+        abstract VARCHAR,
+        source VARCHAR NOT NULL,
+        fetched_at TIMESTAMP NOT NULL
+      )`,
+      `CREATE TABLE literature_cache (
+        key VARCHAR PRIMARY KEY,
+        provider VARCHAR NOT NULL,
+        query VARCHAR NOT NULL,
+        response JSON NOT NULL,
+        fetched_at TIMESTAMP NOT NULL
+      )`,
+      `CREATE TABLE adapters (
+        version VARCHAR PRIMARY KEY,
+        manifest JSON NOT NULL,
+        path VARCHAR NOT NULL,
+        active BOOLEAN NOT NULL DEFAULT false,
+        created_at TIMESTAMP NOT NULL
+      )`,
+      `CREATE TABLE artifacts (
+        id VARCHAR PRIMARY KEY,
+        project_id VARCHAR NOT NULL,
+        stage_run_id VARCHAR,
+        path VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        sha256 VARCHAR,
+        bytes BIGINT,
+        created_at TIMESTAMP NOT NULL
+      )`,
+      'CREATE INDEX projects_profile_id ON projects (profile_id)',
+      'CREATE INDEX runs_project_id ON runs (project_id)',
+      'CREATE INDEX stage_runs_project_id ON stage_runs (project_id)',
+      'CREATE INDEX stage_runs_run_id ON stage_runs (run_id)',
+      'CREATE INDEX planner_calls_stage_run_id ON planner_calls (stage_run_id)',
+      'CREATE INDEX llm_calls_stage_run_id ON llm_calls (stage_run_id)',
+      'CREATE INDEX feedback_stage_run_id ON feedback (stage_run_id)',
+      'CREATE INDEX skill_reviews_skill_id ON skill_reviews (skill_id)',
+      'CREATE INDEX memories_kind_scope ON memories (kind, scope)',
+      'CREATE INDEX artifacts_project_id ON artifacts (project_id)',
+      'CREATE INDEX artifacts_stage_run_id ON artifacts (stage_run_id)'
+    ]
+  },
+  {
+    // Retrieval's term statistics (retrieval/terms.ts keeps them in step with skills and
+    // memories). Terms are 53-bit integer keys of (doc kind, term) so that the postings probe
+    // is an integer IN-list on an ART index; document length rides on each posting so BM25
+    // needs no join; df and corpus totals are precomputed instead of aggregated per query.
+    version: 2,
+    name: 'retrieval term tables',
+    up: [
+      `CREATE TABLE doc_terms (
+        term_key BIGINT NOT NULL,
+        doc_kind VARCHAR NOT NULL,
+        doc_id VARCHAR NOT NULL,
+        tf INTEGER NOT NULL,
+        doc_len INTEGER NOT NULL
+      )`,
+      `CREATE TABLE term_df (
+        term_key BIGINT PRIMARY KEY,
+        doc_kind VARCHAR NOT NULL,
+        term VARCHAR NOT NULL,
+        df INTEGER NOT NULL
+      )`,
+      `CREATE TABLE doc_stats (
+        doc_kind VARCHAR PRIMARY KEY,
+        n_docs INTEGER NOT NULL,
+        total_len BIGINT NOT NULL
+      )`,
+      'CREATE INDEX doc_terms_term_key ON doc_terms (term_key)',
+      'CREATE INDEX doc_terms_doc_id ON doc_terms (doc_id)'
+    ]
+  }
+];
+
+/** The newest schema version this library knows. */
+export function latestVersion(list: readonly Migration[] = migrations): number {
+  return list.reduce((max, m) => Math.max(max, m.version), 0);
+}

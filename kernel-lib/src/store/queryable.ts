@@ -1,0 +1,162 @@
+/**
+ * The query surface handed to `store.read()` / `store.write()` callbacks, over one DuckDB
+ * connection. Rows come back as plain objects (see values.ts for the conversions).
+ */
+import {
+  DuckDBAppender,
+  DuckDBConnection,
+  DuckDBMaterializedResult,
+  DuckDBTimestampValue,
+  DuckDBType,
+  DuckDBTypeId
+} from '@duckdb/node-api';
+import { messageOf } from './errors';
+import { Params, Row, bindParams, fromDuckDB, toAppendValue } from './values';
+
+export interface RunResult {
+  /** Rows inserted, updated or deleted by the statement. */
+  rowsChanged: number;
+}
+
+export interface Queryable {
+  /** Runs a statement. Without params, a string of several `;`-separated statements is allowed. */
+  run(sql: string, params?: Params): Promise<RunResult>;
+  /** All rows of a query. */
+  all<T = Row>(sql: string, params?: Params): Promise<T[]>;
+  /** The first row of a query, or undefined. */
+  get<T = Row>(sql: string, params?: Params): Promise<T | undefined>;
+  /**
+   * Bulk-inserts rows through DuckDB's appender. Keys are column names; a missing key takes
+   * the column's default (NULL if none); an unknown key is an error. Returns the row count.
+   */
+  appendRows(table: string, rows: readonly Record<string, unknown>[]): Promise<number>;
+}
+
+/** Runs `sql` with or without parameters and returns DuckDB's materialised result. */
+export async function execute(
+  connection: DuckDBConnection,
+  sql: string,
+  params?: Params
+): Promise<DuckDBMaterializedResult> {
+  if (params === undefined) return connection.run(sql);
+  const prepared = await connection.prepare(sql);
+  try {
+    bindParams(prepared, params, sql);
+    return await prepared.run();
+  } finally {
+    prepared.destroySync();
+  }
+}
+
+/**
+ * Reads every row of a result as a plain object. Types come from the result's columns
+ * because only those carry the JSON alias (chunk vectors report plain VARCHAR).
+ */
+export async function rowsOf<T>(result: DuckDBMaterializedResult): Promise<T[]> {
+  const names = result.deduplicatedColumnNames();
+  const types = result.columnTypes();
+  const rows = await result.getRows();
+  return rows.map(values => {
+    const row: Record<string, unknown> = {};
+    for (let i = 0; i < names.length; i++) row[names[i]] = values[i] === null ? null : fromDuckDB(values[i], types[i]);
+    return row as T;
+  });
+}
+
+type AppendOne = (appender: DuckDBAppender, value: unknown) => void;
+
+/** A fast append for the column types the store uses, the generic path for the rest. */
+function appendFor(type: DuckDBType, column: string): AppendOne {
+  const generic: AppendOne = (appender, value) => appender.appendValue(toAppendValue(value, type, column), type);
+  switch (type.typeId) {
+    case DuckDBTypeId.VARCHAR:
+      if (type.alias === 'JSON') {
+        // JSON is stored as text; the generic path would validate through a DuckDBValue first.
+        return (appender, value) => appender.appendVarchar(toAppendValue(value, type, column) as string);
+      }
+      return (appender, value) =>
+        typeof value === 'string' ? appender.appendVarchar(value) : generic(appender, value);
+    case DuckDBTypeId.TIMESTAMP:
+      return (appender, value) => appender.appendTimestamp(toAppendValue(value, type, column) as DuckDBTimestampValue);
+    case DuckDBTypeId.INTEGER:
+      return (appender, value) =>
+        typeof value === 'number' && Number.isInteger(value) ? appender.appendInteger(value) : generic(appender, value);
+    case DuckDBTypeId.DOUBLE:
+      return (appender, value) => (typeof value === 'number' ? appender.appendDouble(value) : generic(appender, value));
+    case DuckDBTypeId.BOOLEAN:
+      return (appender, value) => (typeof value === 'boolean' ? appender.appendBoolean(value) : generic(appender, value));
+    default:
+      return generic;
+  }
+}
+
+export class ConnectionQueryable implements Queryable {
+  constructor(private readonly connection: DuckDBConnection) {}
+
+  async run(sql: string, params?: Params): Promise<RunResult> {
+    const result = await execute(this.connection, sql, params);
+    return { rowsChanged: result.rowsChanged };
+  }
+
+  async all<T = Row>(sql: string, params?: Params): Promise<T[]> {
+    return rowsOf<T>(await execute(this.connection, sql, params));
+  }
+
+  async get<T = Row>(sql: string, params?: Params): Promise<T | undefined> {
+    const rows = await this.all<T>(sql, params);
+    return rows[0];
+  }
+
+  async appendRows(table: string, rows: readonly Record<string, unknown>[]): Promise<number> {
+    if (rows.length === 0) return 0;
+    const columns = await this.columnsOf(table);
+    const known = new Set(columns);
+    for (const row of rows) {
+      for (const key in row) {
+        if (!known.has(key)) {
+          throw new Error(`appendRows(${table}): the table has no column "${key}" (columns: ${columns.join(', ')})`);
+        }
+      }
+    }
+    const appender = await this.connection.createAppender(table);
+    let done = false;
+    try {
+      const appenders = columns.map((column, index) => appendFor(appender.columnType(index), column));
+      for (let r = 0; r < rows.length; r++) {
+        const row = rows[r];
+        for (let c = 0; c < columns.length; c++) {
+          const value = row[columns[c]];
+          if (value === undefined) {
+            if (!(columns[c] in row)) appender.appendDefault();
+            else appender.appendNull();
+          } else if (value === null) appender.appendNull();
+          else appenders[c](appender, value);
+        }
+        appender.endRow();
+      }
+      appender.flushSync();
+      done = true;
+    } catch (error) {
+      throw new Error(`appendRows(${table}) failed: ${messageOf(error)}`, { cause: error });
+    } finally {
+      // A failed append leaves rows buffered: drop them rather than flush half a batch.
+      if (!done) appender.clear();
+      try {
+        appender.closeSync();
+      } catch (closeError) {
+        if (done) throw closeError;
+      }
+    }
+    return rows.length;
+  }
+
+  private async columnsOf(table: string): Promise<string[]> {
+    const rows = await this.all<{ column_name: string }>(
+      `SELECT column_name FROM duckdb_columns() WHERE table_name = $1 AND schema_name = 'main' ORDER BY column_index`,
+      [table]
+    );
+    if (rows.length === 0) throw new Error(`appendRows: no table named "${table}" in the store`);
+    return rows.map(row => row.column_name);
+  }
+}
+

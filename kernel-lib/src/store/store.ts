@@ -1,0 +1,169 @@
+/**
+ * The NanoResearch store: one DuckDB file per user, shared by every notebook kernel and CLI
+ * of that user. See file-lease.ts for how processes take turns on the file.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { DuckDBConnection } from '@duckdb/node-api';
+import { messageOf } from './errors';
+import { FileLease, StoreStats, dropLease, leaseFor } from './file-lease';
+import { migrate } from './migrate';
+import { Migration, migrations as libraryMigrations } from './migrations';
+import { ConnectionQueryable, Queryable, execute, rowsOf } from './queryable';
+import { SqlResult, assertReadOnlyQuery } from './user-sql';
+import { Params } from './values';
+
+export interface StoreOptions {
+  /** The store file. Default: `<home>/store.duckdb`. */
+  path?: string;
+  /** Folder of the default store file. Default: `$NANORESEARCH_HOME`, else `.nanoresearch/` under the cwd. */
+  home?: string;
+  /** How long to wait for another process to release the file (ms, default 30000). */
+  lockTimeoutMs?: number;
+  /** Release the file after this long without work (ms, default 50). */
+  idleReleaseMs?: number;
+  /** Release the file after holding it this long so other processes get turns (ms, default 1000). */
+  maxHoldMs?: number;
+  /** The schema to bring the file to. Default: the library's migrations. */
+  migrations?: readonly Migration[];
+}
+
+const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
+const DEFAULT_IDLE_RELEASE_MS = 50;
+const DEFAULT_MAX_HOLD_MS = 1_000;
+/** A write that hits a DuckDB transaction conflict is retried this many times. */
+const CONFLICT_RETRIES = 5;
+
+/** Where the store file lives for these options. */
+export function resolveStorePath(options: Pick<StoreOptions, 'path' | 'home'> = {}): string {
+  if (options.path) return path.resolve(options.path);
+  const home = options.home ?? process.env.NANORESEARCH_HOME ?? path.join(process.cwd(), '.nanoresearch');
+  return path.resolve(home, 'store.duckdb');
+}
+
+function isTransactionConflict(error: unknown): boolean {
+  return /transaction conflict|conflict on (tuple|update)|write-write conflict/i.test(messageOf(error));
+}
+
+async function rollbackQuietly(connection: DuckDBConnection): Promise<void> {
+  // After a failed COMMIT DuckDB has already ended the transaction; nothing to undo then.
+  await connection.run('ROLLBACK').catch(() => undefined);
+}
+
+export class Store {
+  private closed = false;
+
+  private constructor(
+    /** Absolute path of the store file. */
+    readonly path: string,
+    private readonly lease: FileLease
+  ) {}
+
+  /**
+   * Opens (creating if needed) the store file and brings its schema up to date. The file is
+   * only held while work runs; see StoreOptions for the timings. Throws StoreVersionError for
+   * a store written by a newer library, StoreLockedError if another process kept it too long.
+   */
+  static async open(options: StoreOptions = {}): Promise<Store> {
+    const file = resolveStorePath(options);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const lease = leaseFor(file, {
+      lockTimeoutMs: options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
+      idleReleaseMs: options.idleReleaseMs ?? DEFAULT_IDLE_RELEASE_MS,
+      maxHoldMs: options.maxHoldMs ?? DEFAULT_MAX_HOLD_MS
+    });
+    const store = new Store(file, lease);
+    try {
+      await lease.serialize(() =>
+        lease.withConnection(connection => migrate(connection, file, options.migrations ?? libraryMigrations), true)
+      );
+    } catch (error) {
+      await store.close();
+      throw error;
+    }
+    return store;
+  }
+
+  /** Lock statistics of this process for this store file. */
+  get stats(): StoreStats {
+    return { ...this.lease.stats };
+  }
+
+  /**
+   * Runs `fn` in a READ ONLY transaction: it sees one consistent snapshot and cannot write.
+   * Reads do not wait for this process's queued writes.
+   */
+  async read<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
+    this.checkOpen();
+    return this.lease.withConnection(async connection => {
+      await connection.run('BEGIN TRANSACTION READ ONLY');
+      try {
+        const result = await fn(new ConnectionQueryable(connection));
+        await connection.run('COMMIT');
+        return result;
+      } catch (error) {
+        await rollbackQuietly(connection);
+        throw error;
+      }
+    });
+  }
+
+  /**
+   * Runs `fn` in one transaction, after this process's earlier writes: it commits when `fn`
+   * resolves and rolls back (and rethrows) when it throws. On a DuckDB transaction conflict
+   * the whole callback is run again, so it should only change the store, not the world.
+   */
+  async write<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
+    this.checkOpen();
+    return this.lease.serialize(() =>
+      this.lease.withConnection(async connection => {
+        for (let attempt = 0; ; attempt++) {
+          await connection.run('BEGIN TRANSACTION');
+          try {
+            const result = await fn(new ConnectionQueryable(connection));
+            await connection.run('COMMIT');
+            return result;
+          } catch (error) {
+            await rollbackQuietly(connection);
+            if (!isTransactionConflict(error) || attempt >= CONFLICT_RETRIES) throw error;
+            await new Promise(resolve => setTimeout(resolve, 5 * 2 ** attempt * (0.5 + Math.random() / 2)));
+          }
+        }
+      }, true)
+    );
+  }
+
+  /**
+   * Runs one user query read-only. Anything that could change the store (writes, DDL,
+   * ATTACH, COPY, INSTALL/LOAD, SET, PRAGMA statements, several statements) is refused with
+   * StoreReadOnlyError before it runs.
+   */
+  async sql(query: string, params?: Params): Promise<SqlResult> {
+    this.checkOpen();
+    return this.lease.withConnection(async connection => {
+      await assertReadOnlyQuery(connection, query);
+      await connection.run('BEGIN TRANSACTION READ ONLY');
+      try {
+        const result = await execute(connection, query, params);
+        const columns = result.deduplicatedColumnNames();
+        const rows = await rowsOf<Record<string, unknown>>(result);
+        await connection.run('COMMIT');
+        return { columns, rows };
+      } catch (error) {
+        await rollbackQuietly(connection);
+        throw error;
+      }
+    });
+  }
+
+  /** Waits for this store's pending work and releases the file. Further calls are refused. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await dropLease(this.lease);
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new Error(`The store ${this.path} is closed; open it again with Store.open()`);
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The kernel side of the extension's bridge: methods run against a real Lab (temporary store,
+ * scripted LLM server) and their replies are displayed through an injected writer.
+ */
+import { Bridge, BRIDGE_MIME_TYPE, type BridgePayload } from '../src/bridge';
+import type { DisplayMessage } from '../src/display';
+import { schemaErrors } from '../src/validate';
+import { openTestLab, type TestLab } from './lab-fixture';
+
+let t: TestLab;
+let replies: DisplayMessage[];
+let bridge: Bridge;
+let stageRunId: string;
+
+const lastPayload = (): BridgePayload => replies[replies.length - 1].data[BRIDGE_MIME_TYPE] as BridgePayload;
+
+beforeAll(async () => {
+  t = await openTestLab();
+  const project = await t.lab.project('Small MLPs on tabular data');
+  stageRunId = (await project.ideate()).id;
+  replies = [];
+  let opened = 0;
+  bridge = new Bridge({
+    openLab: async () => {
+      opened += 1;
+      if (opened > 1) throw new Error('the bridge opened the lab twice');
+      return t.lab;
+    },
+    writer: message => replies.push(message),
+    env: { NANORESEARCH_HOME: t.home }
+  });
+});
+
+afterAll(async () => {
+  await t.close();
+});
+
+describe('bridge.respond', () => {
+  it('adds feedback idempotently by id, with author and origin', async () => {
+    const params = { stage_run_id: stageRunId, id: 'fb_sidebar_1', text: 'Always add a linear baseline.', author: 'ana', origin: 'notebook:study.ipynb', created_at: '2026-11-20T10:00:00.000Z' };
+    await bridge.respond('feedback.add', params, 'br_1');
+    expect(lastPayload()).toMatchObject({ request_id: 'br_1', method: 'feedback.add', result: { id: 'fb_sidebar_1', created: true } });
+    await bridge.respond('feedback.add', params, 'br_2');
+    expect(lastPayload()).toMatchObject({ request_id: 'br_2', result: { id: 'fb_sidebar_1', created: false } });
+    const rows = await t.lab.store.read(q => q.all<Record<string, unknown>>('select id, author, origin, created_at from feedback where stage_run_id = $1', [stageRunId]));
+    expect(rows).toEqual([{ id: 'fb_sidebar_1', author: 'ana', origin: 'notebook:study.ipynb', created_at: expect.stringMatching(/^2026-11-20T10:00:00/) }]);
+  });
+
+  it('answers stage.get with the stage run and its planner call, valid against the cell metadata schema', async () => {
+    await bridge.respond('stage.get', { stage_run_id: stageRunId }, 'br_3');
+    const result = lastPayload().result as { stage_run: Record<string, unknown>; planner_call: Record<string, unknown> };
+    expect(result.stage_run).toMatchObject({ id: stageRunId, stage: 'ideation', status: 'done' });
+    expect(result.planner_call).toMatchObject({ stage_run_id: stageRunId, stage: 'ideation' });
+    expect(typeof result.planner_call.x).toBe('string');
+    const metadata = { stage: 'ideation', status: 'done', stage_run_id: stageRunId, feedback: [], trajectory: result.stage_run, planner_call: result.planner_call };
+    expect(schemaErrors('cell-metadata', metadata)).toEqual([]);
+  });
+
+  it('runs read-only SQL and refuses writes with the store error', async () => {
+    await bridge.respond('sql', { query: 'select count(*) as n from feedback' });
+    expect(lastPayload().result).toEqual({ columns: ['n'], rows: [{ n: 1 }] });
+    await bridge.respond('sql', { query: 'delete from feedback' });
+    expect(lastPayload().error).toMatch(/read/i);
+    expect(await t.lab.store.read(q => q.get<{ n: number }>('select count(*) as n from feedback'))).toEqual({ n: 1 });
+  });
+
+  it('lists, updates and retires memories and skills', async () => {
+    await bridge.respond('skills.list');
+    const skills = lastPayload().result as Array<{ id: string; status: string }>;
+    expect(Array.isArray(skills)).toBe(true);
+    if (skills.length > 0) {
+      const id = skills[0].id;
+      await bridge.respond('skills.update', { id, patch: { description: 'Edited in the lab panel.' } });
+      expect(lastPayload().error).toBeUndefined();
+      await bridge.respond('skills.retire', { id });
+      expect(lastPayload().error).toBeUndefined();
+      expect((await t.lab.skills.get(id))?.status).toBe('retired');
+    }
+    const memory = await t.lab.memory.remember({ kind: 'user_constraint', content: 'CPU only, 15 minutes per experiment.' });
+    await bridge.respond('memories.list');
+    expect((lastPayload().result as Array<{ id: string }>).map(m => m.id)).toContain(memory.id);
+    await bridge.respond('memories.update', { id: memory.id, patch: { importance: 0.9 } });
+    expect((lastPayload().result as { importance: number }).importance).toBe(0.9);
+    await bridge.respond('memories.retire', { id: memory.id });
+    expect((await t.lab.memory.get(memory.id))?.status).toBe('retired');
+  });
+
+  it('reports bad requests as errors instead of throwing', async () => {
+    await expect(bridge.respond('nope.method', {}, 'br_x')).resolves.toBeUndefined();
+    expect(lastPayload()).toMatchObject({ request_id: 'br_x', error: expect.stringMatching(/unknown bridge method 'nope.method'/) });
+    await bridge.respond('feedback.add', { stage_run_id: stageRunId, id: 'fb_2', text: '', author: 'ana' });
+    expect(lastPayload().error).toMatch(/'text' must be a non-empty string/);
+    await bridge.respond('stage.get', { stage_run_id: 'sr_missing' });
+    expect(lastPayload().error).toMatch(/no stage run 'sr_missing'/);
+    expect(replies[replies.length - 1].data['text/plain']).toMatch(/^bridge stage.get: no stage run/);
+  });
+
+  it('fails loudly outside a kernel when no writer is given', async () => {
+    const outside = new Bridge({ openLab: async () => t.lab, writer: null, env: { NANORESEARCH_HOME: t.home } });
+    await expect(outside.respond('sql', { query: 'select 1 as one' })).rejects.toThrow(/needs a notebook kernel/);
+  });
+});

@@ -1,0 +1,125 @@
+/**
+ * The notebook API: Lab.open, profiles, projects, sql, author defaults, and the kernel display
+ * detection (tslab's writer is used only when the kernel loaded it).
+ */
+import * as path from 'path';
+import { STAGE_MIME_TYPE, type StageBundle } from '@nanoresearch/schema';
+import { Lab, defaultAuthor } from '../src/lab';
+import { StageDisplay, kernelDisplayWriter, type DisplayMessage } from '../src/display';
+import { openTestLab, type TestLab } from './lab-fixture';
+
+describe('Lab', () => {
+  let t: TestLab | undefined;
+  afterEach(async () => {
+    await t?.close();
+    t = undefined;
+  });
+
+  test('the default profile is evidence-first; useProfile persists across sessions', async () => {
+    t = await openTestLab();
+    expect((await t.lab.profile()).archetype).toBe('evidence-first');
+    await t.lab.useProfile('ablation-focused');
+    const llm = t.lab.llm;
+    await t.lab.close();
+
+    const reopened = await Lab.open({ home: t.home, llm, display: null });
+    try {
+      expect((await reopened.profile()).archetype).toBe('ablation-focused');
+      const profiles = await reopened.store.read(q => q.all<{ id: string }>('select id from profiles order by id'));
+      expect(profiles).toHaveLength(2);
+    } finally {
+      await reopened.close();
+    }
+    t.lab = await Lab.open({ home: t.home, llm, display: null });
+  });
+
+  test('useProfile refuses an unknown archetype and an invalid profile, naming what is wrong', async () => {
+    t = await openTestLab();
+    await expect(t.lab.useProfile('cautious')).rejects.toThrow(/evidence-first/);
+    await expect(t.lab.useProfile({ id: 'p', name: 'P' } as never)).rejects.toThrow(/research/);
+  });
+
+  test('project() gets or creates by topic and profile, with the workspace under home', async () => {
+    t = await openTestLab();
+    const a = await t.lab.project('Tabular  classification with small MLPs', { title: 'MLPs' });
+    const b = await t.lab.project('Tabular classification with small MLPs');
+    expect(b.id).toBe(a.id);
+    expect(b.title).toBe('MLPs');
+    expect(a.workspace).toBe(path.join(t.home, 'projects', a.id));
+    const other = await t.lab.project('Tabular classification with small MLPs', { profile: 'exploratory' });
+    expect(other.id).not.toBe(a.id);
+    expect(other.record.profile_id).not.toBe(a.record.profile_id);
+    const custom = await t.lab.project('Graph neural networks', { workspace: path.join(t.home, 'gnn') });
+    expect(custom.workspace).toBe(path.join(t.home, 'gnn'));
+    const count = await t.lab.store.read(q => q.get<{ n: number }>('select count(*) as n from projects'));
+    expect(count!.n).toBe(3);
+  });
+
+  test('sql() returns rows and shows them as a table in a notebook', async () => {
+    t = await openTestLab();
+    await t.lab.project('Topic one');
+    const rows = await t.lab.sql('select topic, status from projects');
+    expect(rows).toEqual([{ topic: 'Topic one', status: 'active' }]);
+    const table = t.displays[t.displays.length - 1];
+    expect(Object.keys(table.data).sort()).toEqual(['text/html', 'text/markdown']);
+    expect(String(table.data['text/markdown'])).toContain('Topic one');
+    await expect(t.lab.sql('delete from projects')).rejects.toThrow();
+  });
+
+  test('the author defaults to NANORESEARCH_AUTHOR, then the OS user', () => {
+    expect(defaultAuthor({ NANORESEARCH_AUTHOR: ' grace ' })).toBe('grace');
+    expect(defaultAuthor({})).toBe(require('os').userInfo().username);
+  });
+});
+
+describe('display', () => {
+  const bundle: StageBundle = {
+    version: 1,
+    stage: 'ideation',
+    project_id: 'prj_1',
+    stage_run_id: 'sr_1',
+    status: 'running',
+    title: 'Ideation · Test',
+    summary: '',
+    progress: { step: 'searching', done: 1, total: 3 },
+    outputs: {},
+    skills_used: [],
+    memories_used: [],
+    usage: { prompt_tokens: 0, completion_tokens: 0, calls: 0, cost_usd: 0, wall_ms: 0 }
+  };
+
+  test('outside a kernel nothing is displayed; with NANORESEARCH_PROGRESS=stderr a progress line is printed', () => {
+    expect(kernelDisplayWriter()).toBeNull();
+    const write = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      new StageDisplay({ env: {} }).show(bundle, 'md');
+      expect(write).not.toHaveBeenCalled();
+      new StageDisplay({ env: { NANORESEARCH_PROGRESS: 'stderr' } }).show(bundle, 'md');
+      expect(write).toHaveBeenCalledWith('[ideation] running: searching (1/3)\n');
+    } finally {
+      write.mockRestore();
+    }
+  });
+
+  test('inside a tslab kernel the stage goes through the kernel writer as one message, then updates', () => {
+    // What the kernel does: load tslab's jupyter module and set the writer of the executing cell.
+    const jupyter = require('tslab/dist/jupyter') as { lastWriteDisplayData: ((m: DisplayMessage, u: boolean) => void) | null };
+    const sent: Array<[DisplayMessage, boolean]> = [];
+    jupyter.lastWriteDisplayData = (message, update) => sent.push([message, update]);
+    try {
+      expect(kernelDisplayWriter()).not.toBeNull();
+      const display = new StageDisplay();
+      display.show(bundle, '**Ideation** running');
+      display.show({ ...bundle, status: 'done', progress: null }, '**Ideation** done');
+      expect(sent.map(([, update]) => update)).toEqual([false, true]);
+      expect(sent[0][0].transient.display_id).toBe(display.displayId);
+      expect(sent[1][0].transient.display_id).toBe(display.displayId);
+      expect(sent[1][0].data).toEqual({
+        [STAGE_MIME_TYPE]: { ...bundle, status: 'done', progress: null },
+        'text/markdown': '**Ideation** done'
+      });
+    } finally {
+      jupyter.lastWriteDisplayData = null;
+    }
+  });
+});

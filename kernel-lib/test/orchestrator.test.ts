@@ -1,0 +1,231 @@
+/**
+ * Orchestrator: Retrieve → Plan → Stage → Update with persisted stage state, resume without
+ * paying again, budget stops, thrown stages recorded, ablation switches, live stage cards.
+ */
+import type { StageRun } from '@nanoresearch/schema';
+import { getArchetype } from '../src/profiles';
+import type { StageContext, StageFn } from '../src/orchestrator';
+import { schemaErrors } from '../src/validate';
+import { openTestLab, requestText, selectFirstPlanner, shownBundles, trivialStage, type TestLab, type TrivialStageLog } from './lab-fixture';
+
+const TOPIC = 'Tabular classification with small MLPs';
+
+describe('orchestrator', () => {
+  let t: TestLab | undefined;
+  afterEach(async () => {
+    await t?.close();
+    t = undefined;
+  });
+
+  test('a stage runs Retrieve → Plan → Stage → Update and its state and usage are stored', async () => {
+    t = await openTestLab();
+    const project = await t.lab.project(TOPIC);
+    const idea = await project.ideate();
+
+    expect(idea.status).toBe('done');
+    expect(idea.output).toEqual({ stage: 'ideation', answer: 'an answer' });
+    const [row] = await t.lab.store.read(q => q.all<StageRun>('select * from stage_runs'));
+    expect(row).toMatchObject({ id: idea.id, status: 'done', stage: 'ideation', attempt: 1, summary: 'ideation done' });
+    expect(row.planner_call_id).toMatch(/^plan_/);
+    // Usage sums this stage run's llm_calls: the planner call, the stage's own call and the
+    // Update step's skill distillation (the judge).
+    expect(row.usage).toMatchObject({ calls: 3, prompt_tokens: expect.any(Number), cache_hits: 0 });
+    expect(t.server.chatRequests.map(r => r.model)).toEqual(['planner', 'default', 'judge']);
+    expect(row.usage!.prompt_tokens).toBeGreaterThanOrEqual(10);
+    // The planner selected the first skill candidate: it is used and its usage count went up.
+    expect(row.skills_used).toHaveLength(1);
+    const [skill] = await t.lab.store.read(q =>
+      q.all<{ usage_count: number }>('select usage_count from skills where id = $1', [row.skills_used![0]])
+    );
+    expect(skill.usage_count).toBe(1);
+    // The guidance the stage got contains the selected skill and the planner's plan.
+    expect(t.log.calls[0].guidance).toContain('Start from the strongest simple baseline.');
+  });
+
+  test('a stage that throws is recorded as failed with the error; run() resumes there without re-running done stages', async () => {
+    let experimentCalls = 0;
+    t = await openTestLab({
+      stages: log => ({
+        experiment: async ctx => {
+          if (experimentCalls++ === 0) throw new Error('CUDA out of memory');
+          return trivialStage(log)(ctx);
+        }
+      })
+    });
+    const project = await t.lab.project(TOPIC);
+
+    const first = await project.run();
+    expect(first.map(s => [s.stage, s.status])).toEqual([
+      ['ideation', 'done'],
+      ['planning', 'done'],
+      ['experiment', 'failed']
+    ]);
+    expect(first[2].error).toBe('the experiment stage threw: CUDA out of memory');
+    const failedRow = await t.lab.store.read(q =>
+      q.get<StageRun>("select * from stage_runs where stage = 'experiment'")
+    );
+    expect(failedRow).toMatchObject({ status: 'failed', error: 'the experiment stage threw: CUDA out of memory' });
+
+    const requestsBefore = t.server.chatRequests.length;
+    const doneIds = new Set(first.slice(0, 2).map(s => s.id));
+    const second = await project.run();
+    expect(second.map(s => [s.stage, s.status])).toEqual([
+      ['ideation', 'done'],
+      ['planning', 'done'],
+      ['experiment', 'done'],
+      ['analysis', 'done'],
+      ['writing', 'done'],
+      ['review', 'done']
+    ]);
+    // Completed stages were reused (same ids), not run or paid for again.
+    expect(second.slice(0, 2).map(s => s.id)).toEqual(first.slice(0, 2).map(s => s.id));
+    const newRequests = t.server.chatRequests.slice(requestsBefore).map(requestText);
+    for (const id of doneIds) expect(newRequests.some(text => text.includes(id))).toBe(false);
+    expect(newRequests.some(text => text.includes('Stage ideation') || text.includes('Stage planning'))).toBe(false);
+    // The resumed experiment saw the stored outputs of the stages before it.
+    const experimentCall = t.log.calls.filter(c => c.stage === 'experiment').pop()!;
+    expect(experimentCall.previous).toEqual(['ideation', 'planning']);
+    expect(second[2].run.attempt).toBe(2);
+
+    const runs = await t.lab.store.read(q => q.all<{ status: string }>('select status from runs'));
+    expect(runs).toEqual([{ status: 'done' }]);
+    // Everything is done: a third run() pays for nothing.
+    const requestsAfter = t.server.chatRequests.length;
+    const third = await project.run();
+    expect(third.map(s => s.status)).toEqual(Array(6).fill('done'));
+    expect(t.server.chatRequests.length).toBe(requestsAfter);
+  });
+
+  test('a stage left running by a dead process is marked interrupted and run again on resume', async () => {
+    t = await openTestLab();
+    const project = await t.lab.project(TOPIC);
+    await project.run({ to: 'planning' });
+    // Simulate a kernel killed while planning ran: its row stays 'running'.
+    await t.lab.store.write(q => q.run("update stage_runs set status = 'running', finished_at = null where stage = 'planning'"));
+    const callsBefore = t.log.calls.length;
+
+    const stages = await project.run({ to: 'planning' });
+    expect(stages.map(s => [s.stage, s.status, s.run.attempt])).toEqual([
+      ['ideation', 'done', 1],
+      ['planning', 'done', 2]
+    ]);
+    expect(t.log.calls.slice(callsBefore).map(c => c.stage)).toEqual(['planning']);
+    const interrupted = await t.lab.store.read(q =>
+      q.get<StageRun>("select * from stage_runs where stage = 'planning' and attempt = 1")
+    );
+    expect(interrupted).toMatchObject({ status: 'failed', error: 'interrupted: the process running it ended' });
+  });
+
+  test('a spent budget stops the run cleanly at the stage that hit it, naming the budget', async () => {
+    // A stage that keeps asking: the scoped LLM refuses once the run's budget is reached.
+    const greedy = (log: TrivialStageLog): StageFn => async (ctx: StageContext) => {
+      for (let i = 0; i < 10; i++) {
+        await ctx.llm.complete({ role: 'ideation', messages: [{ role: 'user', content: `${ctx.stageRunId} call ${i}` }] });
+      }
+      return trivialStage(log)(ctx);
+    };
+    t = await openTestLab({
+      scripts: {
+        planner: req => ({ content: selectFirstPlanner(req) as string, usage: { prompt_tokens: 5, completion_tokens: 5 } }),
+        default: () => ({ content: 'long answer', usage: { prompt_tokens: 40, completion_tokens: 20 } })
+      },
+      stages: log => ({ ideation: greedy(log), planning: greedy(log) })
+    });
+    const tight = { ...getArchetype('evidence-first'), id: 'tight-budget', name: 'Tight budget', resources: { max_tokens_per_run: 150 } };
+    await t.lab.useProfile(tight);
+    const project = await t.lab.project(TOPIC);
+    const stages = await project.run();
+
+    expect(stages).toHaveLength(1);
+    expect(stages[0].status).toBe('failed');
+    expect(stages[0].error).toMatch(/^stopped: the run's token budget ran out \(profile max_tokens_per_run 150\)\. LLM budget exceeded .*\(maxTokens\)/);
+    const rows = await t.lab.store.read(q => q.all<StageRun>('select stage, status from stage_runs'));
+    expect(rows).toEqual([{ stage: 'ideation', status: 'failed' }]);
+    const run = await t.lab.store.read(q => q.get<{ status: string }>('select status from runs'));
+    expect(run!.status).toBe('failed');
+  });
+
+  test('ablations change what is retrieved and planned', async () => {
+    t = await openTestLab({ lab: { ablation: { memory: false, planner: false } } });
+    await t.lab.memory.remember({ kind: 'user_constraint', content: 'Always include a linear baseline.' });
+    const project = await t.lab.project(TOPIC);
+    const idea = await project.ideate();
+
+    const call = await t.lab.store.read(q =>
+      q.get<{ fallback: string; y: string; candidate_memory_ids: string[]; candidate_skill_ids: string[] }>(
+        'select * from planner_calls where stage_run_id = $1',
+        [idea.id]
+      )
+    );
+    expect(call!.fallback).toBe('planner disabled');
+    expect(call!.y).toBe('');
+    expect(call!.candidate_memory_ids).toEqual([]);
+    expect(call!.candidate_skill_ids.length).toBeGreaterThan(0);
+    expect(idea.run.skills_used).toEqual(call!.candidate_skill_ids.slice(0, 3));
+    expect(t.server.chatRequests.filter(r => r.model === 'planner')).toHaveLength(0);
+
+    // The same store with memory on: the constraint is a candidate and reaches the planner.
+    const full = await openTestLab();
+    try {
+      await full.lab.memory.remember({ kind: 'user_constraint', content: 'Always include a linear baseline.' });
+      const fullIdea = await (await full.lab.project(TOPIC)).ideate();
+      const fullCall = await full.lab.store.read(q =>
+        q.get<{ fallback: string | null; candidate_memory_ids: string[] }>('select * from planner_calls where stage_run_id = $1', [fullIdea.id])
+      );
+      expect(fullCall!.fallback).toBeNull();
+      expect(fullCall!.candidate_memory_ids).toHaveLength(1);
+      expect(full.server.chatRequests.filter(r => r.model === 'planner')).toHaveLength(1);
+    } finally {
+      await full.close();
+    }
+  });
+
+  test('memories a stage learned are remembered for the project', async () => {
+    t = await openTestLab({
+      stages: log => ({
+        experiment: trivialStage(log, {
+        memories: [
+          {
+            kind: 'failed_direction',
+            content: 'A 4-layer MLP overfit the 300-row dataset.',
+            conditions: { dataset: 'uci-small', method: 'mlp-4', failure_mode: 'overfitting' }
+          }
+        ]
+      })
+      })
+    });
+    const project = await t.lab.project(TOPIC);
+    const stage = await project.experiment();
+    expect(stage.status).toBe('done');
+    const memories = await t.lab.store.read(q => q.all<{ kind: string; scope: string; content: string }>('select kind, scope, content from memories'));
+    expect(memories).toEqual([{ kind: 'failed_direction', scope: project.id, content: 'A 4-layer MLP overfit the 300-row dataset.' }]);
+  });
+
+  test('the stage card is one display with both MIME types, updated in place, and validates', async () => {
+    t = await openTestLab();
+    const project = await t.lab.project(TOPIC);
+    const idea = await project.ideate();
+
+    expect(t.displays.length).toBeGreaterThanOrEqual(2);
+    const ids = new Set(t.displays.map(d => d.displayId));
+    expect(ids.size).toBe(1);
+    expect(t.displays.map(d => d.update)).toEqual([false, ...Array(t.displays.length - 1).fill(true)]);
+    for (const d of t.displays) {
+      expect(Object.keys(d.data).sort()).toEqual(['application/vnd.nanoresearch.stage+json', 'text/markdown']);
+    }
+    const bundles = shownBundles(t.displays);
+    expect(bundles[0]).toMatchObject({ status: 'running', progress: { step: 'started' } });
+    const last = bundles[bundles.length - 1];
+    expect(last).toMatchObject({ status: 'done', stage_run_id: idea.id, summary: 'ideation done', progress: null });
+    for (const bundle of bundles) expect(schemaErrors('stage-bundle', bundle)).toEqual([]);
+    expect(schemaErrors('stage-bundle', idea.bundle)).toEqual([]);
+
+    // Feedback updates the same card with the feedback listed.
+    await idea.feedback('Compare against gradient-boosted trees too.', { author: 'ada' });
+    const afterFeedback = shownBundles(t.displays).pop()!;
+    expect(t.displays[t.displays.length - 1]).toMatchObject({ update: true });
+    expect(afterFeedback.feedback).toEqual([expect.objectContaining({ text: 'Compare against gradient-boosted trees too.', author: 'ada' })]);
+    expect(schemaErrors('stage-bundle', afterFeedback)).toEqual([]);
+    expect(String(t.displays[t.displays.length - 1].data['text/markdown'])).toContain('Compare against gradient-boosted trees too. — ada');
+  });
+});

@@ -1,0 +1,273 @@
+/**
+ * Each stage function with a hand-built StageContext, a real store, the scripted LLM server,
+ * the literature fixture server and the real sandbox.
+ */
+import { existsSync, mkdtempSync, readFileSync } from 'fs';
+import { tmpdir } from 'os';
+import * as path from 'path';
+import type { ExperimentBlueprint, IdeationOutput, Profile, Project } from '@nanoresearch/schema';
+import { newId } from '../src/ids';
+import { createLlm } from '../src/llm';
+import type { StageContext, StageName, StageResult } from '../src/orchestrator/types';
+import { analysis, experiment, ideation, planning, review, stageFunctions, writing } from '../src/stages';
+import type { AnalysisOutput, ExperimentOutput, ReviewOutput, WritingOutput } from '../src/stages';
+import { Store } from '../src/store';
+import { LiteratureFixtureServer, routeByModel, startLiteratureFixtureServer, startScriptedLlmServer, ScriptedLlmServer } from '../src/testing';
+import { schemaErrors } from '../src/validate';
+import { researchScript, ResearchScriptOptions, ROLE_MODELS, task } from './fixtures/e2e/research-script';
+
+const PROFILE: Profile = {
+  id: 'prof_test',
+  name: 'test',
+  research: { methodology: 'simple baselines first' },
+  resources: { cpu_only: true, max_experiment_minutes: 2, memory_gb: 1 },
+  writing: {},
+  publication: {},
+  interaction: {}
+};
+
+let lit: LiteratureFixtureServer;
+let store: Store;
+const servers: ScriptedLlmServer[] = [];
+const savedEnv = { ...process.env };
+
+beforeAll(async () => {
+  lit = await startLiteratureFixtureServer();
+  Object.assign(process.env, lit.env, { NANORESEARCH_LITERATURE_SOURCES: 'openalex,crossref' });
+  store = await Store.open({ path: path.join(mkdtempSync(path.join(tmpdir(), 'nr-stages-')), 'store.duckdb') });
+});
+afterAll(async () => {
+  process.env = savedEnv;
+  await Promise.all(servers.map(s => s.close()));
+  await lit.close();
+  await store.close();
+});
+
+/** A fresh scripted team and Llm (its own response cache) per test. */
+async function team(options: ResearchScriptOptions = {}) {
+  const server = await startScriptedLlmServer(routeByModel(researchScript(options)));
+  servers.push(server);
+  const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'test-key', models: ROLE_MODELS, maxRetries: 0 });
+  return { server, llm };
+}
+
+const workspace = mkdtempSync(path.join(tmpdir(), 'nr-stage-ws-'));
+const project = { id: 'prj_test', title: 'Centroids', topic: 'nearest-centroid classification of small tabular data', profile_id: PROFILE.id, status: 'active', workspace } as Project;
+
+function context(stage: StageName, llm: StageContext['llm'], previous: StageContext['previous'] = {}, profile: Profile = PROFILE): StageContext & { steps: string[] } {
+  const steps: string[] = [];
+  return {
+    stage,
+    stageRunId: newId('sr'),
+    runId: 'run_test',
+    project,
+    profile,
+    llm,
+    store,
+    plan: { selected_skill_ids: [], selected_memory_ids: [], prompt_plan: 'Prefer the simplest baseline.', update_memory: [], update_skill: [] },
+    skills: [],
+    memories: [],
+    guidance: '## Researcher profile\nPrefers simple baselines and CPU-only experiments.',
+    previous,
+    workspace,
+    progress: step => steps.push(step),
+    steps
+  };
+}
+
+/** Outputs of a full successful chain, built once and reused by the later stages' tests. */
+const chain: Partial<Record<StageName, unknown>> = {};
+
+describe('stage functions', () => {
+  test('stageFunctions has the six stages', () => {
+    expect(Object.keys(stageFunctions)).toEqual(['ideation', 'planning', 'experiment', 'analysis', 'writing', 'review']);
+  });
+
+  test('ideation: searches, drops unretrieved evidence, checks novelty, selects; guidance is in the prompts', async () => {
+    const { server, llm } = await team();
+    const ctx = context('ideation', llm);
+    const r = await ideation(ctx);
+    expect(r.status).toBe('done');
+    const out = r.output as IdeationOutput;
+    expect(schemaErrors('ideation-output', out)).toEqual([]);
+    expect(out.literature_status).toBe('searched');
+    expect(out.evidence.map(e => e.paper_key)).not.toContain('invented2099ghost');
+    expect(out.hypotheses.map(h => h.novelty.verdict)).toEqual(['novel', 'incremental']);
+    expect(out.hypotheses[0].novelty.closest_work.length).toBeGreaterThan(0);
+    expect(out.selected_hypothesis_id).toBe('H1');
+    expect(r.memories?.map(m => m.kind)).toEqual(['project_context', 'decision_history']);
+    expect(ctx.steps.length).toBeGreaterThanOrEqual(4);
+    expect(server.chatRequests.every(req => JSON.stringify(req.messages).includes('Prefers simple baselines'))).toBe(true);
+    chain.ideation = out;
+  });
+
+  test('ideation without any reachable source goes on, unverified', async () => {
+    const { llm } = await team();
+    const env = { ...process.env };
+    Object.assign(process.env, { NANORESEARCH_OPENALEX_URL: 'http://127.0.0.1:9/a', NANORESEARCH_CROSSREF_URL: 'http://127.0.0.1:9/b' });
+    // A fresh store: the shared one has these searches cached from the first test.
+    const fresh = await Store.open({ path: path.join(mkdtempSync(path.join(tmpdir(), 'nr-stages-')), 'store.duckdb') });
+    try {
+      const r = await ideation({ ...context('ideation', llm), store: fresh });
+      const out = r.output as IdeationOutput;
+      expect(r.status).toBe('done');
+      expect(out.literature_status).toBe('unverified');
+      expect(out.hypotheses.every(h => h.novelty.verdict === 'unverified')).toBe(true);
+    } finally {
+      process.env = env;
+      await fresh.close();
+    }
+  });
+
+  test('ideation fails closed when the novelty judge fails: never "novel"', async () => {
+    const { llm } = await team({ judgeDown: true });
+    const r = await ideation(context('ideation', llm));
+    expect(r.status).toBe('failed');
+    expect(r.error).toMatch(/judge failed/);
+    expect((r.output as IdeationOutput).hypotheses.some(h => h.novelty.verdict === 'novel')).toBe(false);
+  });
+
+  test('planning: blueprint within budget, critique kept, no re-plan for minor issues', async () => {
+    const { server, llm } = await team();
+    const r = await planning(context('planning', llm, { ideation: chain.ideation }));
+    expect(r.status).toBe('done');
+    const bp = r.output as ExperimentBlueprint;
+    expect(schemaErrors('experiment-blueprint', bp)).toEqual([]);
+    expect(bp.revisions).toBe(0);
+    expect(bp.critique).toEqual([{ severity: 'minor', issue: 'Only one dataset', fix: 'add a second dataset later' }]);
+    expect(server.chatRequests.filter(q => task(q) === 'experiment-blueprint')).toHaveLength(1);
+    chain.planning = bp;
+  });
+
+  test('planning: a plan over the profile budget is fatal, re-planned at most twice, then fails', async () => {
+    const { server, llm } = await team();
+    const tight = { ...PROFILE, resources: { ...PROFILE.resources, max_experiment_minutes: 0.5 } };
+    const r = await planning(context('planning', llm, { ideation: chain.ideation }, tight));
+    expect(r.status).toBe('failed');
+    expect(r.error).toMatch(/exceeds the profile's limit of 0.5 minutes/);
+    expect((r.output as ExperimentBlueprint).revisions).toBe(2);
+    const plans = server.chatRequests.filter(q => task(q) === 'experiment-blueprint');
+    expect(plans).toHaveLength(3);
+    expect(JSON.stringify(plans[1].messages)).toContain('fatal problems');
+  });
+
+  test('experiment: the generated code runs in the sandbox; a failure is fixed, remembered and recorded', async () => {
+    const { server, llm } = await team({ buggyFirstProgram: true });
+    const ctx = context('experiment', llm, { ideation: chain.ideation, planning: chain.planning });
+    const r = await experiment(ctx);
+    expect(r.status).toBe('done');
+    const out = r.output as ExperimentOutput;
+    expect(out.attempts.map(a => Boolean(a.error))).toEqual([true, false]);
+    expect(out.metrics.centroid.accuracy).toBe(0.8571);
+    expect(out.metrics.majority.accuracy).toBe(0.3214);
+    // The fix request carried the traceback and the files.
+    const fix = server.chatRequests.find(q => task(q) === 'experiment-fix')!;
+    expect(JSON.stringify(fix.messages)).toMatch(/FileNotFoundError/);
+    const failed = r.memories!.find(m => m.kind === 'failed_direction')!;
+    expect(failed.conditions).toMatchObject({ dataset: 'flowers', method: 'nearest centroid', failure_mode: 'exception FileNotFoundError' });
+    expect(failed.conditions!.budget).toMatch(/2 min/);
+    expect(r.trajectory).toMatch(/Fix that worked/);
+    const rows = await store.read(q => q.all<{ path: string; kind: string; sha256: string; bytes: number }>('select path, kind, sha256, bytes from artifacts where stage_run_id = $1 order by path', [ctx.stageRunId]));
+    expect(rows.map(a => a.kind).sort()).toEqual(['code', 'data', 'manifest', 'metrics']);
+    const metricsRow = rows.find(a => a.kind === 'metrics')!;
+    expect(metricsRow.bytes).toBe(readFileSync(path.join(workspace, metricsRow.path)).length);
+    expect(r.bundleOutputs.isolation!.some(line => line.startsWith('network:'))).toBe(true);
+    chain.experiment = out;
+  });
+
+  test('experiment: a project that never meets the artifact contract fails after the bounded attempts', async () => {
+    const script = researchScript();
+    script.coding = () => JSON.stringify({ files: [{ path: 'main.py', content: 'print("no results written")\n' }], entrypoint: 'main.py' });
+    const server = await startScriptedLlmServer(routeByModel(script));
+    servers.push(server);
+    const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'k', models: ROLE_MODELS, maxRetries: 0 });
+    const r = await experiment(context('experiment', llm, { ideation: chain.ideation, planning: chain.planning }));
+    expect(r.status).toBe('failed');
+    expect(r.error).toMatch(/after 3 attempts: results\/metrics.json was not written/);
+    expect(r.memories!.filter(m => m.kind === 'failed_direction')).toHaveLength(3);
+  });
+
+  test('analysis: comparisons computed in code from the artifact; the phrasing is grounded', async () => {
+    const { llm } = await team();
+    const r = await analysis(context('analysis', llm, { ...chain }));
+    const out = r.output as AnalysisOutput;
+    expect(out.method_run).toBe('centroid');
+    expect(out.comparisons.find(c => c.metric === 'accuracy')).toMatchObject({ baseline_run: 'majority', difference: 0.5357, method_better: true });
+    expect(out.phrased_by_model).toBe(true);
+    expect(out.table).toContain('| centroid | 0.8571 | 0.8493 |');
+    chain.analysis = out;
+  });
+
+  test('writing: a grounded paper in Markdown, LaTeX and BibTeX with retrieved references only', async () => {
+    const { server, llm } = await team();
+    const r = await writing(context('writing', llm, { ...chain }));
+    expect(r.error).toBeUndefined();
+    expect(r.status).toBe('done');
+    const out = r.output as WritingOutput;
+    expect(out.ungrounded).toEqual([]);
+    const md = readFileSync(path.join(workspace, out.paper_path), 'utf8');
+    expect(md).toMatch(/^# Nearest Centroids/);
+    expect(md).toContain('0.8571');
+    expect(readFileSync(path.join(workspace, out.tex_path), 'utf8')).toMatch(/\\cite\{tibshirani2002diagnosis\}/);
+    expect(readFileSync(path.join(workspace, out.bib_path), 'utf8')).toContain('@article{cover1967nearest,');
+    // Each section after the first got the summaries of those before it.
+    const conclusion = server.chatRequests.find(q => task(q) === 'write-section:conclusion')!;
+    expect(JSON.stringify(conclusion.messages)).toContain('Experiments: We use a 70/30 split');
+    chain.writing = out;
+  });
+
+  test('writing: an invented number is flagged, one rewrite is tried, and the paper is not done', async () => {
+    const { server, llm } = await team({ inventNumber: true });
+    const r = await writing(context('writing', llm, { ...chain }));
+    expect(r.status).toBe('failed');
+    expect(r.error).toMatch(/^failed: ungrounded numbers: 12\.5% \(abstract/);
+    expect(r.bundleOutputs.ungrounded_numbers).toEqual([expect.stringMatching(/^12\.5% \(abstract, line 1\)/)]);
+    expect(server.chatRequests.filter(q => task(q) === 'revise-section:abstract')).toHaveLength(1);
+    expect((r.output as WritingOutput).rewritten).toEqual(['abstract']);
+  });
+
+  test('review: per-section scores, overall mean, citations checked against Crossref', async () => {
+    const { llm } = await team();
+    const r = await review(context('review', llm, { ...chain }));
+    expect(r.status).toBe('done');
+    const out = r.output as ReviewOutput;
+    expect(out.section_reviews).toHaveLength(6);
+    out.section_reviews.forEach(s => expect(schemaErrors('section-review', s)).toEqual([]));
+    expect(out.overall_score).toBe(8);
+    expect(out.citation_check).toMatchObject({ missing: [], mismatched: [] });
+    expect(out.citation_check.verified).toContain('cover1967nearest');
+    // Tibshirani's DOI is not in the Crossref fixture: unverifiable, not a failure.
+    expect(out.citation_check.unverifiable).toContain('tibshirani2002diagnosis');
+  });
+
+  test('review: weak sections are revised within the bound and re-reviewed', async () => {
+    const { server, llm } = await team({ reviewScore: 5 });
+    const r: StageResult = await review(context('review', llm, { ...chain }));
+    const out = r.output as ReviewOutput;
+    // Round one revises all six sections and re-reviews them (still 5/10); in round two the writer
+    // returns each text unchanged, so every section stalls and is not re-reviewed again.
+    expect(out.rounds).toBe(2);
+    expect(server.chatRequests.filter(q => task(q).startsWith('revise-section:'))).toHaveLength(12);
+    expect(server.chatRequests.filter(q => task(q).startsWith('section-review:'))).toHaveLength(12);
+    expect(r.trajectory).toMatch(/came back unchanged/);
+    expect(out.section_reviews.every(s => s.revised)).toBe(true);
+    expect(out.overall_score).toBe(5);
+  });
+
+  test('review: a citation that is not in the bibliography fails the stage', async () => {
+    const { llm } = await team();
+    const bad = { ...(chain.writing as WritingOutput) };
+    bad.sections = bad.sections.map(s => (s.name === 'introduction' ? { ...s, text: `${s.text} See [@ghost2024paper].` } : s));
+    const r = await review(context('review', llm, { ...chain, writing: bad }));
+    expect(r.status).toBe('failed');
+    expect(r.error).toMatch(/ghost2024paper \(not in the bibliography\)/);
+  });
+
+  test('review: a failed judge fails the stage, it never passes', async () => {
+    const { llm } = await team({ judgeDown: true });
+    const r = await review(context('review', llm, { ...chain }));
+    expect(r.status).toBe('failed');
+    expect(r.error).toMatch(/review judge failed/);
+    expect(existsSync(path.join(workspace, 'paper', 'paper.md'))).toBe(true);
+  });
+});
