@@ -214,16 +214,40 @@ function shorten(text: string, max: number): string {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
-/** The inline feedback box under a finished card. */
+/** A feedback entry as the card lists it: from the bundle (stored) or the cell (maybe pending). */
+export interface ICardFeedback {
+  id: string;
+  text: string;
+  author: string;
+  synced?: boolean;
+}
+
+/** Fills the card's feedback list. */
+export function renderFeedbackList(list: HTMLElement, entries: ICardFeedback[]): void {
+  list.textContent = '';
+  for (const f of entries) {
+    list.appendChild(
+      h(
+        'li',
+        { class: f.synced === false ? 'jp-nr-pending' : undefined, 'data-feedback-id': f.id, title: f.synced === false ? 'Kept in the notebook; sent when the kernel runs' : undefined },
+        h('span', { class: 'jp-nr-feedback-author' }, f.author),
+        f.text
+      )
+    );
+  }
+}
+
+/**
+ * The inline feedback box under a finished card. `current` gives the feedback the stage's cell
+ * holds now (it includes what the sidebar added); the bundle's feedback is the fallback.
+ */
 export function renderFeedbackBox(
   bundle: StageBundle,
-  submit: (text: string) => void
-): HTMLElement {
-  const list = h(
-    'ul',
-    { class: 'jp-nr-feedback-list' },
-    (bundle.feedback ?? []).map(f => h('li', {}, h('span', { class: 'jp-nr-feedback-author' }, f.author), f.text))
-  );
+  submit: (text: string) => void,
+  current: () => ICardFeedback[] | null = () => null
+): { node: HTMLElement; refresh: () => void } {
+  const list = h('ul', { class: 'jp-nr-feedback-list' });
+  const refresh = (): void => renderFeedbackList(list, current() ?? bundle.feedback ?? []);
   const input = h('textarea', {
     class: 'jp-nr-feedback-input',
     rows: '2',
@@ -236,8 +260,8 @@ export function renderFeedbackBox(
       return;
     }
     submit(text);
-    list.appendChild(h('li', { class: 'jp-nr-pending' }, h('span', { class: 'jp-nr-feedback-author' }, 'you'), text));
     input.value = '';
+    refresh();
   };
   button.addEventListener('click', send);
   input.addEventListener('keydown', event => {
@@ -246,7 +270,8 @@ export function renderFeedbackBox(
       send();
     }
   });
-  return h('div', { class: 'jp-nr-feedback-box' }, list, h('div', { class: 'jp-nr-feedback-form' }, input, button));
+  refresh();
+  return { node: h('div', { class: 'jp-nr-feedback-box' }, list, h('div', { class: 'jp-nr-feedback-form' }, input, button)), refresh };
 }
 
 /** The MIME renderer of stage bundles. */
@@ -264,18 +289,33 @@ export class StageCardRenderer extends Widget implements IRenderMime.IRenderer {
     const bundle = (typeof raw === 'string' ? JSON.parse(raw) : raw) as StageBundle;
     this.node.textContent = '';
     const card = renderStageCard(bundle);
+    this.disconnect();
     if (bundle.status !== 'running' && this.feedback) {
       const service = this.feedback;
-      card.appendChild(
-        renderFeedbackBox(bundle, text => {
+      const box = renderFeedbackBox(
+        bundle,
+        text => {
           try {
             service.add(bundle.stage_run_id, text);
           } catch (reason) {
             card.appendChild(h('div', { class: 'jp-nr-error' }, reason instanceof Error ? reason.message : String(reason)));
           }
-        })
+        },
+        () => service.feedbackFor(bundle.stage_run_id)
       );
+      card.appendChild(box.node);
+      // Feedback given in the sidebar (or synced) shows here too.
+      const onChanged = (): void => box.refresh();
+      service.changed.connect(onChanged);
+      this.disconnect = () => service.changed.disconnect(onChanged);
     }
     this.node.appendChild(card);
   }
+
+  dispose(): void {
+    this.disconnect();
+    super.dispose();
+  }
+
+  private disconnect: () => void = () => undefined;
 }

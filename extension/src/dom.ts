@@ -73,7 +73,8 @@ export function formatValue(value: unknown): string {
     return '';
   }
   if (typeof value === 'number') {
-    return Number.isInteger(value) ? String(value) : value.toPrecision(4);
+    // Four significant digits, without trailing zeros: 0.82, 0.8512, 6.8.
+    return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(4)));
   }
   if (typeof value === 'object') {
     return JSON.stringify(value);

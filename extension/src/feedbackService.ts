@@ -43,6 +43,17 @@ export class FeedbackService implements IFeedbackService {
     return this.addToCell(panel, model, text);
   }
 
+  feedbackFor(stageRunId: string): FeedbackEntry[] | null {
+    let found: FeedbackEntry[] | null = null;
+    this.tracker.forEach(panel => {
+      const info = found ? undefined : this.stageCells(panel).find(c => c.metadata.stage_run_id === stageRunId);
+      if (info) {
+        found = info.metadata.feedback;
+      }
+    });
+    return found;
+  }
+
   addToCell(panel: NotebookPanel, cell: ICellModel, text: string): FeedbackEntry {
     const { entry, flushed } = this.syncFor(panel).add(cell, text, this.bridge.author());
     void flushed.then(result => this.report(result, true));

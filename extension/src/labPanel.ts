@@ -42,7 +42,10 @@ export class LabPanel extends Widget {
     this.content = h('div', { class: 'jp-nr-lab-content' });
     for (const [tab, label] of TABS) {
       const button = h('button', { class: 'jp-nr-tab', type: 'button', 'data-tab': tab }, label);
-      button.addEventListener('click', () => void this.showTab(tab));
+      button.addEventListener('click', () => {
+        this.setStatus('');
+        void this.showTab(tab);
+      });
       this.tabBar.appendChild(button);
     }
     this.node.append(this.tabBar, this.status, this.content);
@@ -55,7 +58,6 @@ export class LabPanel extends Widget {
       button.classList.toggle('jp-mod-current', button.dataset.tab === tab);
     }
     this.content.textContent = '';
-    this.setStatus('');
     if (tab === 'sql') {
       this.renderSql();
       return;

@@ -144,11 +144,11 @@ export class FeedbackSidebar extends Widget {
         'div',
         { class: 'jp-nr-entry-meta' },
         h('span', { class: 'jp-nr-feedback-author' }, entry.author),
-        h('span', { class: 'jp-nr-entry-time' }, new Date(entry.created_at).toLocaleString()),
+        h('span', { class: 'jp-nr-entry-time', title: entry.created_at }, shortTime(entry.created_at)),
         h(
           'span',
           { class: 'jp-nr-entry-sync', title: entry.synced ? 'In the store' : 'Kept in the notebook; sent when the kernel runs' },
-          entry.synced ? '✓ synced' : '● pending'
+          entry.synced ? '✓' : '● pending'
         )
       ),
       h('div', { class: 'jp-nr-entry-text' }, entry.text)
@@ -160,4 +160,10 @@ export class FeedbackSidebar extends Widget {
   }
 
   private readonly drafts = new Map<string, string>();
+}
+
+/** A compact local date and time for a feedback entry. */
+function shortTime(iso: string): string {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString([], { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
 }

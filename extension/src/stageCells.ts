@@ -5,7 +5,7 @@
  * carries its trajectory).
  */
 import { Notification } from '@jupyterlab/apputils';
-import type { ICellModel, ICodeCellModel } from '@jupyterlab/cells';
+import type { Cell, ICellModel, ICodeCellModel } from '@jupyterlab/cells';
 import type { NotebookPanel } from '@jupyterlab/notebook';
 import type { PlannerCall, StageRun } from '@nanoresearch/schema';
 import { CELL_METADATA_KEY, STAGES, STAGE_LABELS, STAGE_MIME_TYPE, StageName } from './constants';
@@ -164,29 +164,36 @@ export class StageCellWatcher {
    */
   refreshBadges(): void {
     for (const widget of this.panel.content.widgets) {
-      const metadata = getStageMetadata(widget.model);
-      const node = widget.node;
-      let badge = node.querySelector<HTMLElement>(':scope > .jp-Cell-inputWrapper > .jp-nr-badge');
-      if (metadata) {
-        node.dataset.nanoresearchStage = metadata.stage;
-        node.dataset.nanoresearchStatus = metadata.status;
-        node.classList.add('jp-nr-stage-cell');
-        const wrapper = node.querySelector<HTMLElement>(':scope > .jp-Cell-inputWrapper');
-        if (!badge && wrapper) {
-          badge = document.createElement('span');
-          badge.className = 'jp-nr-badge';
-          wrapper.appendChild(badge);
-        }
-        if (badge) {
-          badge.textContent = `${STAGE_LABELS[metadata.stage]} · ${metadata.status}`;
-          badge.dataset.status = metadata.status;
-        }
-      } else if (node.dataset.nanoresearchStage) {
-        delete node.dataset.nanoresearchStage;
-        delete node.dataset.nanoresearchStatus;
-        node.classList.remove('jp-nr-stage-cell');
-        badge?.remove();
+      this.refreshBadge(widget);
+    }
+  }
+
+  private refreshBadge(widget: Cell): void {
+    const metadata = getStageMetadata(widget.model);
+    const node = widget.node;
+    const wrapper = node.querySelector<HTMLElement>(':scope > .jp-Cell-inputWrapper');
+    let badge = wrapper?.querySelector<HTMLElement>(':scope > .jp-nr-badge') ?? null;
+    if (metadata) {
+      node.dataset.nanoresearchStage = metadata.stage;
+      node.dataset.nanoresearchStatus = metadata.status;
+      node.classList.add('jp-nr-stage-cell');
+      if (!wrapper) {
+        // A cell of a windowed notebook is rendered later: badge it once it is.
+        void widget.ready.then(() => this.refreshBadge(widget));
+        return;
       }
+      if (!badge) {
+        badge = document.createElement('span');
+        badge.className = 'jp-nr-badge';
+        wrapper.appendChild(badge);
+      }
+      badge.textContent = `${STAGE_LABELS[metadata.stage]} · ${metadata.status}`;
+      badge.dataset.status = metadata.status;
+    } else if (node.dataset.nanoresearchStage) {
+      delete node.dataset.nanoresearchStage;
+      delete node.dataset.nanoresearchStatus;
+      node.classList.remove('jp-nr-stage-cell');
+      badge?.remove();
     }
   }
 

@@ -22,7 +22,7 @@ export function isSetupSource(source: string): boolean {
 /** The code of a stage cell. */
 export function stageCode(stage: StageName): string {
   return [
-    `// NanoResearch · ${STAGE_LABELS[stage]}: retrieve skills and memories, plan, run the stage, learn from it.`,
+    `// NanoResearch · ${STAGE_LABELS[stage]} stage`,
     `const ${stage} = await project.${STAGE_METHODS[stage]}();`
   ].join('\n');
 }

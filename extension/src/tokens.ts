@@ -40,6 +40,8 @@ export interface IFeedbackService {
   add(stageRunId: string, text: string): FeedbackEntry;
   /** Adds feedback to a given stage cell of a notebook. */
   addToCell(panel: NotebookPanel, cell: ICellModel, text: string): FeedbackEntry;
+  /** The feedback the cell of a stage run holds (in any open notebook), or null when no cell has it. */
+  feedbackFor(stageRunId: string): FeedbackEntry[] | null;
   /** The stage cells of a notebook, in order. */
   stageCells(panel: NotebookPanel): IStageCellInfo[];
   /** Sends the notebook's unsynced feedback now. */

@@ -28,6 +28,8 @@ export { Planner, buildPlannerInput, fallbackPlan, STAGE_TASKS } from './planner
 export type { PlanRequest, PlanResult, PlannerAdapter } from './planner';
 export { recordFeedback, sdpoExamples, exportSdpo } from './feedback';
 export type { FeedbackInput, FeedbackResult, FeedbackLearners } from './feedback';
+export { train, listAdapters, activeAdapter, useAdapter, trainerCommand, TrainingError } from './trainer';
+export type { AdapterRecord, ActiveAdapter, TrainOptions, TrainProgress, TrainTarget } from './trainer';
 export { Orchestrator, FULL_SYSTEM, stageRange, loadStageBundle, stageBundle, stageMarkdown } from './orchestrator';
 export type {
   Ablation,

@@ -1,9 +1,11 @@
+import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { Profile, Project as ProjectRecord } from '@nanoresearch/schema';
 import { displayTable, type DisplayWriter } from './display';
 import { exportSdpo, recordFeedback, type FeedbackResult } from './feedback';
 import { stableId, nowIso } from './ids';
+import { Literature } from './literature';
 import { createLlm, llmConfigFromEnv, type Llm, type LlmConfig } from './llm';
 import { MemoryBank } from './memory';
 import { Orchestrator, type Ablation, type StageFn, type StageName } from './orchestrator';
@@ -13,7 +15,7 @@ import { SkillBank } from './skills';
 import { importNotebook, type ImportCounts } from './sharing';
 import { stageFunctions as builtinStageFunctions } from './stages';
 import { formatTable, Store } from './store';
-const activeAdapter = async (_store: unknown) => null; // TEMP
+import { activeAdapter, listAdapters, train, useAdapter, type AdapterRecord, type TrainOptions } from './trainer';
 
 /** The profile a lab uses until `useProfile` names another. */
 export const DEFAULT_ARCHETYPE = 'evidence-first';
@@ -171,6 +173,7 @@ export class Lab {
       );
       return row;
     });
+    if (record.workspace) await fs.mkdir(record.workspace, { recursive: true });
     return new Project(this, record);
   }
 
@@ -195,6 +198,24 @@ export class Lab {
     return exportSdpo(this.store, file);
   }
 
+  /**
+   * One SDPO round over all feedback so far: runs the Python trainer with a live progress bar,
+   * registers the new planner adapter and makes it active. On failure the active adapter is kept.
+   */
+  train(options: TrainOptions = {}): Promise<AdapterRecord> {
+    return train(this, { display: this.displayWriter, ...options });
+  }
+
+  /** The planner adapters trained so far, oldest first (`active` marks the one in use). */
+  adapters(): Promise<AdapterRecord[]> {
+    return listAdapters(this.store);
+  }
+
+  /** Switches the planner to adapter `version` (rollback), or to the base model with null. */
+  useAdapter(version: string | null): Promise<AdapterRecord | null> {
+    return useAdapter(this.store, version);
+  }
+
   /** The stage function that runs `stage`: an override given to open(), else the built-in one. */
   stageFunction(stage: StageName): StageFn {
     return this.stageOverrides[stage] ?? builtinStageFunctions[stage];
@@ -203,6 +224,14 @@ export class Lab {
   /** Every stage's function, overrides applied. */
   stageFunctionTable(): Record<StageName, StageFn> {
     return { ...builtinStageFunctions, ...this.stageOverrides };
+  }
+
+  /**
+   * Imports a BibTeX or CSL-JSON file into the local literature corpus (the papers table), which
+   * ideation searches first and which works offline; returns how many papers were imported.
+   */
+  importCorpus(file: string): Promise<number> {
+    return new Literature({ store: this.store }).importCorpus(path.resolve(file));
   }
 
   /** Imports a colleague's notebook (stage runs, planner calls, feedback) into this store; see sharing/. */

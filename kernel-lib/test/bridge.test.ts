@@ -67,15 +67,15 @@ describe('bridge.respond', () => {
   it('lists, updates and retires memories and skills', async () => {
     await bridge.respond('skills.list');
     const skills = lastPayload().result as Array<{ id: string; status: string }>;
-    expect(Array.isArray(skills)).toBe(true);
-    if (skills.length > 0) {
-      const id = skills[0].id;
-      await bridge.respond('skills.update', { id, patch: { description: 'Edited in the lab panel.' } });
-      expect(lastPayload().error).toBeUndefined();
-      await bridge.respond('skills.retire', { id });
-      expect(lastPayload().error).toBeUndefined();
-      expect((await t.lab.skills.get(id))?.status).toBe('retired');
-    }
+    // The built-in skills (skills/*/SKILL.md) are in every new store.
+    expect(skills.length).toBeGreaterThan(0);
+    const id = skills[0].id;
+    await bridge.respond('skills.update', { id, patch: { description: 'Edited in the lab panel.' } });
+    expect(lastPayload().error).toBeUndefined();
+    expect((await t.lab.skills.get(id))?.description).toBe('Edited in the lab panel.');
+    await bridge.respond('skills.retire', { id });
+    expect(lastPayload().error).toBeUndefined();
+    expect((await t.lab.skills.get(id))?.status).toBe('retired');
     const memory = await t.lab.memory.remember({ kind: 'user_constraint', content: 'CPU only, 15 minutes per experiment.' });
     await bridge.respond('memories.list');
     expect((lastPayload().result as Array<{ id: string }>).map(m => m.id)).toContain(memory.id);
@@ -83,6 +83,11 @@ describe('bridge.respond', () => {
     expect((lastPayload().result as { importance: number }).importance).toBe(0.9);
     await bridge.respond('memories.retire', { id: memory.id });
     expect((await t.lab.memory.get(memory.id))?.status).toBe('retired');
+  });
+
+  it('lists planner adapters (none in a new store)', async () => {
+    await bridge.respond('adapters.list');
+    expect(lastPayload()).toEqual({ method: 'adapters.list', result: [] });
   });
 
   it('reports bad requests as errors instead of throwing', async () => {

@@ -27,6 +27,8 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
+/** Unloaded, the whole file takes about 30 s on 2 cores; the limits leave room for a busy machine. */
+const SLOW_MS = 240_000;
 const config = { ...llmConfigFromEnv({}), contextSize: 2048 };
 const rows: LlmCallRecord[] = [];
 const llm = createLlm(config, undefined, { onCall: row => rows.push(row) });
@@ -42,7 +44,7 @@ test('completeJson with the planner schema returns a schema-valid plan', async (
   const r = await llm.completeJson<PlannerOutput>({
     role: 'planner',
     jsonSchema: schema,
-    maxTokens: 256,
+    maxTokens: 160,
     temperature: 0,
     messages: [
       { role: 'system', content: 'You choose skills and memories for a research stage. Use only the given ids.' },
@@ -60,12 +62,12 @@ test('completeJson with the planner schema returns a schema-valid plan', async (
   expect(r.usage.completionTokens).toBeGreaterThan(5);
   expect(r.costUsd).toBe(0);
   expect(rows[rows.length - 1]).toMatchObject({ role: 'planner', cost_usd: 0, error: null, model: 'SmolLM2-135M-Instruct.Q4_1' });
-});
+}, SLOW_MS);
 
 test('a LoRA adapter GGUF loads per call and changes the generation', async () => {
   const adapter = path.join(work, 'adapter.gguf');
   execFileSync(python, ['-c', WRITE_LORA, adapter], { stdio: 'pipe' });
-  const ask = { role: 'writing' as const, messages: [{ role: 'user' as const, content: 'Name three colours.' }], maxTokens: 16, temperature: 0 };
+  const ask = { role: 'writing' as const, messages: [{ role: 'user' as const, content: 'Name three colours.' }], maxTokens: 12, temperature: 0 };
   const base = await llm.complete(ask);
   const adapted = await llm.complete({ ...ask, adapterPath: adapter });
   const baseAgain = await llm.complete({ ...ask, cache: false });
@@ -74,7 +76,7 @@ test('a LoRA adapter GGUF loads per call and changes the generation', async () =
   expect(adapted.text).not.toBe(base.text);
   // Greedy decoding without the adapter is reproducible: the difference is the adapter's.
   expect(baseAgain.text).toBe(base.text);
-});
+}, SLOW_MS);
 
 test('a missing adapter file fails with a clear error', async () => {
   const err = await llm

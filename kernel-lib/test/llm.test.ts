@@ -179,6 +179,19 @@ describe('JSON extraction, validation and re-ask', () => {
     expect(err.answer).toBe('I cannot help with planning today.');
   });
 
+  test('an answer cut off by the token limit is re-asked saying so', async () => {
+    const { llm, server } = await scripted(() => ({ content: '{"selected_skill_ids": ["sk_', finishReason: 'length' }));
+    const err = await llm
+      .completeJson({ role: 'planner', messages: user('p'), jsonSchema: plannerSchema, maxTokens: 8 })
+      .catch(e => e);
+    expect(err).toBeInstanceOf(LlmOutputError);
+    expect(err.message).toContain('cut off at the token limit (8)');
+    expect(server.chatRequests[1].messages[2].content).toContain('answer more briefly');
+    expect(Object.keys(await llm.complete({ role: 'writing', messages: user('x') })).sort()).toEqual(
+      ['cached', 'costUsd', 'latencyMs', 'model', 'text', 'usage']
+    );
+  });
+
   test('an invalid answer is not cached, a valid one is', async () => {
     const { llm, server } = await scripted(sequence(['{"broken": true}', JSON.stringify(validPlan)]));
     const req = { role: 'planner' as const, messages: user('p'), jsonSchema: plannerSchema };

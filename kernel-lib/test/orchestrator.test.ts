@@ -201,6 +201,26 @@ describe('orchestrator', () => {
     expect(memories).toEqual([{ kind: 'failed_direction', scope: project.id, content: 'A 4-layer MLP overfit the 300-row dataset.' }]);
   });
 
+  test('a failing Update step is noted on the stage run; the stage result stands', async () => {
+    t = await openTestLab({ scripts: { judge: () => ({ status: 500, body: { error: { message: 'judge down', type: 'server_error' } } }) } });
+    const idea = await (await t.lab.project(TOPIC)).ideate();
+    expect(idea.status).toBe('done');
+    const notes = (idea.run.input as { update_notes: string[] }).update_notes;
+    expect(notes.some(n => n.startsWith('skill distillation failed: Skill distillation for stage ideation failed'))).toBe(true);
+    expect(notes).toContain('memories remembered: 0, marked used: 0');
+  });
+
+  test('run() ranges and restarts: from/to in pipeline order, restart opens a new run', async () => {
+    t = await openTestLab();
+    const project = await t.lab.project(TOPIC);
+    await expect(project.run({ from: 'writing', to: 'ideation' })).rejects.toThrow("stage 'writing' comes after 'ideation'");
+    const first = await project.run({ to: 'ideation' });
+    const again = await project.run({ to: 'ideation', restart: true });
+    expect(again[0].id).not.toBe(first[0].id);
+    expect(again[0].run.run_id).not.toBe(first[0].run.run_id);
+    expect((await project.stages()).map(s => s.id)).toEqual([again[0].id]);
+  });
+
   test('the stage card is one display with both MIME types, updated in place, and validates', async () => {
     t = await openTestLab();
     const project = await t.lab.project(TOPIC);

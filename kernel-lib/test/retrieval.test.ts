@@ -5,6 +5,7 @@ import { Store } from '../src/store';
 import { MemoryBank, memoryId } from '../src/memory';
 import { retrieve } from '../src/retrieval';
 import { stem, tokenize, termKey } from '../src/retrieval/tokenize';
+import { compactPostings } from '../src/retrieval/terms';
 
 let dir: string;
 let store: Store;
@@ -145,5 +146,59 @@ describe('retrieve memories', () => {
     expect(ideation.memories[0].item.kind).toBe('promising_direction');
     expect(experiment.memories[0].item.kind).toBe('training_strategy');
     expect(ideation.memories[0].breakdown.prior).toBe(1.5);
+  });
+});
+
+describe('term tables', () => {
+  const stats = () =>
+    store.read(async q => ({
+      docs: await q.get<{ n_docs: number; total_len: number }>("SELECT n_docs, total_len FROM doc_stats WHERE doc_kind = 'memory'"),
+      df: await q.all<{ term: string; df: number }>("SELECT term, df FROM term_df WHERE doc_kind = 'memory' ORDER BY term"),
+      postings: await q.all<{ term_key: number; n: number }>('SELECT term_key, sum(len(postings))::INTEGER AS n FROM term_postings GROUP BY term_key')
+    }));
+
+  it('keep df and corpus totals equal to a recount after updates, retirement and reactivation', async () => {
+    const a = await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'a', content: 'Adam optimiser with warmup.', tags: ['optim'] }, NOW);
+    await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'b', content: 'Warmup for five epochs.' }, NOW);
+    await bank.update(a.id, { content: 'SGD optimiser with momentum.' });
+    let s = await stats();
+    expect(s.docs).toEqual({ n_docs: 2, total_len: 6 }); // sgd optimiser momentum + warmup five epoch
+    expect(s.df.find(t => t.term === 'warmup')?.df).toBe(1);
+    expect(s.df.find(t => t.term === 'momentum')?.df).toBe(1);
+    expect(s.df.find(t => t.term === 'adam')).toBeUndefined();
+    const recount = await store.read(q =>
+      q.all<{ term_key: number; n: number }>("SELECT term_key, count(*)::INTEGER AS n FROM doc_terms WHERE doc_kind = 'memory' GROUP BY term_key")
+    );
+    expect(new Map(s.postings.map(p => [Number(p.term_key), p.n]))).toEqual(new Map(recount.map(r => [Number(r.term_key), r.n])));
+
+    await bank.retire(a.id);
+    s = await stats();
+    expect(s.docs?.n_docs).toBe(1);
+    expect(s.df.find(t => t.term === 'momentum')).toBeUndefined();
+    const gone = await retrieve(store, { stage: 'planning', query: 'SGD momentum', projectId: 'p1', now: NOW });
+    expect(gone.memories).toEqual([]);
+    await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'a', content: 'SGD optimiser with momentum.' }, NOW);
+    const back = await retrieve(store, { stage: 'planning', query: 'SGD momentum', projectId: 'p1', now: NOW });
+    expect(back.memories.map(m => m.item.id)).toEqual([a.id]);
+  });
+
+  it('compaction merges posting rows without changing results', async () => {
+    for (let i = 0; i < 5; i++) await bank.remember({ kind: 'data_strategy', projectId: 'p1', key: `s${i}`, content: `Cache features of split ${i} to parquet.` }, NOW);
+    const before = await retrieve(store, { stage: 'experiment', query: 'cache parquet features', projectId: 'p1', now: NOW });
+    const rowsBefore = await store.read(q => q.get<{ n: number }>("SELECT count(*)::INTEGER AS n FROM term_postings"));
+    expect(await store.write(q => compactPostings(q, true))).toBe(true);
+    const rowsAfter = await store.read(q => q.get<{ n: number }>("SELECT count(*)::INTEGER AS n FROM term_postings"));
+    expect(rowsAfter!.n).toBeLessThan(rowsBefore!.n);
+    const after = await retrieve(store, { stage: 'experiment', query: 'cache parquet features', projectId: 'p1', now: NOW });
+    expect(after.memories.map(m => [m.item.id, m.score])).toEqual(before.memories.map(m => [m.item.id, m.score]));
+  });
+
+  it('weight overrides change the order as designed', async () => {
+    await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'old', content: 'Label smoothing 0.1 with mixup and cutmix on tabular.' }, daysAgo(200));
+    await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'new', content: 'Label smoothing tried once.' }, daysAgo(0));
+    const q = { stage: 'analysis' as const, query: 'label smoothing mixup cutmix tabular', projectId: 'p1', now: NOW };
+    expect((await retrieve(store, q)).memories[0].item.key).toBe('old');
+    const recencyOnly = await retrieve(store, { ...q, weights: { lexical: 0, tags: 0, quality: 0, usage: 0, stage: 0, conditions: 0, recency: 1 } });
+    expect(recencyOnly.memories[0].item.key).toBe('new');
   });
 });

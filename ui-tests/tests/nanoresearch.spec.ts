@@ -95,16 +95,27 @@ test('a stage cell runs, shows its card, keeps feedback in the notebook and the 
   await screenshots(page, 'dark');
   await setTheme(page, 'JupyterLab Light');
 
-  // Saved and reloaded, the notebook still carries the feedback and the trajectory.
+  // Saved, on disk and reopened, the notebook still carries the feedback and the trajectory.
   const notebookPath: string = await page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.context.path);
-  await page.notebook.save();
-  await page.reload();
-  await page.notebook.openByPath(notebookPath);
-  await page.notebook.activate('study.ipynb');
+  await test.step('save', async () => {
+    await page.evaluate(() => (window as any).jupyterapp.commands.execute('docmanager:save'));
+    await expect.poll(() => page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.context.model.dirty)).toBe(false);
+  });
+  const onDisk = await page.evaluate(async p => {
+    const response = await fetch(`/api/contents/${p}?type=notebook&content=1`);
+    return (await response.json()).content.cells[1].metadata.nanoresearch;
+  }, notebookPath);
+  expect(onDisk.feedback).toEqual(feedback);
+  expect(onDisk.trajectory.id).toBe(metadata.stage_run_id);
+  await test.step('close and reopen', async () => {
+    await page.notebook.close();
+    await page.notebook.openByPath(notebookPath);
+    await expect(page.locator('.jp-Cell[data-nanoresearch-stage="ideation"][data-nanoresearch-status="done"]')).toBeVisible();
+  });
   const reloaded = await cellMetadata(page, STAGE_CELL);
   expect(reloaded.feedback).toEqual(feedback);
   expect(reloaded.trajectory.id).toBe(metadata.stage_run_id);
-  await page.sidebar.openTab('nanoresearch-feedback');
+  await page.evaluate(() => (window as any).jupyterapp.commands.execute('nanoresearch:open-feedback'));
   await expect(page.locator('#nanoresearch-feedback .jp-nr-entry-text')).toHaveText(['Keep two hypotheses and always include a linear baseline.']);
 
   // Import a colleague's notebook through the sharing command; its feedback reaches the store.
@@ -112,12 +123,15 @@ test('a stage cell runs, shows its card, keeps feedback in the notebook and the 
   await expect.poll(() => page.evaluate(() => (window as any).jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status), { timeout: 60000 }).toBe('idle');
   const counts = await page.evaluate(p => (window as any).jupyterapp.commands.execute('nanoresearch:import-notebook', { path: p }), `${tmpPath}/shared-colleague.ipynb`);
   expect(counts).toMatchObject({ stageRuns: 1, plannerCalls: 1, feedback: 2, skipped: 1 });
+  // The reopened notebook may run a new kernel: run the set-up cell before querying through `lab`.
+  await page.notebook.runCell(0, true);
   const imported = await runInNewCell(page, `await lab.sql("select author, text from feedback where origin like 'import:%' order by created_at")`);
   expect(imported).toContain('Drop the third hypothesis');
   expect(imported).toContain('ben');
 });
 
 test('feedback given while the kernel is down is synced when a kernel starts', async ({ page }) => {
+  const started = Date.now();
   await page.goto();
   await page.notebook.createNew('offline.ipynb', { kernel: 'tslab' });
   await page.evaluate(topic => (window as any).jupyterapp.commands.execute('nanoresearch:insert-stage', { stage: 'ideation', topic }), TOPIC);
@@ -126,6 +140,7 @@ test('feedback given while the kernel is down is synced when a kernel starts', a
   await expect(page.locator('.jp-nr-card[data-status="done"]')).toBeVisible({ timeout: 120000 });
   await expect.poll(async () => (await cellMetadata(page, STAGE_CELL))?.trajectory?.status ?? null, { timeout: 60000 }).toBe('done');
 
+  console.log(`stage ran ${Date.now() - started} ms after the test started`);
   // Shut the kernel down, then give feedback in the card: it is kept in the cell, unsynced.
   await page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.shutdown());
   await expect.poll(() => page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.session?.kernel ?? null)).toBeNull();
@@ -133,9 +148,12 @@ test('feedback given while the kernel is down is synced when a kernel starts', a
   await box.locator('textarea').fill('Budget: CPU only.');
   await box.locator('button').click();
   await expect.poll(async () => (await cellMetadata(page, STAGE_CELL)).feedback.map((f: any) => [f.text, f.synced])).toEqual([['Budget: CPU only.', false]]);
+  await expect(page.locator('.jp-nr-card .jp-nr-feedback-list li.jp-nr-pending')).toHaveText([/Budget: CPU only\.$/]);
+  const t0 = Date.now();
 
   // A new kernel starts: the pending feedback is sent and marked synced.
   await page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.changeKernel({ name: 'tslab' }));
   await expect.poll(async () => (await cellMetadata(page, STAGE_CELL)).feedback[0].synced, { timeout: 90000 }).toBe(true);
+  console.log(`offline feedback synced ${Date.now() - t0} ms after the kernel was asked to start`);
 });
 

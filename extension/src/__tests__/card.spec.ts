@@ -28,7 +28,7 @@ describe('stage card', () => {
     const hypotheses = card.querySelectorAll('.jp-nr-hypothesis');
     expect(hypotheses).toHaveLength(2);
     expect(hypotheses[0].classList.contains('jp-nr-selected')).toBe(true);
-    expect(text(hypotheses[0].querySelector('.jp-nr-verdict'))).toBe('novel 0.8200');
+    expect(text(hypotheses[0].querySelector('.jp-nr-verdict'))).toBe('novel 0.82');
     expect(text(hypotheses[0].querySelector('.jp-nr-closest'))).toBe(
       'Closest work: Revisiting Deep Learning Models for Tabular Data (2021); Well-tuned Simple Nets Excel on Tabular Datasets (2021)'
     );
@@ -48,7 +48,7 @@ describe('stage card', () => {
       ['r2', '0.8437', '']
     ]);
     expect(rows(tables[2])[1]).toEqual(['Method', '7', '1', 'yes']);
-    expect(text(card)).toContain('Section scores · overall 6.800');
+    expect(text(card)).toContain('Section scores · overall 6.8');
 
     expect(text(card.querySelector('.jp-nr-skill'))).toBe('Always include a linear baseline');
     expect(card.querySelector('.jp-nr-memory')!.getAttribute('title')).toBe('user_constraint: CPU only, at most 15 minutes per experiment.');
@@ -72,7 +72,16 @@ describe('stage card', () => {
 
   it('sends feedback typed in the card through the feedback service, by stage run id', async () => {
     const added: Array<[string, string]> = [];
-    const service = { add: (id: string, t: string) => { added.push([id, t]); return {} as any; } } as any;
+    const cellFeedback: any[] = [];
+    const service = {
+      add: (id: string, t: string) => {
+        added.push([id, t]);
+        cellFeedback.push({ id: `fb_${added.length}`, text: t, author: 'ana', synced: false });
+        return {} as any;
+      },
+      feedbackFor: (id: string) => (id === 'sr_fixture0001' ? cellFeedback : null),
+      changed: { connect: () => undefined, disconnect: () => undefined }
+    } as any;
     const renderer = new StageCardRenderer(STAGE_MIME_TYPE, service);
     await renderer.renderModel({ data: { [STAGE_MIME_TYPE]: bundleFixture() } } as any);
     const input = renderer.node.querySelector('textarea')!;
@@ -80,7 +89,10 @@ describe('stage card', () => {
     (renderer.node.querySelector('.jp-nr-feedback-form button') as HTMLButtonElement).click();
     expect(added).toEqual([['sr_fixture0001', 'Prefer fewer, stronger hypotheses.']]);
     expect(input.value).toBe('');
-    expect(text(renderer.node.querySelector('.jp-nr-feedback-list'))).toContain('Prefer fewer, stronger hypotheses.');
+    // The list shows what the cell holds now, pending entries marked.
+    expect(Array.from(renderer.node.querySelectorAll('.jp-nr-feedback-list li')).map(li => [text(li), li.className])).toEqual([
+      ['anaPrefer fewer, stronger hypotheses.', 'jp-nr-pending']
+    ]);
     // A running stage has no feedback box yet.
     await renderer.renderModel({ data: { [STAGE_MIME_TYPE]: { ...bundleFixture(), status: 'running' } } } as any);
     expect(renderer.node.querySelector('textarea')).toBeNull();
@@ -89,7 +101,9 @@ describe('stage card', () => {
   it('ignores an empty submission', () => {
     const submit = jest.fn();
     const box = renderFeedbackBox(bundleFixture(), submit);
-    box.querySelector('button')!.click();
+    box.node.querySelector('button')!.click();
     expect(submit).not.toHaveBeenCalled();
+    // Without a cell to read from, the list shows the feedback stored with the bundle.
+    expect(text(box.node.querySelector('.jp-nr-feedback-list'))).toBe('anaGood gap analysis.');
   });
 });

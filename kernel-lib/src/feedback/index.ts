@@ -179,14 +179,19 @@ export async function exportSdpo(store: Store, file: string): Promise<number> {
   const target = path.resolve(file);
   await fs.mkdir(path.dirname(target), { recursive: true });
   const temporary = `${target}.tmp-${process.pid}-${Date.now()}`;
-  const handle = await fs.open(temporary, 'w');
   try {
-    await handle.writeFile(examples.map(e => JSON.stringify(e)).join('\n') + (examples.length ? '\n' : ''));
-    await handle.sync();
-  } finally {
-    await handle.close();
+    const handle = await fs.open(temporary, 'w');
+    try {
+      await handle.writeFile(examples.map(e => JSON.stringify(e)).join('\n') + (examples.length ? '\n' : ''));
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(temporary, target);
+  } catch (error) {
+    await fs.rm(temporary, { force: true });
+    throw error;
   }
-  await fs.rename(temporary, target);
   return examples.length;
 }
 

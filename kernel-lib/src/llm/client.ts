@@ -114,14 +114,16 @@ class ScopedLlm implements Llm {
     return new ScopedLlm(this.core, new Meter(opts.budget, this.meter, stageRunId));
   }
 
-  complete(req: LlmRequest): Promise<LlmResponse> {
-    return this.call(req);
+  async complete(req: LlmRequest): Promise<LlmResponse> {
+    const { truncated: _truncated, ...response } = await this.call(req);
+    return response;
   }
 
   async completeJson<T>(req: LlmRequest & { jsonSchema: JsonSchema }): Promise<LlmResponse & { value: T }> {
     const name = schemaNameOf(req.jsonSchema, req.schemaName);
-    const parse = (text: string): { value: T } | { errors: string[] } => {
+    const parse = (text: string, truncated = false): { value: T } | { errors: string[] } => {
       const found = extractJson(text);
+      if (!found && truncated) return { errors: [`the answer was cut off at the token limit (${req.maxTokens ?? 'server default'}) before the JSON ended; answer more briefly`] };
       if (!found) return { errors: ['the answer contains no JSON object'] };
       const errors = validateAgainst(req.jsonSchema, found.value);
       return errors.length ? { errors } : { value: found.value as T };
@@ -129,8 +131,9 @@ class ScopedLlm implements Llm {
     const accept = (text: string) => 'value' in parse(text);
 
     const first = await this.call(req, accept);
-    const firstParsed = parse(first.text);
-    if ('value' in firstParsed) return { ...first, value: firstParsed.value };
+    const firstParsed = parse(first.text, first.truncated);
+    const { truncated: _truncated, ...firstResponse } = first;
+    if ('value' in firstParsed) return { ...firstResponse, value: firstParsed.value };
 
     const reask: LlmRequest = {
       ...req,
@@ -146,7 +149,7 @@ class ScopedLlm implements Llm {
       ]
     };
     const second = await this.call(reask, accept);
-    const secondParsed = parse(second.text);
+    const secondParsed = parse(second.text, second.truncated);
     if (!('value' in secondParsed)) throw new LlmOutputError(name, secondParsed.errors, second.text);
     return {
       text: second.text,
@@ -163,7 +166,7 @@ class ScopedLlm implements Llm {
    * One call: from the cache when possible (free, allowed over budget), else through the
    * provider with retries. `accept` keeps answers it rejects out of the cache.
    */
-  private async call(req: LlmRequest, accept?: (text: string) => boolean): Promise<LlmResponse> {
+  private async call(req: LlmRequest, accept?: (text: string) => boolean): Promise<CallResult> {
     const { config, provider, ledger } = this.core;
     const model = config.models[req.role] ?? config.models.default;
     const started = Date.now();
@@ -200,7 +203,15 @@ class ScopedLlm implements Llm {
     if (hit) {
       const record = row({ cache_hit: true });
       await ledger.record(record);
-      return { text: hit.text, model: hit.model, usage: { ...hit.usage }, costUsd: 0, latencyMs: record.latency_ms, cached: true };
+      return {
+        text: hit.text,
+        model: hit.model,
+        usage: { ...hit.usage },
+        costUsd: 0,
+        latencyMs: record.latency_ms,
+        cached: true,
+        truncated: hit.truncated ?? false
+      };
     }
 
     this.meter.check();
@@ -220,7 +231,7 @@ class ScopedLlm implements Llm {
           }),
         this.core.retry
       );
-      answer = { text: stripThinking(result.text), model: result.model, usage: result.usage };
+      answer = { text: stripThinking(result.text), model: result.model, usage: result.usage, truncated: result.truncated };
     } catch (err) {
       this.meter.add(0, 0);
       await ledger.record(row({ error: (err as Error).message }));
@@ -237,7 +248,15 @@ class ScopedLlm implements Llm {
     });
     const cacheable = key !== undefined && (!accept || accept(answer.text));
     await ledger.record(record, cacheable ? { key, response: answer } : undefined);
-    return { ...answer, costUsd: cost ?? 0, latencyMs: record.latency_ms, cached: false };
+    return {
+      text: answer.text,
+      model: answer.model,
+      usage: answer.usage,
+      costUsd: cost ?? 0,
+      latencyMs: record.latency_ms,
+      cached: false,
+      truncated: answer.truncated ?? false
+    };
   }
 
   /** Dollars for an answer; null when a remote model has no price (the row shows it unpriced). */
@@ -248,6 +267,9 @@ class ScopedLlm implements Llm {
     return (answer.usage.promptTokens * price.inputPerMTok + answer.usage.completionTokens * price.outputPerMTok) / 1e6;
   }
 }
+
+/** A response plus what completeJson needs to explain a failure. */
+type CallResult = LlmResponse & { truncated: boolean };
 
 function addUsage(a: TokenUsage, b: TokenUsage): TokenUsage {
   return { promptTokens: a.promptTokens + b.promptTokens, completionTokens: a.completionTokens + b.completionTokens };

@@ -6,6 +6,8 @@ export interface CachedResponse {
   text: string;
   model: string;
   usage: TokenUsage;
+  /** The token limit cut the answer off (absent in entries written before this was kept). */
+  truncated?: boolean;
 }
 
 /** Everything that determines an answer; its hash is the cache key. */

@@ -6,10 +6,11 @@
 import type { Memory } from '@nanoresearch/schema';
 import { stableId } from '../ids';
 import type { Llm } from '../llm/types';
-import type { LearnedMemory, StageName } from '../orchestrator/types';
+import type { StageName } from '../orchestrator/types';
 import type { Queryable } from '../store/queryable';
 import { schemaErrors } from '../validate';
-import { indexDocuments, memoryText } from '../retrieval/terms';
+import { indexDocuments, memoryDoc, memoryText, unindexDocuments } from '../retrieval/terms';
+import { ALWAYS_CANDIDATE_KINDS } from '../retrieval/weights';
 import { GLOBAL_KINDS, GLOBAL_SCOPE, MEMORY_KINDS, MemoryKind, decayFactor, memoryFromRow } from './records';
 
 /** The part of a `Store` the bank uses. */
@@ -123,7 +124,7 @@ const MEMORY_COLUMNS = [
   'last_used_at'
 ] as const;
 
-/** Writes a memory row (insert or replace) and keeps its postings in step. */
+/** Writes a memory row (insert or replace) and keeps its postings in step (active memories only are indexed). */
 async function writeMemory(q: Queryable, memory: Memory, reindex: boolean): Promise<void> {
   const row: Record<string, unknown> = {};
   for (const c of MEMORY_COLUMNS) row[c] = (memory as unknown as Record<string, unknown>)[c] ?? null;
@@ -131,7 +132,9 @@ async function writeMemory(q: Queryable, memory: Memory, reindex: boolean): Prom
     `INSERT OR REPLACE INTO memories (${MEMORY_COLUMNS.join(', ')}) VALUES (${MEMORY_COLUMNS.map(c => `$${c}`).join(', ')})`,
     row
   );
-  if (reindex) await indexDocuments(q, 'memory', [{ id: memory.id, text: memoryText(memory), tags: memory.tags }]);
+  if (!reindex) return;
+  if (memory.status === 'active') await indexDocuments(q, 'memory', [memoryDoc(memory, ALWAYS_CANDIDATE_KINDS)]);
+  else await unindexDocuments(q, 'memory', [memory.id]);
 }
 
 function assertValidMemory(memory: Memory): void {
@@ -313,8 +316,9 @@ export class MemoryBank {
       const memory = await this.mustGet(q, id);
       const updated: Memory = { ...memory, ...patch, updated_at: now.toISOString() };
       assertValidMemory(updated);
-      const textChanged = memoryText(updated) !== memoryText(memory) || JSON.stringify(updated.tags) !== JSON.stringify(memory.tags);
-      await writeMemory(q, updated, textChanged);
+      const indexChanged =
+        memoryText(updated) !== memoryText(memory) || JSON.stringify(updated.tags) !== JSON.stringify(memory.tags) || updated.status !== memory.status;
+      await writeMemory(q, updated, indexChanged);
       return updated;
     });
   }
@@ -331,22 +335,15 @@ export class MemoryBank {
     const active = await this.list({ status: 'active' });
     const stale = active.filter(m => effectiveConfidence(m, now) < floor).map(m => m.id);
     if (stale.length) {
-      await this.store.write(q =>
-        q.run(`UPDATE memories SET status = 'retired', updated_at = $at WHERE id IN (SELECT unnest(from_json($ids::JSON, '["VARCHAR"]')))`, {
+      await this.store.write(async q => {
+        await q.run(`UPDATE memories SET status = 'retired', updated_at = $at WHERE id IN (SELECT unnest(from_json($ids::JSON, '["VARCHAR"]')))`, {
           at: now.toISOString(),
           ids: stale
-        })
-      );
+        });
+        await unindexDocuments(q, 'memory', stale);
+      });
     }
     return stale;
-  }
-
-  /** Stores what a stage learned (failed directions with their conditions, strategies, ...). */
-  async rememberLearned(learned: readonly LearnedMemory[], projectId: string, stage: StageName): Promise<Memory[]> {
-    return this.rememberAll(
-      learned.map(l => ({ ...l, projectId, stages: [stage], source: 'stage' })),
-      new Date()
-    );
   }
 
   /**

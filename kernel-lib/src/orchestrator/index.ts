@@ -9,14 +9,14 @@ import {
   type StageRun,
   type Usage
 } from '@nanoresearch/schema';
-import { StageDisplay, runningMarkdown, type DisplayWriter } from '../display';
+import { StageDisplay, displayStage, runningMarkdown, type DisplayWriter } from '../display';
 import { newId, nowIso } from '../ids';
 import { BudgetExceededError, type Budget, type Llm } from '../llm';
 import type { MemoryBank } from '../memory';
 import { Planner, STAGE_TASKS, type PlannerAdapter } from '../planner';
 import { retrieve } from '../retrieval';
 import type { SkillBank } from '../skills';
-import type { Store } from '../store';
+import type { Queryable, Store } from '../store';
 import { loadStageBundle, renderGuidance, stageBundle, stageMarkdown, stageTitle } from './bundle';
 import type { Ablation, StageContext, StageFn, StageName, StageResult, StageRunInput } from './types';
 
@@ -130,8 +130,7 @@ export class Orchestrator {
     const { store, llm } = this.options;
     const startedAt = Date.now();
     const runId = options.runId ?? (await this.currentRun(project)).id;
-    const profile = await this.profileOf(project);
-    const previous = await this.previousOutputs(runId, stage);
+    const { profile, previous } = await this.stageInputs(project, runId, stage);
     const input: StageRunInput = {
       topic: project.topic,
       task: STAGE_TASKS[stage],
@@ -142,6 +141,9 @@ export class Orchestrator {
       bundle_outputs: {},
       update_notes: []
     };
+    // Retrieval reads while the pending stage run commits: the two overlap instead of queueing.
+    const retrieval = this.retrieveCandidates(project, stage);
+    retrieval.catch(() => undefined); // a failure is handled where it is awaited below
     const stageRun = await this.insertStageRun(project, runId, stage, input);
     const display = new StageDisplay({ writer: this.options.display });
     const card = (run: StageRun, extra: Partial<StageBundle>): StageBundle =>
@@ -151,20 +153,33 @@ export class Orchestrator {
     let skills: Skill[] = [];
     let memories: Memory[] = [];
     let plan: PlannerOutput;
+    // Filled in by the planner's commit below; plan() resolves only after that commit.
+    const committed: { budget?: RunBudget } = {};
     try {
-      const candidates = await this.retrieveCandidates(project, stage);
-      const planned = await this.planner.plan({
-        stageRunId: stageRun.id,
-        stage,
-        topic: project.topic,
-        profile,
-        skills: candidates.skills,
-        memories: candidates.memories,
-        enabled: this.ablation.planner
-      });
+      const candidates = await retrieval;
+      const planned = await this.planner.plan(
+        {
+          stageRunId: stageRun.id,
+          stage,
+          topic: project.topic,
+          profile,
+          skills: candidates.skills,
+          memories: candidates.memories,
+          enabled: this.ablation.planner
+        },
+        // The stage is running from the moment its plan is stored: one commit for both.
+        async (q, call, notes) => {
+          stageRun.status = 'running';
+          stageRun.planner_call_id = call.id;
+          stageRun.skills_used = call.parsed!.selected_skill_ids;
+          stageRun.memories_used = call.parsed!.selected_memory_ids;
+          input.planner_notes = notes;
+          await saveStageRun(q, stageRun, input);
+          // Read after the planner's own llm_calls row is in: its tokens count against the run too.
+          committed.budget = await runBudget(q, runId, profile);
+        }
+      );
       ({ skills, memories, plan } = planned);
-      input.planner_notes = planned.notes;
-      stageRun.planner_call_id = planned.call.id;
     } catch (error) {
       // The planner itself falls back on model failures; reaching here means retrieval or the store failed.
       return this.finish(stageRun, input, startedAt, display, card, {
@@ -173,10 +188,6 @@ export class Orchestrator {
         onProgress: options.onProgress
       });
     }
-    stageRun.status = 'running';
-    stageRun.skills_used = skills.map(s => s.id);
-    stageRun.memories_used = memories.map(m => m.id);
-    await this.saveStageRun(stageRun, input);
 
     const used = { skills_used: skills.map(s => ({ id: s.id, name: s.name })), memories_used: memories.map(memoryRef) };
     let lastShown = 0;
@@ -191,7 +202,7 @@ export class Orchestrator {
     show(initial, runningMarkdown(initial), true);
 
     // Stage.
-    const budget = await this.remainingBudget(runId, profile);
+    const budget = committed.budget!;
     let result: StageResult | undefined;
     let failure: string | undefined;
     if (budget.exhausted) {
@@ -280,30 +291,42 @@ export class Orchestrator {
     return new Map(rows.map(r => [r.stage, r]));
   }
 
+  /** A stage already done in this run, shown again (so run()'s output lists every stage) but not re-run. */
   private async storedOutcome(stageRunId: string): Promise<StageOutcome> {
     const { run, bundle } = await loadStageBundle(this.options.store, stageRunId);
-    return { run, bundle, markdown: stageMarkdown(run, bundle) };
+    const markdown = stageMarkdown(run, bundle);
+    return { run, bundle, markdown, display: displayStage(bundle, markdown, { writer: this.options.display }) };
   }
 
-  private async profileOf(project: Project): Promise<Profile> {
-    const profile = await this.options.store.read(q =>
-      q.get<Profile>('select * from profiles where id = $1', [project.profile_id])
-    );
+  /**
+   * The project's profile and the outputs of the stages before `stage` that are done in this
+   * run (ctx.previous), read in one go.
+   */
+  private async stageInputs(
+    project: Project,
+    runId: string,
+    stage: StageName
+  ): Promise<{ profile: Profile; previous: Partial<Record<StageName, unknown>> }> {
+    const earlier = STAGES.slice(0, STAGES.indexOf(stage));
+    const { profile, done } = await this.options.store.read(async q => ({
+      profile: await q.get<Profile>('select * from profiles where id = $1', [project.profile_id]),
+      done: earlier.length
+        ? await q.all<Pick<StageRun, 'stage' | 'status' | 'output'>>(
+            'select stage, status, output from stage_runs where run_id = $1 order by attempt, started_at',
+            [runId]
+          )
+        : []
+    }));
     if (!profile) {
       throw new Error(`project ${project.id} names profile '${project.profile_id}', which is not in the store: call lab.useProfile(...)`);
     }
-    return profile;
-  }
-
-  /** Outputs of the stages before `stage` that are done in this run, for ctx.previous. */
-  private async previousOutputs(runId: string, stage: StageName): Promise<Partial<Record<StageName, unknown>>> {
-    const latest = await this.latestStageRuns(runId);
+    const latest = new Map(done.map(r => [r.stage, r]));
     const previous: Partial<Record<StageName, unknown>> = {};
-    for (const earlier of STAGES.slice(0, STAGES.indexOf(stage))) {
-      const run = latest.get(earlier);
-      if (run?.status === 'done') previous[earlier] = run.output;
+    for (const name of earlier) {
+      const run = latest.get(name);
+      if (run?.status === 'done') previous[name] = run.output;
     }
-    return previous;
+    return { profile, previous };
   }
 
   /** Retrieval with the ablation switches applied: a part switched off contributes no candidates. */
@@ -321,45 +344,6 @@ export class Orchestrator {
   }
 
   /**
-   * What is left of the run's budget (profile resources: max_tokens_per_run, max_llm_cost_usd)
-   * after the stage runs before this one, so a resumed run does not get a fresh budget.
-   */
-  private async remainingBudget(
-    runId: string,
-    profile: Profile
-  ): Promise<{ limits: Budget; exhausted?: string; describe: (error: BudgetExceededError) => string }> {
-    const maxTokens = profile.resources.max_tokens_per_run;
-    const maxCost = profile.resources.max_llm_cost_usd;
-    // The scoped LLM only knows what was left for this stage; say which of the profile's budgets ran out.
-    const describe = (error: BudgetExceededError): string =>
-      error.limit === 'maxTokens' && maxTokens !== undefined
-        ? `the run's token budget ran out (profile max_tokens_per_run ${maxTokens}). ${error.message}`
-        : error.limit === 'maxCostUsd' && maxCost !== undefined
-          ? `the run's cost budget ran out (profile max_llm_cost_usd $${maxCost}). ${error.message}`
-          : error.message;
-    if (maxTokens === undefined && maxCost === undefined) return { limits: {}, describe };
-    const spent = await this.options.store.read(q =>
-      q.get<{ tokens: number | null; cost: number | null }>(
-        `select sum(coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0)) as tokens, sum(coalesce(c.cost_usd, 0)) as cost
-           from llm_calls c join stage_runs s on s.id = c.stage_run_id where s.run_id = $1`,
-        [runId]
-      )
-    );
-    const tokens = Number(spent?.tokens ?? 0);
-    const cost = Number(spent?.cost ?? 0);
-    const limits: Budget = {};
-    if (maxTokens !== undefined) limits.maxTokens = maxTokens - tokens;
-    if (maxCost !== undefined) limits.maxCostUsd = maxCost - cost;
-    if (limits.maxTokens !== undefined && limits.maxTokens <= 0) {
-      return { limits, describe, exhausted: `stopped: the run's token budget is spent (${tokens} of max_tokens_per_run ${maxTokens})` };
-    }
-    if (limits.maxCostUsd !== undefined && limits.maxCostUsd <= 0) {
-      return { limits, describe, exhausted: `stopped: the run's cost budget is spent ($${cost.toFixed(4)} of max_llm_cost_usd $${maxCost})` };
-    }
-    return { limits, describe };
-  }
-
-  /**
    * Update: learned memories and the planner's update_memory into memory, skill distillation
    * from the trajectory, usage counts for what the planner selected. Each part that fails is
    * noted (the stage's result stands).
@@ -374,17 +358,17 @@ export class Orchestrator {
     memories: Memory[]
   ): Promise<string[]> {
     const { memory, skills: skillBank, llm } = this.options;
-    const notes: string[] = [];
-    const attempt = async (what: string, step: () => Promise<string | undefined>): Promise<void> => {
+    const attempt = async (what: string, step: () => Promise<string | undefined>): Promise<string | undefined> => {
       try {
-        const note = await step();
-        if (note) notes.push(note);
+        return await step();
       } catch (error) {
-        notes.push(`${what} failed: ${errorMessage(error)}`);
+        return `${what} failed: ${errorMessage(error)}`;
       }
     };
+    // Independent steps run side by side: the store writes of one overlap the judge call of another.
+    const steps: Array<Promise<string | undefined>> = [];
     if (this.ablation.memory) {
-      await attempt('remembering', async () => {
+      steps.push(attempt('remembering', async () => {
         const learned = [
           ...(result.memories ?? []).map(m => ({ ...m, source: 'stage' })),
           ...plan.update_memory.map(m => ({ kind: m.kind, content: m.content, source: 'planner' }))
@@ -392,14 +376,14 @@ export class Orchestrator {
         if (learned.length) await memory.rememberAll(learned.map(m => ({ ...m, projectId: project.id, stages: [stage] })));
         if (memories.length) await memory.markUsed(memories.map(m => m.id));
         return `memories remembered: ${learned.length}, marked used: ${memories.length}`;
-      });
+      }));
     }
     if (this.ablation.skills) {
-      await attempt('skill usage', async () => {
+      steps.push(attempt('skill usage', async () => {
         if (skills.length) await skillBank.markUsed(skills.map(s => s.id));
         return undefined;
-      });
-      await attempt('skill distillation', async () => {
+      }));
+      steps.push(attempt('skill distillation', async () => {
         const notesForSkills = plan.update_skill.map(u => `Planner note${u.skill_id ? ` on ${u.skill_id}` : ''}: ${u.note}`);
         const decisions = await skillBank.distill({
           stage,
@@ -408,9 +392,9 @@ export class Orchestrator {
           stageRunId
         });
         return `skill review: ${decisions.map(d => d.decision).join(', ') || 'no candidates'}`;
-      });
+      }));
     }
-    return notes;
+    return (await Promise.all(steps)).filter((note): note is string => note !== undefined);
   }
 
   private async insertStageRun(project: Project, runId: string, stage: StageName, input: StageRunInput): Promise<StageRun> {
@@ -454,31 +438,6 @@ export class Orchestrator {
     });
   }
 
-  private async saveStageRun(run: StageRun, input: StageRunInput): Promise<void> {
-    run.input = { ...input };
-    await this.options.store.write(q =>
-      q.run(
-        `update stage_runs set status = $status, input = $input, output = $output, summary = $summary, error = $error,
-                planner_call_id = $planner_call_id, skills_used = $skills_used, memories_used = $memories_used,
-                usage = $usage, finished_at = $finished_at
-          where id = $id`,
-        {
-          id: run.id,
-          status: run.status,
-          input: run.input,
-          output: run.output ?? null,
-          summary: run.summary ?? '',
-          error: run.error ?? null,
-          planner_call_id: run.planner_call_id ?? null,
-          skills_used: run.skills_used ?? [],
-          memories_used: run.memories_used ?? [],
-          usage: run.usage,
-          finished_at: run.finished_at ?? null
-        }
-      )
-    );
-  }
-
   /** Records the stage's end (usage from its llm_calls rows), updates the run, shows the final card. */
   private async finish(
     stageRun: StageRun,
@@ -501,12 +460,14 @@ export class Orchestrator {
     stageRun.output = (result?.output ?? null) as StageRun['output'];
     stageRun.summary = result?.summary ?? end.error ?? '';
     stageRun.finished_at = nowIso();
-    stageRun.usage = await this.usageOf(stageRun.id, Date.now() - startedAt);
     input.trajectory = result?.trajectory ?? '';
     input.markdown = result?.markdown ?? '';
     input.bundle_outputs = result?.bundleOutputs ?? {};
-    await this.saveStageRun(stageRun, input);
-    await this.settleRun(stageRun);
+    await this.options.store.write(async q => {
+      stageRun.usage = await usageOf(q, stageRun.id, Date.now() - startedAt);
+      await saveStageRun(q, stageRun, input);
+      await settleRun(q, stageRun);
+    });
     const bundle = card(stageRun, { ...end.used, outputs: input.bundle_outputs, progress: null });
     const markdown = stageMarkdown(stageRun, bundle);
     end.onProgress?.(bundle);
@@ -514,38 +475,98 @@ export class Orchestrator {
     return { run: stageRun, bundle, markdown, display };
   }
 
-  /** Usage of one stage run, summed from its llm_calls rows (planner call included). */
-  private async usageOf(stageRunId: string, wallMs: number): Promise<Usage> {
-    const row = await this.options.store.read(q =>
-      q.get<{ prompt: number | null; completion: number | null; calls: number; cost: number | null; hits: number | null }>(
-        `select sum(prompt_tokens) as prompt, sum(completion_tokens) as completion, count(*) as calls,
-                sum(coalesce(cost_usd, 0)) as cost, sum(case when cache_hit then 1 else 0 end) as hits
-           from llm_calls where stage_run_id = $1`,
-        [stageRunId]
-      )
-    );
-    return {
-      prompt_tokens: Number(row?.prompt ?? 0),
-      completion_tokens: Number(row?.completion ?? 0),
-      calls: Number(row?.calls ?? 0),
-      cost_usd: Number(row?.cost ?? 0),
-      wall_ms: wallMs,
-      cache_hits: Number(row?.hits ?? 0)
-    };
-  }
+}
 
-  /** The run is failed when a stage failed, done when its last stage is done, running otherwise. */
-  private async settleRun(stageRun: StageRun): Promise<void> {
-    const last = STAGES[STAGES.length - 1];
-    const status = stageRun.status === 'failed' ? 'failed' : stageRun.stage === last ? 'done' : 'running';
-    await this.options.store.write(q =>
-      q.run('update runs set status = $1, finished_at = $2 where id = $3', [
-        status,
-        status === 'running' ? null : nowIso(),
-        stageRun.run_id
-      ])
-    );
+/** The LLM budget left to a stage and how to explain running out of it. */
+interface RunBudget {
+  limits: Budget;
+  /** Set when nothing is left: why the stage cannot start. */
+  exhausted?: string;
+  /** Says which of the profile's budgets a BudgetExceededError hit. */
+  describe: (error: BudgetExceededError) => string;
+}
+
+/**
+ * What is left of the run's budget (profile resources: max_tokens_per_run, max_llm_cost_usd)
+ * after the stage runs before this one, so a resumed run does not get a fresh budget.
+ */
+async function runBudget(q: Queryable, runId: string, profile: Profile): Promise<RunBudget> {
+  const maxTokens = profile.resources.max_tokens_per_run;
+  const maxCost = profile.resources.max_llm_cost_usd;
+  // The scoped LLM only knows what was left for this stage; say which of the profile's budgets ran out.
+  const describe = (error: BudgetExceededError): string =>
+    error.limit === 'maxTokens' && maxTokens !== undefined
+      ? `the run's token budget ran out (profile max_tokens_per_run ${maxTokens}). ${error.message}`
+      : error.limit === 'maxCostUsd' && maxCost !== undefined
+        ? `the run's cost budget ran out (profile max_llm_cost_usd $${maxCost}). ${error.message}`
+        : error.message;
+  if (maxTokens === undefined && maxCost === undefined) return { limits: {}, describe };
+  const spent = await q.get<{ tokens: number | null; cost: number | null }>(
+    `select sum(coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0)) as tokens, sum(coalesce(c.cost_usd, 0)) as cost
+       from llm_calls c join stage_runs s on s.id = c.stage_run_id where s.run_id = $1`,
+    [runId]
+  );
+  const tokens = Number(spent?.tokens ?? 0);
+  const cost = Number(spent?.cost ?? 0);
+  const limits: Budget = {};
+  if (maxTokens !== undefined) limits.maxTokens = maxTokens - tokens;
+  if (maxCost !== undefined) limits.maxCostUsd = maxCost - cost;
+  if (limits.maxTokens !== undefined && limits.maxTokens <= 0) {
+    return { limits, describe, exhausted: `stopped: the run's token budget is spent (${tokens} of max_tokens_per_run ${maxTokens})` };
   }
+  if (limits.maxCostUsd !== undefined && limits.maxCostUsd <= 0) {
+    return { limits, describe, exhausted: `stopped: the run's cost budget is spent ($${cost.toFixed(4)} of max_llm_cost_usd $${maxCost})` };
+  }
+  return { limits, describe };
+}
+
+/** Writes a stage run's state (everything but its identity) in the caller's transaction. */
+async function saveStageRun(q: Queryable, run: StageRun, input: StageRunInput): Promise<void> {
+  run.input = { ...input };
+  await q.run(
+    `update stage_runs set status = $status, input = $input, output = $output, summary = $summary, error = $error,
+            planner_call_id = $planner_call_id, skills_used = $skills_used, memories_used = $memories_used,
+            usage = $usage, finished_at = $finished_at
+      where id = $id`,
+    {
+      id: run.id,
+      status: run.status,
+      input: run.input,
+      output: run.output ?? null,
+      summary: run.summary ?? '',
+      error: run.error ?? null,
+      planner_call_id: run.planner_call_id ?? null,
+      skills_used: run.skills_used ?? [],
+      memories_used: run.memories_used ?? [],
+      usage: run.usage,
+      finished_at: run.finished_at ?? null
+    }
+  );
+}
+
+/** Usage of one stage run, summed from its llm_calls rows (planner call and Update included). */
+async function usageOf(q: Queryable, stageRunId: string, wallMs: number): Promise<Usage> {
+  const row = await q.get<{ prompt: number | null; completion: number | null; calls: number; cost: number | null; hits: number | null }>(
+    `select sum(prompt_tokens) as prompt, sum(completion_tokens) as completion, count(*) as calls,
+            sum(coalesce(cost_usd, 0)) as cost, sum(case when cache_hit then 1 else 0 end) as hits
+       from llm_calls where stage_run_id = $1`,
+    [stageRunId]
+  );
+  return {
+    prompt_tokens: Number(row?.prompt ?? 0),
+    completion_tokens: Number(row?.completion ?? 0),
+    calls: Number(row?.calls ?? 0),
+    cost_usd: Number(row?.cost ?? 0),
+    wall_ms: wallMs,
+    cache_hits: Number(row?.hits ?? 0)
+  };
+}
+
+/** The run is failed when a stage failed, done when its last stage is done, running otherwise. */
+async function settleRun(q: Queryable, stageRun: StageRun): Promise<void> {
+  const last = STAGES[STAGES.length - 1];
+  const status = stageRun.status === 'failed' ? 'failed' : stageRun.stage === last ? 'done' : 'running';
+  await q.run('update runs set status = $1, finished_at = $2 where id = $3', [status, status === 'running' ? null : nowIso(), stageRun.run_id]);
 }
 
 /** The stages from `from` to `to`, in pipeline order. */

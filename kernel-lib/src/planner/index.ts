@@ -9,7 +9,7 @@ import {
 import { newId, nowIso } from '../ids';
 import { LlmOutputError, type Llm } from '../llm';
 import { renderProfileFor } from '../profiles';
-import type { Store } from '../store';
+import type { Queryable, Store } from '../store';
 import type { StageName } from '../orchestrator/types';
 
 /** What each stage is asked to do: the task line of the planner's input x. */
@@ -74,7 +74,14 @@ export class Planner {
     private readonly activeAdapter: () => Promise<PlannerAdapter | null> = async () => null
   ) {}
 
-  async plan(request: PlanRequest): Promise<PlanResult> {
+  /**
+   * Plans one stage and stores the planner call. `alsoWrite` runs in the same transaction as
+   * that insert (the orchestrator records its stage as running there: one commit, not two).
+   */
+  async plan(
+    request: PlanRequest,
+    alsoWrite?: (q: Queryable, call: PlannerCall, notes: string[]) => Promise<void>
+  ): Promise<PlanResult> {
     const x = buildPlannerInput(request);
     const notes: string[] = [];
     let y = '';
@@ -117,6 +124,7 @@ export class Planner {
       stage: request.stage,
       x,
       y,
+      // The plan the stage actually used: y after id validation, or the fallback plan.
       parsed: plan,
       candidate_skill_ids: request.skills.map(s => s.id),
       candidate_memory_ids: request.memories.map(m => m.id),
@@ -125,15 +133,16 @@ export class Planner {
       fallback,
       created_at: nowIso()
     };
-    await this.store.write(q =>
-      q.run(
+    await this.store.write(async q => {
+      await q.run(
         `insert into planner_calls (id, stage_run_id, stage, x, y, parsed, candidate_skill_ids, candidate_memory_ids,
                                     model, adapter_version, fallback, created_at)
          values ($id, $stage_run_id, $stage, $x, $y, $parsed, $candidate_skill_ids, $candidate_memory_ids,
                  $model, $adapter_version, $fallback, $created_at)`,
         { ...call }
-      )
-    );
+      );
+      await alsoWrite?.(q, call, notes);
+    });
     const skillsById = new Map(request.skills.map(s => [s.id, s]));
     const memoriesById = new Map(request.memories.map(m => [m.id, m]));
     return {

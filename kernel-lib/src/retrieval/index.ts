@@ -2,5 +2,5 @@
 export * from './retrieve';
 export * from './weights';
 export { tokenize, termKey, tagTerm, stem } from './tokenize';
-export { indexDocuments, unindexDocuments, skillText, memoryText, corpusStats } from './terms';
+export { indexDocuments, unindexDocuments, compactPostings, skillText, memoryText, memoryDoc, skillDoc, ALWAYS_TERM } from './terms';
 export type { DocKind, IndexableDoc } from './terms';

@@ -66,10 +66,10 @@ export function tagTerm(tag: string): string {
 }
 
 /**
- * The 53-bit integer key of a term within a document kind (cyrb53). Postings are looked up by
- * this integer through an ART index: an integer IN-list probe uses the index where a VARCHAR
- * (kind, term) pair did not (measured: sequential scan of 3M postings, ~25 ms, versus an index
- * probe, ~2 ms, at 100k documents).
+ * The 53-bit integer key of a term within a document kind (cyrb53). Posting lists are looked
+ * up by this integer through an ART index: an integer IN-list probe uses the index where a
+ * (kind, term) VARCHAR pair did not (measured: a sequential scan of 3M postings, ~25 ms,
+ * versus an index probe, ~2 ms, at 100k documents).
  */
 export function termKey(docKind: string, term: string): number {
   const text = `${docKind}:${term}`;

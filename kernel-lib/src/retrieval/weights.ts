@@ -103,5 +103,23 @@ export const COMMON_TERM_DF_FRACTION = 0.15;
 /** Below this many documents every word is probed: a small corpus has no reliable "common" words. */
 export const COMMON_TERM_MIN_DOCS = 200;
 
+/**
+ * Postings a query may read per table: the rarest words are probed first and common ones
+ * dropped once this is reached (their idf is low anyway). Bounds the cost of one query.
+ */
+export const MAX_PROBED_POSTINGS = 20_000;
+
+/**
+ * Lexical candidates per table passed on to the scoring query. Scoring re-ranks by recency,
+ * quality, usage, stage and conditions, which move an item by at most ~half the score, so
+ * items far down the lexical order rarely reach the top k (the pool is 10x the default k);
+ * the pool keeps the scoring query's cost independent of the table size (measured: its
+ * planning and row fetch grow with the pool, ~3 ms at 50 and ~15 ms at 160 on these 2 cores).
+ */
+export const CANDIDATE_POOL = 50;
+
+/** Always-candidates (standing constraints, built-ins) per table: bounded so a huge set cannot crowd the pool. */
+export const MAX_ALWAYS_CANDIDATES = 50;
+
 /** Kinds that are candidates for every query even without term overlap: the researcher's standing constraints. */
 export const ALWAYS_CANDIDATE_KINDS: readonly MemoryKind[] = ['user_constraint', 'user_profile'];

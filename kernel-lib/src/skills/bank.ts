@@ -11,7 +11,7 @@ import type { Llm } from '../llm/types';
 import type { StageName } from '../orchestrator/types';
 import type { Queryable } from '../store/queryable';
 import { schemaErrors } from '../validate';
-import { indexDocuments, skillText } from '../retrieval/terms';
+import { indexDocuments, skillDoc, skillText, unindexDocuments } from '../retrieval/terms';
 import { skillFromRow, skillToRow, slugify } from './records';
 import { ReviewDecision, ReviewVerdict, SkillCandidate, reviewCandidate, unionInstructions } from './review';
 import { parseSkillMd, renderSkillMd } from './skill-md';
@@ -90,7 +90,9 @@ async function writeSkill(q: Queryable, skill: Skill, reindex: boolean): Promise
   const row = skillToRow(skill);
   const columns = Object.keys(row);
   await q.run(`INSERT OR REPLACE INTO skills (${columns.join(', ')}) VALUES (${columns.map(c => `$${c}`).join(', ')})`, row);
-  if (reindex) await indexDocuments(q, 'skill', [{ id: skill.id, text: skillText(skill), tags: skill.tags }]);
+  if (!reindex) return;
+  if (skill.status === 'active') await indexDocuments(q, 'skill', [skillDoc(skill)]);
+  else await unindexDocuments(q, 'skill', [skill.id]);
 }
 
 function union<T>(a: readonly T[] | undefined, b: readonly T[] | undefined): T[] | undefined {
@@ -197,9 +199,9 @@ export class SkillBank {
     return this.store.write(async q => {
       const old = await this.mustGet(q, id);
       const next: Skill = { ...old, ...patch, updated_at: new Date().toISOString() };
-      const textChanged = skillText(next) !== skillText(old) || JSON.stringify(next.tags) !== JSON.stringify(old.tags);
+      const indexChanged = skillText(next) !== skillText(old) || JSON.stringify(next.tags) !== JSON.stringify(old.tags) || next.status !== old.status;
       if (skillText(next) !== skillText(old)) next.version = old.version + 1;
-      await writeSkill(q, next, textChanged);
+      await writeSkill(q, next, indexChanged);
       return next;
     });
   }
@@ -303,8 +305,9 @@ export class SkillBank {
   /**
    * Imports SKILL.md folders (a colleague's export) through the review gate: new skills keep
    * their id and version, restated ones merge, duplicates are discarded, all logged.
+   * `origin` (default: the folder's absolute path) is kept in each new skill's provenance.
    */
-  async importFrom(dir: string, origin: string): Promise<ReviewOutcome[]> {
+  async importFrom(dir: string, origin: string = path.resolve(dir)): Promise<ReviewOutcome[]> {
     const skills = SkillBank.readSkillDir(dir, 'imported');
     return this.review(
       skills.map(s => ({ name: s.name, description: s.description, when_to_use: s.when_to_use, instructions: s.instructions, stages: s.stages, tags: s.tags })),

@@ -209,19 +209,25 @@ export const migrations: readonly Migration[] = [
     ]
   },
   {
-    // Retrieval's term statistics (retrieval/terms.ts keeps them in step with skills and
-    // memories). Terms are 53-bit integer keys of (doc kind, term) so that the postings probe
-    // is an integer IN-list on an ART index; document length rides on each posting so BM25
-    // needs no join; df and corpus totals are precomputed instead of aggregated per query.
+    // Retrieval's term statistics (retrieval/terms.ts keeps them in step with active skills
+    // and memories). Terms are 53-bit integer keys of (doc kind, term). `term_postings` holds
+    // each term's postings as one list (plus small delta rows between compactions), probed by
+    // an ART index; `doc_terms` is the forward index used to unindex a document; df and
+    // corpus totals are precomputed. Measured at 100k records: probing a flat postings table
+    // fetched rows one by one (~35 ms for 20k postings), the list form reads them in bulk.
     version: 2,
     name: 'retrieval term tables',
     up: [
       `CREATE TABLE doc_terms (
-        term_key BIGINT NOT NULL,
         doc_kind VARCHAR NOT NULL,
         doc_id VARCHAR NOT NULL,
+        term_key BIGINT NOT NULL,
         tf INTEGER NOT NULL,
         doc_len INTEGER NOT NULL
+      )`,
+      `CREATE TABLE term_postings (
+        term_key BIGINT NOT NULL,
+        postings STRUCT(doc_id VARCHAR, tf INTEGER, len INTEGER, scope VARCHAR)[] NOT NULL
       )`,
       `CREATE TABLE term_df (
         term_key BIGINT PRIMARY KEY,
@@ -234,8 +240,8 @@ export const migrations: readonly Migration[] = [
         n_docs INTEGER NOT NULL,
         total_len BIGINT NOT NULL
       )`,
-      'CREATE INDEX doc_terms_term_key ON doc_terms (term_key)',
-      'CREATE INDEX doc_terms_doc_id ON doc_terms (doc_id)'
+      'CREATE INDEX doc_terms_doc_id ON doc_terms (doc_id)',
+      'CREATE INDEX term_postings_term_key ON term_postings (term_key)'
     ]
   }
 ];

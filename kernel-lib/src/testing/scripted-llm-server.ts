@@ -154,7 +154,8 @@ export async function startScriptedLlmServer(script: LlmScript, opts: { port?: n
       req.socket.destroy();
       return;
     }
-    if (typeof reply === 'object' && reply.delayMs) await new Promise(r => setTimeout(r, reply.delayMs));
+    const delayMs = typeof reply === 'object' && 'delayMs' in reply ? reply.delayMs : undefined;
+    if (delayMs) await new Promise(r => setTimeout(r, delayMs));
     if (typeof reply === 'object' && 'status' in reply) {
       return sendJson(res, reply.status, reply.body ?? errorBody(`Scripted HTTP ${reply.status}`, errorType(reply.status)), reply.headers);
     }

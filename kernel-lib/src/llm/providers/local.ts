@@ -68,7 +68,7 @@ export class LocalProvider implements Provider {
       ? withSystemInstruction(call.messages, schemaInstruction(call.jsonSchema, call.schemaName))
       : call.messages;
     const { history, prompt } = toChatHistory(messages);
-    const grammar = call.jsonSchema ? await grammarFor(loaded, call.jsonSchema) : undefined;
+    const grammar = call.jsonSchema ? await grammarFor(loaded, call.jsonSchema, maxStringLengthFor(call.maxTokens)) : undefined;
 
     // A fresh sequence per call: no state from an earlier call leaks into this one.
     const sequence = context.getSequence();
@@ -77,7 +77,7 @@ export class LocalProvider implements Provider {
     try {
       session.setChatHistory(history);
       const promptTokens = countPromptTokens(loaded, session, history, prompt);
-      const text = await session.prompt(prompt, {
+      const { responseText: text, stopReason } = await session.promptWithMeta(prompt, {
         ...(call.maxTokens !== undefined && { maxTokens: call.maxTokens }),
         ...(call.temperature !== undefined && { temperature: call.temperature }),
         ...(call.seed !== undefined && { seed: call.seed }),
@@ -87,7 +87,9 @@ export class LocalProvider implements Provider {
       return {
         text,
         model: call.model,
-        usage: { promptTokens, completionTokens: loaded.model.tokenize(text).length }
+        // Generated tokens as the model counted them (grammar-forced whitespace included).
+        usage: { promptTokens, completionTokens: sequence.tokenMeter.usedOutputTokens },
+        truncated: stopReason === 'maxTokens'
       };
     } catch (err) {
       if (signal?.aborted) {
@@ -200,11 +202,21 @@ export async function disposeLocalModels(): Promise<void> {
   }
 }
 
-function grammarFor(loaded: LoadedModel, schema: Record<string, unknown>): Promise<LlamaGrammar> {
-  const key = JSON.stringify(schema);
+/**
+ * A small model tends to run on inside a free-text string until the token limit cuts the JSON
+ * off, which wastes the call. So when a token limit is set, the grammar caps every string the
+ * schema leaves unbounded at as many characters as the limit has tokens (about a quarter of it,
+ * leaving the rest for the structure and its whitespace); the answer still satisfies the schema.
+ */
+function maxStringLengthFor(maxTokens: number | undefined): number | undefined {
+  return maxTokens === undefined ? undefined : Math.max(32, maxTokens);
+}
+
+function grammarFor(loaded: LoadedModel, schema: Record<string, unknown>, maxStringLength: number | undefined): Promise<LlamaGrammar> {
+  const key = `${maxStringLength ?? ''}:${JSON.stringify(schema)}`;
   let grammar = loaded.grammars.get(key);
   if (!grammar) {
-    grammar = loaded.llama.createGrammarForJsonSchema(grammarSchema(schema) as never);
+    grammar = loaded.llama.createGrammarForJsonSchema(grammarSchema(schema, maxStringLength) as never);
     loaded.grammars.set(key, grammar);
     grammar.catch(() => loaded.grammars.delete(key));
   }
@@ -214,21 +226,26 @@ function grammarFor(loaded: LoadedModel, schema: Record<string, unknown>): Promi
 /** Annotation keywords node-llama-cpp's grammar builder does not know; they do not constrain anything. */
 const ANNOTATIONS = new Set(['$schema', '$id', '$comment', 'title', 'examples', 'default', 'format', 'readOnly', 'writeOnly']);
 
-/** The schema without annotation keywords (in every nested schema, but not inside `properties` names). */
-function grammarSchema(schema: unknown): unknown {
-  if (Array.isArray(schema)) return schema.map(grammarSchema);
+/**
+ * The schema as the grammar builder takes it: annotation keywords dropped (in every nested
+ * schema, never a property named like one) and unbounded strings capped at `maxStringLength`.
+ */
+function grammarSchema(schema: unknown, maxStringLength: number | undefined): unknown {
+  if (Array.isArray(schema)) return schema.map(item => grammarSchema(item, maxStringLength));
   if (!schema || typeof schema !== 'object') return schema;
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(schema)) {
     if (ANNOTATIONS.has(key)) continue;
     if ((key === 'properties' || key === '$defs') && value && typeof value === 'object') {
-      out[key] = Object.fromEntries(Object.entries(value).map(([name, sub]) => [name, grammarSchema(sub)]));
+      out[key] = Object.fromEntries(Object.entries(value).map(([name, sub]) => [name, grammarSchema(sub, maxStringLength)]));
     } else if (key === 'enum' || key === 'const' || key === 'required') {
       out[key] = value;
     } else {
-      out[key] = grammarSchema(value);
+      out[key] = grammarSchema(value, maxStringLength);
     }
   }
+  const unboundedString = out.type === 'string' && out.maxLength === undefined && out.enum === undefined && out.const === undefined;
+  if (maxStringLength !== undefined && unboundedString) out.maxLength = maxStringLength;
   return out;
 }
 

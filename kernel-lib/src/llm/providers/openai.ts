@@ -46,6 +46,7 @@ export class OpenAiProvider implements Provider {
     return {
       text: choice.message?.content ?? '',
       model: completion.model || call.model,
+      truncated: choice.finish_reason === 'length',
       usage: {
         promptTokens: completion.usage?.prompt_tokens ?? 0,
         completionTokens: completion.usage?.completion_tokens ?? 0

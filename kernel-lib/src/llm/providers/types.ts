@@ -19,6 +19,8 @@ export interface ProviderResult {
   /** The model that answered, as the provider names it. */
   model: string;
   usage: TokenUsage;
+  /** The token limit cut the answer off. */
+  truncated: boolean;
 }
 
 export interface Provider {

@@ -1,0 +1,105 @@
+import { LabPanel, sqlTable } from '../labPanel';
+import { describeImport, kernelRelativePath } from '../sharing';
+import { nextStage } from '../stageCells';
+import { isSetupSource, setupCode, stageCode } from '../templates';
+
+const text = (el: Element | null) => (el?.textContent ?? '').replace(/\s+/g, ' ').trim();
+const flush = () => new Promise(resolve => setTimeout(resolve, 0));
+
+/** A bridge whose kernel answers from in-memory skills, memories and a SQL table. */
+function fakeBridge() {
+  const calls: Array<[string, any]> = [];
+  const skills = [
+    { id: 'baselines', name: 'Linear baseline first', description: 'Always run a linear baseline.', instructions: ['Fit logistic regression'], source: 'builtin', version: 1, status: 'active', usage_count: 3 },
+    { id: 'seeds', name: 'Three seeds', description: 'Report variance over seeds.', instructions: ['Use 3 seeds'], source: 'distilled', version: 2, status: 'active' }
+  ];
+  const client = {
+    call: async (method: string, params: any) => {
+      calls.push([method, params]);
+      switch (method) {
+        case 'skills.list':
+          return skills.map(s => ({ ...s }));
+        case 'skills.retire':
+          skills.find(s => s.id === params.id)!.status = 'retired';
+          return {};
+        case 'sql':
+          return { columns: ['stage', 'n'], rows: [{ stage: 'ideation', n: 2 }, { stage: 'planning', n: 1.23456 }] };
+        default:
+          throw new Error(`unexpected ${method}`);
+      }
+    }
+  };
+  const bridge = { clientFor: () => client, currentPanel: () => ({}) as any, author: () => 'ana', defaultTopic: () => '' };
+  return { bridge: bridge as any, calls };
+}
+
+describe('lab panel', () => {
+  it('lists skills, filters them by search, and retires one through the bridge', async () => {
+    const { bridge, calls } = fakeBridge();
+    const panel = new LabPanel(bridge);
+    await flush();
+    expect(Array.from(panel.node.querySelectorAll('.jp-nr-record strong')).map(text)).toEqual(['Linear baseline first', 'Three seeds']);
+    const search = panel.node.querySelector<HTMLInputElement>('.jp-nr-search')!;
+    search.value = 'variance';
+    search.dispatchEvent(new Event('input'));
+    expect(Array.from(panel.node.querySelectorAll('.jp-nr-record strong')).map(text)).toEqual(['Three seeds']);
+    const retire = Array.from(panel.node.querySelectorAll<HTMLButtonElement>('.jp-nr-record button')).find(b => b.textContent === 'Retire')!;
+    retire.click();
+    await flush();
+    await flush();
+    expect(calls.map(c => c[0])).toEqual(['skills.list', 'skills.retire', 'skills.list']);
+    expect(calls[1][1]).toEqual({ id: 'seeds' });
+    expect(text(panel.node.querySelector('.jp-nr-lab-status'))).toBe('Retired skill Three seeds.');
+    expect(panel.node.querySelector('.jp-nr-record[data-id="seeds"]')!.classList.contains('jp-nr-retired')).toBe(true);
+  });
+
+  it('runs SQL through the bridge and shows the rows as a table', async () => {
+    const { bridge, calls } = fakeBridge();
+    const panel = new LabPanel(bridge);
+    await panel.showTab('sql');
+    panel.node.querySelector<HTMLTextAreaElement>('.jp-nr-sql')!.value = 'select stage, count(*) n from stage_runs group by 1';
+    panel.node.querySelector<HTMLButtonElement>('.jp-nr-sql-actions button')!.click();
+    await flush();
+    expect(calls[calls.length - 1]).toEqual(['sql', { query: 'select stage, count(*) n from stage_runs group by 1' }]);
+    const rows = Array.from(panel.node.querySelectorAll('.jp-nr-sql-result tr')).map(r => Array.from(r.children).map(text));
+    expect(rows).toEqual([['stage', 'n'], ['ideation', '2'], ['planning', '1.235']]);
+  });
+
+  it('says a kernel is needed when no notebook is open', async () => {
+    const panel = new LabPanel({ clientFor: () => null, currentPanel: () => null } as any);
+    await flush();
+    expect(text(panel.node.querySelector('.jp-nr-lab-status'))).toMatch(/TypeScript \(tslab\) kernel/);
+  });
+
+  it('renders SQL results in the column order of the query', () => {
+    const t = sqlTable({ columns: ['b', 'a'], rows: [{ a: 1, b: 'x' }] });
+    expect(Array.from(t.querySelectorAll('td')).map(text)).toEqual(['x', '1']);
+  });
+});
+
+describe('stage cell templates and sharing helpers', () => {
+  it('builds set-up and stage code that tslab runs', () => {
+    expect(setupCode('MLPs "on" tables')).toBe(
+      'import { Lab } from "@nanoresearch/kernel";\nconst lab = await Lab.open();\nconst project = await lab.project("MLPs \\"on\\" tables");'
+    );
+    expect(isSetupSource(setupCode('x'))).toBe(true);
+    expect(isSetupSource('const lab = 1')).toBe(false);
+    expect(stageCode('analysis')).toContain('const analysis = await project.analyze();');
+    expect(stageCode('writing')).toContain('const writing = await project.write();');
+  });
+
+  it('picks the stage after the last stage cell', () => {
+    expect(nextStage([])).toBe('ideation');
+    expect(nextStage(['ideation', 'planning'])).toBe('experiment');
+    expect(nextStage(['review'])).toBe('review');
+  });
+
+  it('makes server paths relative to the notebook folder, where the kernel runs', () => {
+    expect(kernelRelativePath('work/study.ipynb', 'shared/ben.ipynb')).toBe('../shared/ben.ipynb');
+    expect(kernelRelativePath('study.ipynb', 'shared/ben.ipynb')).toBe('shared/ben.ipynb');
+    expect(kernelRelativePath('work/study.ipynb', 'work/ben.ipynb')).toBe('ben.ipynb');
+    expect(describeImport('ben.ipynb', { stageRuns: 1, plannerCalls: 1, feedback: 2, skipped: 1 })).toBe(
+      'Imported 1 stage run, 1 planner call, 2 feedback from ben.ipynb; 1 cell skipped.'
+    );
+  });
+});

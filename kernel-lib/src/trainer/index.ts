@@ -1,0 +1,281 @@
+/**
+ * The trainer client: one SDPO round = export the user's SDPO examples, run the Python trainer
+ * (`nanoresearch-trainer sdpo`) as a subprocess, follow its JSON progress lines, then register the
+ * adapter it wrote and make it the planner's active adapter. A failed or interrupted round changes
+ * nothing in the store: the active adapter stays what it was.
+ */
+import { spawn } from 'child_process';
+import { existsSync, promises as fs } from 'fs';
+import * as path from 'path';
+import type { AdapterManifest } from '@nanoresearch/schema';
+import { LiveDisplay, type DisplayWriter } from '../display';
+import { exportSdpo } from '../feedback';
+import type { Store } from '../store';
+
+/** One row of the adapters table. */
+export interface AdapterRecord {
+  version: string;
+  manifest: AdapterManifest;
+  /** The trainer's output folder (manifest.files paths are relative to it). */
+  path: string;
+  active: boolean;
+  created_at: string;
+}
+
+/** What the planner needs to run with an adapter (see planner/PlannerAdapter). */
+export interface ActiveAdapter {
+  version: string;
+  ggufPath: string;
+}
+
+/** One `{"event":"step"}` line of the trainer. */
+export interface TrainProgress {
+  step: number;
+  steps: number;
+  loss: number;
+  meanAdvantage: number;
+  tokensPerS: number;
+}
+
+export interface TrainOptions {
+  /** Optimiser steps of this round (trainer default 50). */
+  steps?: number;
+  /** A .gguf file or a Hugging Face model folder (trainer default: the embedded SmolLM2). */
+  base?: string;
+  /** Called for every step line. */
+  onProgress?: (progress: TrainProgress) => void;
+  /** Further trainer flags, e.g. ['--lr', '3e-4', '--loss', 'logit-rkl']. */
+  trainerArgs?: string[];
+  /** Start from the base model instead of continuing the active adapter. */
+  fresh?: boolean;
+  /** Cancels the run (the subprocess is killed; nothing is registered). */
+  signal?: AbortSignal;
+  /** Where the progress bar goes: undefined = the tslab kernel when there is one, null = nowhere. */
+  display?: DisplayWriter | null;
+  /** Writes the SDPO examples file; default: feedback/exportSdpo. */
+  exportExamples?: (store: Store, file: string) => Promise<number>;
+}
+
+/** What train() needs of a Lab. */
+export interface TrainTarget {
+  store: Store;
+  /** Adapters are written under `<home>/adapters/<version>`. */
+  home: string;
+}
+
+export class TrainingError extends Error {
+  constructor(message: string, readonly stderrTail: string) {
+    super(message);
+    this.name = 'TrainingError';
+  }
+}
+
+interface AdapterRow {
+  version: string;
+  manifest: AdapterManifest;
+  path: string;
+  active: boolean;
+  created_at: string;
+}
+
+/** Every registered adapter, oldest first. */
+export async function listAdapters(store: Store): Promise<AdapterRecord[]> {
+  return store.read(q => q.all<AdapterRow>('select * from adapters order by created_at, version'));
+}
+
+/** The planner's adapter: the active row's GGUF file, or null for the base model. */
+export async function activeAdapter(store: Store): Promise<ActiveAdapter | null> {
+  const row = await store.read(q => q.get<AdapterRow>('select * from adapters where active'));
+  return row ? { version: row.version, ggufPath: path.resolve(row.path, row.manifest.files.gguf) } : null;
+}
+
+/** Makes `version` the active adapter (rollback included); null = the base model. */
+export async function useAdapter(store: Store, version: string | null): Promise<AdapterRecord | null> {
+  return store.write(async q => {
+    if (version === null) {
+      await q.run('update adapters set active = false where active');
+      return null;
+    }
+    const row = await q.get<AdapterRow>('select * from adapters where version = $1', [version]);
+    if (!row) {
+      const known = (await q.all<{ version: string }>('select version from adapters order by created_at')).map(r => r.version);
+      throw new Error(`no adapter '${version}'; known versions: ${known.join(', ') || 'none (run lab.train() first)'}`);
+    }
+    await q.run('update adapters set active = (version = $1)', [version]);
+    return { ...row, active: true };
+  });
+}
+
+/**
+ * The trainer command: `$NANORESEARCH_PYTHON -m nanoresearch_trainer.cli` when that variable is
+ * set, else `<repo>/.venv/bin/nanoresearch-trainer` found above this module.
+ */
+export function trainerCommand(env: NodeJS.ProcessEnv = process.env, from: string = __dirname): string[] {
+  if (env.NANORESEARCH_PYTHON) return [env.NANORESEARCH_PYTHON, '-m', 'nanoresearch_trainer.cli'];
+  for (let dir = path.resolve(from); ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, '.venv', 'bin', 'nanoresearch-trainer');
+    if (existsSync(candidate)) return [candidate];
+    if (path.dirname(dir) === dir) break;
+  }
+  throw new Error(
+    'cannot find .venv/bin/nanoresearch-trainer above the kernel library: run `npm run setup` in the repository, ' +
+      'or set NANORESEARCH_PYTHON to a Python that has nanoresearch-trainer installed'
+  );
+}
+
+/**
+ * One SDPO round over the whole feedback history. Continues the active adapter (unless `fresh`),
+ * registers the new adapter and makes it active; returns its record.
+ */
+export async function train(target: TrainTarget, options: TrainOptions = {}): Promise<AdapterRecord> {
+  const { store } = target;
+  const dir = path.resolve(target.home, 'adapters');
+  await fs.mkdir(dir, { recursive: true });
+  const examplesFile = path.join(dir, `sdpo-examples-${Date.now()}.jsonl`);
+  const count = await (options.exportExamples ?? exportSdpo)(store, examplesFile);
+  if (count === 0) {
+    await fs.rm(examplesFile, { force: true });
+    throw new TrainingError('no SDPO examples yet: give feedback on a stage (stage.feedback(...)) before training', '');
+  }
+  const previous = options.fresh ? null : await activeAdapter(store);
+  const version = await nextVersion(store);
+  const out = path.join(dir, version);
+  const args = ['sdpo', '--data', examplesFile, '--out', out, '--version', version];
+  if (options.steps !== undefined) args.push('--steps', String(options.steps));
+  if (options.base) args.push('--base', path.resolve(options.base));
+  if (previous) {
+    const record = (await listAdapters(store)).find(a => a.version === previous.version)!;
+    args.push('--adapter-in', record.path, '--parent-version', record.version);
+  }
+  args.push(...(options.trainerArgs ?? []));
+
+  const bar = new ProgressBar(version, count, options.display);
+  try {
+    const manifest = await runTrainer(args, progress => {
+      bar.step(progress);
+      options.onProgress?.(progress);
+    }, options.signal);
+    const record: AdapterRecord = { version, manifest, path: out, active: true, created_at: manifest.created_at };
+    await store.write(async q => {
+      await q.run('update adapters set active = false where active');
+      await q.run(
+        'insert into adapters (version, manifest, path, active, created_at) values ($version, $manifest, $path, true, $created_at)',
+        { version, manifest, path: out, created_at: manifest.created_at }
+      );
+    });
+    bar.done(manifest);
+    return record;
+  } catch (error) {
+    bar.failed(error instanceof Error ? error.message : String(error));
+    throw error;
+  } finally {
+    await fs.rm(examplesFile, { force: true });
+  }
+}
+
+async function nextVersion(store: Store): Promise<string> {
+  const versions = (await listAdapters(store)).map(a => a.version);
+  let n = versions.length + 1;
+  while (versions.includes(`v${n}`)) n += 1;
+  return `v${n}`;
+}
+
+/** Runs the trainer, forwards step lines, resolves with the manifest of its done line. */
+function runTrainer(args: string[], onStep: (p: TrainProgress) => void, signal?: AbortSignal): Promise<AdapterManifest> {
+  const [command, ...prefix] = trainerCommand();
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new TrainingError('training was cancelled before it started', ''));
+    const child = spawn(command, [...prefix, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdoutBuffer = '';
+    let stderrTail = '';
+    let manifest: AdapterManifest | null = null;
+    let errorMessage: string | null = null;
+    const onAbort = () => child.kill('SIGTERM');
+    signal?.addEventListener('abort', onAbort, { once: true });
+
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdoutBuffer += chunk;
+      let newline: number;
+      while ((newline = stdoutBuffer.indexOf('\n')) >= 0) {
+        const line = stdoutBuffer.slice(0, newline).trim();
+        stdoutBuffer = stdoutBuffer.slice(newline + 1);
+        if (!line) continue;
+        let event: Record<string, unknown>;
+        try {
+          event = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          stderrTail = (stderrTail + line + '\n').slice(-4000); // not ours: keep it for the error message
+          continue;
+        }
+        if (event.event === 'step') {
+          onStep({
+            step: Number(event.step),
+            steps: Number(event.steps),
+            loss: Number(event.loss),
+            meanAdvantage: Number(event.mean_advantage),
+            tokensPerS: Number(event.tokens_per_s)
+          });
+        } else if (event.event === 'done') {
+          manifest = event.manifest as AdapterManifest;
+        } else if (event.event === 'error') {
+          errorMessage = String(event.message);
+        }
+      }
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderrTail = (stderrTail + chunk).slice(-4000);
+    });
+    child.on('error', error => {
+      signal?.removeEventListener('abort', onAbort);
+      reject(new TrainingError(`could not start the trainer (${command}): ${error.message}`, stderrTail));
+    });
+    child.on('close', (code, killedBy) => {
+      signal?.removeEventListener('abort', onAbort);
+      if (code === 0 && manifest) return resolve(manifest);
+      const why = signal?.aborted
+        ? 'training was cancelled'
+        : errorMessage ?? (killedBy ? `the trainer was killed (${killedBy})` : `the trainer exited with code ${code}`);
+      const detail = errorMessage ? '' : lastLines(stderrTail, 5);
+      reject(new TrainingError(`${why}; the active adapter is unchanged${detail ? `\n${detail}` : ''}`, stderrTail));
+    });
+  });
+}
+
+function lastLines(text: string, n: number): string {
+  return text.trim().split('\n').slice(-n).join('\n');
+}
+
+/** A progress bar in the cell, updated in place (Markdown + plain text). */
+class ProgressBar {
+  private readonly display: LiveDisplay;
+
+  constructor(private readonly version: string, private readonly examples: number, writer?: DisplayWriter | null) {
+    this.display = new LiveDisplay({ writer });
+    this.show(`SDPO round ${version}: starting the trainer on ${examples} examples…`);
+  }
+
+  step(p: TrainProgress): void {
+    const width = 30;
+    const filled = Math.round((width * p.step) / Math.max(1, p.steps));
+    const bar = '█'.repeat(filled) + '░'.repeat(width - filled);
+    this.show(
+      `SDPO round ${this.version}: \`${bar}\` step ${p.step}/${p.steps} · loss ${p.loss.toFixed(4)} · ` +
+        `mean advantage ${p.meanAdvantage.toFixed(4)} · ${Math.round(p.tokensPerS)} tokens/s`
+    );
+  }
+
+  done(m: AdapterManifest): void {
+    this.show(
+      `SDPO round ${this.version} done: ${m.steps} steps on ${m.examples_used ?? m.examples} of ${this.examples} examples, ` +
+        `final loss ${m.final_loss.toFixed(4)}, mean advantage ${m.mean_advantage.toFixed(4)}. The planner now uses ${this.version}.`
+    );
+  }
+
+  failed(message: string): void {
+    this.show(`SDPO round ${this.version} failed: ${message}`);
+  }
+
+  private show(markdown: string): void {
+    this.display.show({ 'text/markdown': markdown, 'text/plain': markdown.replace(/`/g, '') });
+  }
+}
