@@ -174,7 +174,7 @@ describe('the quickstart notebook run headless with the embedded model', () => {
   });
 
   test('the SQL cells show their result as a table', () => {
-    const sqlCells = executed.cells.filter(c => /lab\.sql\(/.test(sourceOf(c)));
+    const sqlCells = executed.cells.filter(c => c.cell_type === 'code' && /lab\.sql\(/.test(sourceOf(c)));
     expect(sqlCells.length).toBeGreaterThanOrEqual(1);
     for (const cell of sqlCells) expect((cell.outputs ?? []).some(o => o.data?.['text/html'])).toBe(true);
   });

@@ -9,6 +9,9 @@ Both use the token-level loss (token-mean over the batch) and must agree within 
 check runs with both paths in fp32, the timed fast path in bf16). Teacher and student are kept as two
 forwards: merging them into one batch would make the backward pass run over the teacher rows too.
 
+Timings on a machine shared with other jobs drift between the two measurements; fast and naive run one
+after the other, so compare them only on an otherwise idle machine (or repeat).
+
 CPU (default): SmolLM2-135M-Instruct dequantised from the embedded GGUF.
     .venv/bin/python trainer/bench/bench_sdpo_step.py [--batch 4 --prompt-len 256 --response-len 64]
 GPU: random-weight Llama models shaped like Qwen2.5-0.5B and Qwen2.5-7B, bf16 (about 3 minutes on one H100):
@@ -203,6 +206,7 @@ def main() -> int:
         device = torch.device("cpu")
         model, tok = load_base(default_base(), device)
         model.eval()
+        torch.manual_seed(0)
         model = attach_lora(model, rank=16, alpha=32)
         randomise_lora_b(model)
         rows = synthetic_rows(args.batch, args.prompt_len or 256, args.response_len or 64, len(tok))
