@@ -96,6 +96,27 @@ describe('orchestrator', () => {
     expect(t.server.chatRequests.length).toBe(requestsAfter);
   });
 
+  test('a stage whose prerequisite has not completed fails at once, before retrieval and planning', async () => {
+    t = await openTestLab({
+      stages: log => ({ planning: Object.assign(trivialStage(log), { requires: ['ideation'] as const }) })
+    });
+    const project = await t.lab.project(TOPIC);
+
+    const plan = await project.plan();
+    expect(plan.status).toBe('failed');
+    expect(plan.error).toBe(
+      'the planning stage needs the output of the ideation stage, which has not completed in this run; run ideation first'
+    );
+    // Nothing was spent: no planner call, no stage call, no stored plan.
+    expect(t.server.chatRequests).toHaveLength(0);
+    expect(t.log.calls).toHaveLength(0);
+    const row = await t.lab.store.read(q => q.get<StageRun>('select * from stage_runs where id = $1', [plan.id]));
+    expect(row).toMatchObject({ status: 'failed', planner_call_id: null });
+
+    await project.ideate();
+    expect((await project.plan()).status).toBe('done');
+  });
+
   test('a stage left running by a dead process is marked interrupted and run again on resume', async () => {
     t = await openTestLab();
     const project = await t.lab.project(TOPIC);

@@ -202,3 +202,54 @@ describe('term tables', () => {
     expect(recencyOnly.memories[0].item.key).toBe('new');
   });
 });
+
+describe('term index cache', () => {
+  it('sees documents written and retired through another Store on the same file', async () => {
+    const query = { stage: 'experiment' as const, query: 'covertype quantile normalisation', projectId: 'p1', now: NOW };
+    await bank.remember({ kind: 'decision_history', projectId: 'p1', content: 'Early stopping on validation loss.' }, NOW);
+    expect((await retrieve(store, query)).memories).toHaveLength(0);
+    const other = await Store.open({ home: dir });
+    try {
+      const added = await new MemoryBank(other).remember({ kind: 'data_strategy', projectId: 'p1', content: 'Quantile-normalise the covertype features.' }, NOW);
+      const seen = await retrieve(store, query);
+      expect(seen.memories.map(m => m.item.id)).toEqual([added.id]);
+      expect(seen.memories[0].breakdown.lexical).toBe(1);
+      await new MemoryBank(other).retire(added.id);
+      expect((await retrieve(store, query)).memories).toHaveLength(0);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('reloads the whole index when the change log no longer covers its generation', async () => {
+    await bank.remember({ kind: 'decision_history', projectId: 'p1', content: 'Early stopping on validation loss.' }, NOW);
+    const query = { stage: 'experiment' as const, query: 'mixup augmentation', projectId: 'p1', now: NOW };
+    expect((await retrieve(store, query)).memories).toHaveLength(0);
+    await bank.remember({ kind: 'promising_direction', projectId: 'p1', content: 'Mixup augmentation helps small MLPs.' }, NOW);
+    // As after pruning: the log lost the generations the cache would need.
+    await store.write(q => q.run('DELETE FROM term_changes'));
+    const r = await retrieve(store, query);
+    expect(r.memories.map(m => m.item.content)).toEqual(['Mixup augmentation helps small MLPs.']);
+    const log = await store.read(q => q.get<{ generation: number }>('SELECT generation FROM term_generation'));
+    expect(Number(log?.generation)).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('term index cache under concurrent reads', () => {
+  it('gives concurrent retrievals after a write the same, single-counted statistics', async () => {
+    const query = { stage: 'ideation' as const, query: 'mixup augmentation', projectId: 'p1', now: NOW };
+    await bank.remember({ kind: 'promising_direction', projectId: 'p1', content: 'Mixup augmentation helps small MLPs.' }, NOW);
+    await retrieve(store, query);
+    await bank.remember({ kind: 'promising_direction', projectId: 'p1', content: 'Cutout augmentation hurts tabular MLPs.' }, NOW);
+    const results = await Promise.all([retrieve(store, query), retrieve(store, query), retrieve(store, query)]);
+    // A second Store on the same file starts with an empty cache, so it reads the index afresh.
+    const other = await Store.open({ home: dir });
+    try {
+      const fresh = await retrieve(other, query);
+      expect(fresh.memories).toHaveLength(2);
+      for (const r of results) expect(r.memories.map(m => [m.item.content, m.breakdown.bm25])).toEqual(fresh.memories.map(m => [m.item.content, m.breakdown.bm25]));
+    } finally {
+      await other.close();
+    }
+  });
+});

@@ -1,3 +1,4 @@
+import * as os from 'os';
 import { newId, nowIso } from '../ids';
 import { BudgetExceededError, LlmOutputError, spentFor } from './errors';
 import { LlmLedger, cacheKey, type CachedResponse } from './ledger';
@@ -28,6 +29,15 @@ const BUDGET_LIMITS: readonly (keyof Budget)[] = ['maxCalls', 'maxTokens', 'maxC
  * An Llm for `config`. With a store, every call writes an `llm_calls` row and answers are cached
  * in `llm_cache`; without one, the cache lives in memory and only `options.onCall` sees the rows.
  */
+/**
+ * Threads for the embedded model: all cores but one. With every core busy (2 cores, the kernel
+ * and the store also working), llama.cpp threads contend and generation slowed 6-20x in measurements
+ * on these machines; leaving one core free keeps it steady.
+ */
+function defaultLocalThreads(): number {
+  return Math.max(1, os.cpus().length - 1);
+}
+
 export function createLlm(config: LlmConfig, store?: LlmStore, options: CreateLlmOptions = {}): Llm {
   const timeoutMs = config.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const provider: Provider =
@@ -35,7 +45,7 @@ export function createLlm(config: LlmConfig, store?: LlmStore, options: CreateLl
       ? new LocalProvider({
           modelPath: config.modelPath,
           contextSize: config.contextSize ?? 4096,
-          threads: config.threads ?? 2,
+          threads: config.threads ?? defaultLocalThreads(),
           timeoutMs: config.timeoutMs ?? 0
         })
       : new OpenAiProvider({

@@ -17,7 +17,7 @@ const JSON_MODES: readonly JsonMode[] = ['json_schema', 'json_object', 'none'];
  * - Otherwise the embedded model: $NANORESEARCH_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf, or the
  *   repository's models/ folder.
  * - NANORESEARCH_MODEL names the default model, NANORESEARCH_MODEL_<ROLE> (e.g. _PLANNER) one role's.
- * - NANORESEARCH_LLM_TIMEOUT_MS, NANORESEARCH_LLM_MAX_RETRIES, and NANORESEARCH_LLM_PRICES
+ * - NANORESEARCH_LLM_THREADS, NANORESEARCH_LLM_TIMEOUT_MS, NANORESEARCH_LLM_MAX_RETRIES, and NANORESEARCH_LLM_PRICES
  *   (JSON: {"model": {"inputPerMTok": 0.15, "outputPerMTok": 0.6}}).
  */
 export function llmConfigFromEnv(env: NodeJS.ProcessEnv = process.env): LlmConfig {
@@ -41,6 +41,8 @@ export function llmConfigFromEnv(env: NodeJS.ProcessEnv = process.env): LlmConfi
     }
     config.jsonMode = jsonMode as JsonMode;
   }
+  const threads = positiveInt(env, 'NANORESEARCH_LLM_THREADS');
+  if (threads !== undefined) config.threads = threads;
   const timeoutMs = positiveInt(env, 'NANORESEARCH_LLM_TIMEOUT_MS');
   if (timeoutMs !== undefined) config.timeoutMs = timeoutMs;
   const maxRetries = positiveInt(env, 'NANORESEARCH_LLM_MAX_RETRIES');

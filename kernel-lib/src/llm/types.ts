@@ -88,7 +88,7 @@ export interface LlmConfig {
   modelPath?: string;
   /** Context window of the embedded model, in tokens (default 4096). */
   contextSize?: number;
-  /** CPU threads of the embedded model (default 2). */
+  /** CPU threads of the embedded model (default: all cores but one; NANORESEARCH_LLM_THREADS). */
   threads?: number;
   /** Prices per model name; the local provider is free, an unpriced remote model counts as 0. */
   prices?: Record<string, ModelPrice>;

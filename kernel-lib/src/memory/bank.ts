@@ -361,7 +361,9 @@ export class MemoryBank {
           { role: 'user', content: `Stage: ${args.stage}\nFeedback:\n${args.text}` }
         ],
         jsonSchema: FEEDBACK_MEMORIES_SCHEMA as unknown as Record<string, unknown>,
-        temperature: 0
+        temperature: 0,
+        // A few typed one-line memories; the cap stops a small model rambling to the context limit.
+        maxTokens: 512
       });
       extracted = answer.value.memories;
     } catch (error) {

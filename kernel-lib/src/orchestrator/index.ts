@@ -141,13 +141,26 @@ export class Orchestrator {
       bundle_outputs: {},
       update_notes: []
     };
+    const display = new StageDisplay({ writer: this.options.display });
+    const card = (run: StageRun, extra: Partial<StageBundle>): StageBundle =>
+      stageBundle(run, { title: stageTitle(stage, project), ...extra });
+    const missing = (fn.requires ?? []).filter(required => !(required in previous));
+    if (missing.length > 0) {
+      // Fail before retrieval and planning: nothing is spent on a stage that cannot run.
+      const stageRun = await this.insertStageRun(project, runId, stage, input);
+      return this.finish(stageRun, input, startedAt, display, card, {
+        status: 'failed',
+        error:
+          missing.length === 1
+            ? `the ${stage} stage needs the output of the ${missing[0]} stage, which has not completed in this run; run ${missing[0]} first`
+            : `the ${stage} stage needs the output of the ${missing.join(' and ')} stages, which have not completed in this run; run ${missing[0]} first`,
+        onProgress: options.onProgress
+      });
+    }
     // Retrieval reads while the pending stage run commits: the two overlap instead of queueing.
     const retrieval = this.retrieveCandidates(project, stage);
     retrieval.catch(() => undefined); // a failure is handled where it is awaited below
     const stageRun = await this.insertStageRun(project, runId, stage, input);
-    const display = new StageDisplay({ writer: this.options.display });
-    const card = (run: StageRun, extra: Partial<StageBundle>): StageBundle =>
-      stageBundle(run, { title: stageTitle(stage, project), ...extra });
 
     // Retrieve and Plan.
     let skills: Skill[] = [];

@@ -60,7 +60,13 @@ export interface StageResult {
   markdown: string;
 }
 
-export type StageFn = (ctx: StageContext) => Promise<StageResult>;
+export type StageFn = ((ctx: StageContext) => Promise<StageResult>) & {
+  /**
+   * Stages whose output this one reads. When one has not completed in the run, the orchestrator
+   * fails the stage at once, before retrieval and planning spend anything on it.
+   */
+  requires?: readonly StageName[];
+};
 
 /**
  * Ablation switches: each turns one co-evolving part off, so its effect can be measured.

@@ -27,6 +27,8 @@ export const FALLBACK_TOP_K = 3;
 export const FALLBACK_PROMPT_PLAN = 'Use the top-ranked skills and memories where they directly help this stage.';
 /** prompt_plan longer than this is cut: it is rendered into every stage prompt. */
 export const MAX_PROMPT_PLAN_CHARS = 2000;
+/** A planner answer is a few ids and a short plan; the cap stops a small model rambling to the context limit. */
+export const PLANNER_MAX_TOKENS = 512;
 /** Candidate texts are cut to these lengths in x: x must stay short for a small planner model. */
 const SKILL_TEXT_CHARS = 160;
 const MEMORY_TEXT_CHARS = 220;
@@ -103,6 +105,7 @@ export class Planner {
           jsonSchema: PlannerOutputSchema,
           schemaName: 'planner_output',
           temperature: 0,
+          maxTokens: PLANNER_MAX_TOKENS,
           adapterPath: adapter?.ggufPath ?? null,
           stageRunId: request.stageRunId
         });

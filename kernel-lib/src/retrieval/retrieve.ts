@@ -1,9 +1,10 @@
 /**
- * Retrieval, per table (skills, memories): ONE candidate query computes BM25 and tag overlap
- * in SQL from the precomputed term tables (retrieval/terms.ts) and keeps a bounded pool, a
- * primary-key fetch reads the pool's records, and recency, quality, usage, stage fit and
- * condition match are added with per-stage weights (retrieval/weights.ts). Each item comes
- * back with its score breakdown; top-k and a character budget apply last.
+ * Retrieval, per table (skills, memories): BM25 and tag overlap are scored in memory over the
+ * process's cached term index (retrieval/term-index.ts) to keep a bounded candidate pool, ONE
+ * statement reads both pools' current records together with the term generation (so a write
+ * by any process is noticed), and recency, quality, usage, stage fit and condition match are
+ * added with per-stage weights (retrieval/weights.ts). Each item comes back with its score
+ * breakdown; top-k and a character budget apply last.
  */
 import type { Memory, Skill } from '@nanoresearch/schema';
 import type { Queryable } from '../store/queryable';
@@ -11,6 +12,7 @@ import type { StageName } from '../orchestrator/types';
 import { GLOBAL_SCOPE, MEMORY_HALF_LIFE_DAYS, memoryFromRow } from '../memory/records';
 import { skillFromRow } from '../skills/records';
 import { ALWAYS_TERM, DocKind } from './terms';
+import { TermIndex, termIndexOf } from './term-index';
 import { tagTerm, termKey, tokenize } from './tokenize';
 import {
   BM25_B,
@@ -105,17 +107,6 @@ export function renderMemory(memory: Memory): string {
   return `[${memory.kind}] ${memory.content}${conditions ? ` (under ${conditions})` : ''}`;
 }
 
-/** A SQL literal for a number we computed (never user text). */
-function num(x: number): string {
-  if (!Number.isFinite(x)) throw new Error(`retrieval: non-finite number ${x} in a query`);
-  return String(x);
-}
-
-/** A DOUBLE literal (a bare decimal literal would be DECIMAL and can overflow in products). */
-function dbl(x: number): string {
-  return `${num(x)}::DOUBLE`;
-}
-
 /** A SQL string literal. */
 function str(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
@@ -133,22 +124,21 @@ interface CorpusQuery {
   alwaysKey: number;
 }
 
-/** Corpus totals and the df of every query term, both kinds, read in two small queries. */
+/** Corpus totals and the df of every query term, both kinds, from the cached term index. */
 interface CorpusStats {
   totals: Map<DocKind, { nDocs: number; avgLen: number }>;
   df: Map<number, number>;
 }
 
-async function readCorpusStats(q: Queryable, words: readonly string[], tags: readonly string[]): Promise<CorpusStats> {
+function readCorpusStats(index: TermIndex, words: readonly string[], tags: readonly string[]): CorpusStats {
   const totals = new Map<DocKind, { nDocs: number; avgLen: number }>();
-  for (const row of await q.all<{ doc_kind: DocKind; n_docs: number; total_len: number }>('SELECT doc_kind, n_docs, total_len FROM doc_stats')) {
-    totals.set(row.doc_kind, { nDocs: row.n_docs, avgLen: row.n_docs > 0 ? Number(row.total_len) / row.n_docs : 0 });
-  }
-  const keys = (['skill', 'memory'] as const).flatMap(kind => [...words.map(w => termKey(kind, w)), ...tags.map(t => termKey(kind, tagTerm(t)))]);
   const df = new Map<number, number>();
-  if (keys.length) {
-    for (const row of await q.all<{ term_key: number; df: number }>(`SELECT term_key, df FROM term_df WHERE term_key IN (${keys.map(num).join(', ')})`)) {
-      df.set(Number(row.term_key), row.df);
+  for (const kind of ['skill', 'memory'] as const) {
+    const { nDocs, totalLen } = index.totalsOf(kind);
+    if (nDocs > 0) totals.set(kind, { nDocs, avgLen: totalLen / nDocs });
+    for (const key of [...words.map(w => termKey(kind, w)), ...tags.map(t => termKey(kind, tagTerm(t)))]) {
+      const n = index.df(key);
+      if (n > 0) df.set(key, n);
     }
   }
   return { totals, df };
@@ -194,49 +184,133 @@ interface Candidate {
 }
 
 /**
- * Candidate generation: probes the posting lists of the query terms (and of the
- * always-candidate pseudo-term) through the ART index on `term_postings`, unnests them,
- * filters to the eligible scopes, and keeps the best
- * CANDIDATE_POOL documents by lexical + tag score plus every always-candidate. Only these go
- * on to the scoring query, so its cost does not grow with the table.
+ * Candidate generation over the cached term index: BM25 of the probed words, hits of the
+ * query's tags and the always-candidate flag per document of an eligible scope; keeps every
+ * always-candidate (up to MAX_ALWAYS_CANDIDATES) and the best CANDIDATE_POOL others by
+ * normalised lexical + tag score, ties by id. Only these are fetched and scored in full.
  */
-async function candidates(q: Queryable, kind: DocKind, cq: CorpusQuery, scopes: readonly string[], w: ComponentWeights, nTags: number): Promise<Candidate[]> {
-  const words = cq.terms.filter(t => !t.isTag);
-  const tags = cq.terms.filter(t => t.isTag);
-  const idf = words.length ? `CASE term_key ${words.map(t => `WHEN ${num(t.key)} THEN ${dbl(t.idf)}`).join(' ')} ELSE 0.0::DOUBLE END` : '0.0::DOUBLE';
-  const tagHits = tags.length ? `count(*) FILTER (WHERE term_key IN (${tags.map(t => num(t.key)).join(', ')}))` : '0';
-  const keys = [...cq.terms.map(t => t.key), cq.alwaysKey];
-  const rows = await q.all<Candidate>(
-    `WITH hit AS (
-       SELECT term_key, unnest(postings) AS p FROM term_postings WHERE term_key IN (${keys.map(num).join(', ')})
-     ),
-     agg AS (
-       SELECT p.doc_id AS doc_id,
-              sum(${idf} * p.tf * ${dbl(BM25_K1 + 1)} / (p.tf + ${dbl(BM25_K1)} * (${dbl(1 - BM25_B)} + ${dbl(BM25_B)} * p.len / ${dbl(Math.max(cq.avgLen, 1))}))) AS bm25,
-              ${tagHits} AS tag_hits,
-              bool_or(term_key = ${num(cq.alwaysKey)}) AS always,
-              min(p.scope) AS scope
-         FROM hit
-        GROUP BY p.doc_id
-     )
-     SELECT doc_id, bm25, tag_hits, always FROM agg
-      WHERE scope IN (${scopes.map(str).join(', ')}) AND (bm25 > 0 OR tag_hits > 0 OR always)
-      ORDER BY always DESC, ${dbl(w.lexical)} * bm25 / greatest(max(bm25) OVER (), 1e-12) + ${dbl(w.tags)} * tag_hits / ${dbl(Math.max(nTags, 1))} DESC, doc_id
-      LIMIT ${num(CANDIDATE_POOL + MAX_ALWAYS_CANDIDATES)}`
-  );
-  // Always-candidates come first in that order; cap them, then take the lexical pool.
-  const always = rows.filter(r => r.always).slice(0, MAX_ALWAYS_CANDIDATES);
-  const lexical = rows.filter(r => !r.always).slice(0, CANDIDATE_POOL);
-  return [...always, ...lexical];
+/** Per-slot accumulators of `candidates`, reused between calls and zeroed after each (only the slots it visited). */
+const scratch = { size: 0, bm25: new Float64Array(0), score: new Float64Array(0), tagHits: new Int32Array(0), always: new Uint8Array(0), state: new Uint8Array(0) };
+
+function scratchFor(n: number): typeof scratch {
+  if (scratch.size < n) {
+    const size = Math.max(n, scratch.size * 2, 1024);
+    Object.assign(scratch, { size, bm25: new Float64Array(size), score: new Float64Array(size), tagHits: new Int32Array(size), always: new Uint8Array(size), state: new Uint8Array(size) });
+  }
+  return scratch;
+}
+
+function candidates(index: TermIndex, cq: CorpusQuery, scopes: readonly string[], w: ComponentWeights, nTags: number): Candidate[] {
+  const eligible = new Uint8Array(index.scopeCount);
+  for (const id of index.scopeIdsOf(scopes)) eligible[id] = 1;
+  const { live, scopeIds, lens } = index;
+  const norm = Math.max(cq.avgLen, 1);
+  // Per-slot accumulators: a common word can hit most of a 100k corpus, so no object per posting.
+  const { bm25, score, tagHits, always, state } = scratchFor(index.slotCount);
+  /** state: 0 not seen yet, 1 eligible and touched, 2 not eligible (dead or other scope). */
+  const visited: number[] = [];
+  const touched: number[] = [];
+  const admit = (slot: number): boolean => {
+    if (state[slot] === 0) {
+      visited.push(slot);
+      state[slot] = live[slot] && eligible[scopeIds[slot]] ? 1 : 2;
+      if (state[slot] === 1) touched.push(slot);
+    }
+    return state[slot] === 1;
+  };
+  const k = BM25_K1 * (1 - BM25_B);
+  const perLen = (BM25_K1 * BM25_B) / norm;
+  for (const t of cq.terms) {
+    const list = index.postingList(t.key);
+    if (!list) continue;
+    for (let i = 0; i < list.length; i++) {
+      const slot = list.slots[i];
+      if (!admit(slot)) continue;
+      if (t.isTag) tagHits[slot]++;
+      else bm25[slot] += (t.idf * list.tfs[i] * (BM25_K1 + 1)) / (list.tfs[i] + k + perLen * lens[slot]);
+    }
+  }
+  const alwaysList = index.postingList(cq.alwaysKey);
+  for (let i = 0; alwaysList && i < alwaysList.length; i++) if (admit(alwaysList.slots[i])) always[alwaysList.slots[i]] = 1;
+  let best = 1e-12;
+  for (const slot of touched) if (bm25[slot] > best) best = bm25[slot];
+  const tagScale = Math.max(nTags, 1);
+  const alwaysSlots: number[] = [];
+  const lexicalSlots: number[] = [];
+  for (const slot of touched) {
+    if (!(bm25[slot] > 0 || tagHits[slot] > 0 || always[slot])) continue;
+    score[slot] = (w.lexical * bm25[slot]) / best + (w.tags * tagHits[slot]) / tagScale;
+    (always[slot] ? alwaysSlots : lexicalSlots).push(slot);
+  }
+  const ids = index.ids;
+  const order = (a: number, b: number) => score[b] - score[a] || (ids[a] < ids[b] ? -1 : ids[a] > ids[b] ? 1 : 0);
+  const chosen = [...topBy(alwaysSlots, MAX_ALWAYS_CANDIDATES, order), ...topBy(lexicalSlots, CANDIDATE_POOL, order)];
+  const pool = chosen.map(slot => ({ doc_id: ids[slot], bm25: bm25[slot], tag_hits: tagHits[slot], always: always[slot] === 1 }));
+  for (const slot of visited) bm25[slot] = tagHits[slot] = always[slot] = state[slot] = 0;
+  return pool;
+}
+
+/** The first `n` of `items` in `order`, without sorting all of them (a common word can hit most of a 100k corpus). */
+function topBy<T>(items: T[], n: number, order: (a: T, b: T) => number): T[] {
+  if (items.length <= n * 4) return items.sort(order).slice(0, n);
+  const kept: T[] = [];
+  for (const item of items) {
+    if (kept.length === n && order(item, kept[n - 1]) >= 0) continue;
+    let i = kept.length === n ? n - 1 : kept.length;
+    if (kept.length === n) kept.pop();
+    while (i > 0 && order(item, kept[i - 1]) < 0) i--;
+    kept.splice(i, 0, item);
+  }
+  return kept;
+}
+
+/** Columns stored as TIMESTAMP: `to_json` writes them as 'YYYY-MM-DD HH:MM:SS[.ffffff]'. */
+const TIMESTAMP_COLUMNS = ['created_at', 'updated_at', 'last_used_at'] as const;
+
+/** A record as `to_json` wrote it, with timestamps as the store's reads return them (ISO 8601, UTC). */
+function recordFromJson(text: string): Record<string, unknown> {
+  const row = JSON.parse(text) as Record<string, unknown>;
+  for (const column of TIMESTAMP_COLUMNS) {
+    const value = row[column];
+    if (typeof value !== 'string') continue;
+    const ms = Date.parse(`${value.replace(' ', 'T')}Z`);
+    // Infinite timestamps have no Date; keep DuckDB's text, as the store's reads do.
+    if (Number.isFinite(ms)) row[column] = new Date(ms).toISOString();
+  }
+  return row;
+}
+
+/** The pools' current records (active ones only) and the term generation they were read at. */
+interface FetchedPools {
+  generation: number;
+  storeId: string;
+  skills: Record<string, unknown>[];
+  memories: Record<string, unknown>[];
 }
 
 /**
- * Records of the candidate pool by primary key: a literal id IN-list is an ART index probe
- * (a second predicate beside it turned the probe into a full scan, so status is checked here).
+ * Reads both pools' records and the term generation in ONE statement (each statement costs
+ * ~1.5-2 ms fixed here). A literal id IN-list is an ART index probe (a second predicate
+ * beside it turned the probe into a full scan, so status is checked here); rows come back as
+ * JSON text because the two tables' columns differ.
  */
-async function fetchPool(q: Queryable, table: 'skills' | 'memories', pool: readonly Candidate[]): Promise<Record<string, unknown>[]> {
-  const rows = await q.all<Record<string, unknown>>(`SELECT * FROM ${table} WHERE id IN (${pool.map(c => str(c.doc_id)).join(', ')})`);
-  return rows.filter(r => r.status === 'active');
+async function fetchPools(q: Queryable, skillPool: readonly Candidate[], memoryPool: readonly Candidate[]): Promise<FetchedPools> {
+  const parts = [`SELECT 'g' AS t, generation::VARCHAR || ' ' || store_id AS j FROM term_generation`];
+  if (skillPool.length) parts.push(`SELECT 's', to_json(s)::VARCHAR FROM skills s WHERE id IN (${skillPool.map(c => str(c.doc_id)).join(', ')})`);
+  if (memoryPool.length) parts.push(`SELECT 'm', to_json(m)::VARCHAR FROM memories m WHERE id IN (${memoryPool.map(c => str(c.doc_id)).join(', ')})`);
+  const fetched: FetchedPools = { generation: -1, storeId: '', skills: [], memories: [] };
+  for (const row of await q.all<{ t: 'g' | 's' | 'm'; j: string }>(parts.join(' UNION ALL '))) {
+    if (row.t === 'g') {
+      const space = row.j.indexOf(' ');
+      fetched.generation = Number(row.j.slice(0, space));
+      fetched.storeId = row.j.slice(space + 1);
+      continue;
+    }
+    const record = recordFromJson(row.j);
+    if (record.status !== 'active') continue;
+    (row.t === 's' ? fetched.skills : fetched.memories).push(record);
+  }
+  return fetched;
 }
 
 function weightsFor(query: RetrievalQuery): ComponentWeights {
@@ -284,14 +358,15 @@ function byScore<T>(tieBreak: (item: T) => number, id: (item: T) => string): (a:
  * cores, DuckDB spent ~10 ms planning the scoring expressions (CASE/MAP literals through its
  * expression rewriter) against ~2 ms for the plain fetch, the largest cost of a retrieval.
  */
-async function scoreSkills(q: Queryable, query: RetrievalQuery, stats: CorpusStats, words: string[], tags: string[], now: Date, limit: number): Promise<Scored<Skill>[]> {
+function skillPool(index: TermIndex, query: RetrievalQuery, stats: CorpusStats, words: string[], tags: string[]): Candidate[] {
   const cq = queryTerms(stats, 'skill', words, tags);
+  return candidates(index, cq, ['global'], weightsFor(query), new Set(tags.map(tagTerm)).size);
+}
+
+function scoreSkills(pool: readonly Candidate[], rows: readonly Record<string, unknown>[], query: RetrievalQuery, tags: string[], now: Date, limit: number): Scored<Skill>[] {
   const w = weightsFor(query);
-  const nTags = new Set(tags.map(tagTerm)).size;
-  const pool = await candidates(q, 'skill', cq, ['global'], w, nTags);
-  if (pool.length === 0) return [];
-  const lexical = lexicalParts(pool, nTags);
-  const scored = (await fetchPool(q, 'skills', pool)).map(row => {
+  const lexical = lexicalParts(pool, new Set(tags.map(tagTerm)).size);
+  const scored = rows.map(row => {
     const item = skillFromRow(row);
     const lex = lexical.get(item.id) ?? { bm25: 0, lexical: 0, tags: 0 };
     const parts = {
@@ -335,15 +410,16 @@ function conditionMatch(memory: Memory, asked: Conditions): { matched: number; m
 }
 
 /** Scores the memory candidates (see `scoreSkills` for why the non-lexical part is computed here). */
-async function scoreMemories(q: Queryable, query: RetrievalQuery, stats: CorpusStats, words: string[], tags: string[], now: Date, limit: number): Promise<Scored<Memory>[]> {
+function memoryPool(index: TermIndex, query: RetrievalQuery, stats: CorpusStats, words: string[], tags: string[]): Candidate[] {
   const cq = queryTerms(stats, 'memory', words, tags);
-  const w = weightsFor(query);
-  const nTags = new Set(tags.map(tagTerm)).size;
   const scopes = query.projectId ? [GLOBAL_SCOPE, query.projectId] : [GLOBAL_SCOPE];
-  const pool = await candidates(q, 'memory', cq, scopes, w, nTags);
-  if (pool.length === 0) return [];
-  const lexical = lexicalParts(pool, nTags);
-  const scored = (await fetchPool(q, 'memories', pool)).map(row => {
+  return candidates(index, cq, scopes, weightsFor(query), new Set(tags.map(tagTerm)).size);
+}
+
+function scoreMemories(pool: readonly Candidate[], rows: readonly Record<string, unknown>[], query: RetrievalQuery, tags: string[], now: Date, limit: number): Scored<Memory>[] {
+  const w = weightsFor(query);
+  const lexical = lexicalParts(pool, new Set(tags.map(tagTerm)).size);
+  const scored = rows.map(row => {
     const item = memoryFromRow(row);
     const lex = lexical.get(item.id) ?? { bm25: 0, lexical: 0, tags: 0 };
     const cond = conditionMatch(item, query.conditions ?? {});
@@ -400,12 +476,25 @@ export async function retrieve(store: ReadableStore, query: RetrievalQuery): Pro
   const words = [...new Set(tokenize(query.query))];
   const tags = [...new Set(query.tags ?? [])];
   const limit = resultLimit(k);
+  const index = termIndexOf(store);
   const { skills, memories } = await store.read(async q => {
-    const stats = await readCorpusStats(q, words, tags);
-    return {
-      skills: await scoreSkills(q, query, stats, words, tags, now, limit),
-      memories: await scoreMemories(q, query, stats, words, tags, now, limit)
-    };
+    if (!index.loaded) await index.sync(q);
+    // Optimistic: score with the cached index and read the generation beside the pools' rows;
+    // if another write moved it, bring the index to this snapshot and redo (once suffices).
+    for (let attempt = 0; ; attempt++) {
+      const stats = readCorpusStats(index, words, tags);
+      const skillsIn = skillPool(index, query, stats, words, tags);
+      const memoriesIn = memoryPool(index, query, stats, words, tags);
+      const fetched = await fetchPools(q, skillsIn, memoriesIn);
+      if (index.isAt(fetched.generation, fetched.storeId)) {
+        return {
+          skills: skillsIn.length ? scoreSkills(skillsIn, fetched.skills, query, tags, now, limit) : [],
+          memories: memoriesIn.length ? scoreMemories(memoriesIn, fetched.memories, query, tags, now, limit) : []
+        };
+      }
+      if (attempt > 0) throw new Error(`retrieval: the term index did not reach the store's generation ${fetched.generation} after a sync; this is a bug in retrieval/term-index.ts`);
+      await index.sync(q);
+    }
   });
   const skillPart = fitBudget(skills, k, Math.floor(budget * SKILL_BUDGET_SHARE));
   const memoryPart = fitBudget(memories, k, budget - skillPart.used);

@@ -102,11 +102,38 @@ function withParams(params: Record<string, unknown>): Record<string, unknown> | 
 }
 
 /**
+ * Generations of `term_changes` kept: a cache further behind than this reloads the whole
+ * index instead of the changed documents (the log is pruned when postings are compacted).
+ */
+export const TERM_CHANGES_KEPT = 10_000;
+
+/**
+ * Bumps the term generation and logs the documents this write (re)indexed or removed, in the
+ * caller's transaction: caches of the term index (term-index.ts) re-read exactly these.
+ * `scope` is null for a removed document.
+ */
+async function logTermChanges(q: Queryable, kind: DocKind, docs: ReadonlyArray<{ id: string; scope: string | null }>): Promise<void> {
+  const bumped = await q.get<{ generation: number }>('UPDATE term_generation SET generation = generation + 1 RETURNING generation');
+  if (!bumped) throw new Error('retrieval: the store has no term_generation row; reopen it with Store.open() to run its migrations');
+  await q.run(
+    `INSERT INTO term_changes
+       SELECT $gen, $kind, id, scope FROM (SELECT unnest(from_json($rows::JSON, '[{"id":"VARCHAR","scope":"VARCHAR"}]'), recursive := true))`,
+    { gen: Number(bumped.generation), kind, rows: jsonParam(docs) }
+  );
+}
+
+/**
  * Removes these documents from the index: their postings, their forward entries, and their
  * share of df and the corpus totals. Runs inside the caller's write transaction.
  */
 export async function unindexDocuments(q: Queryable, kind: DocKind, ids: readonly string[]): Promise<void> {
-  if (ids.length === 0) return;
+  const removed = await removeFromIndex(q, kind, ids);
+  if (removed.length) await logTermChanges(q, kind, removed.map(id => ({ id, scope: null })));
+}
+
+/** `unindexDocuments` without the change log (the caller logs); returns the ids that were indexed. */
+async function removeFromIndex(q: Queryable, kind: DocKind, ids: readonly string[]): Promise<string[]> {
+  if (ids.length === 0) return [];
   const filter = idFilter('doc_id', ids);
   // Doc ids are unique within a kind; the kind is checked on the rows, not in the probe,
   // because a second predicate beside the IN-list turns the index probe into a full scan.
@@ -114,7 +141,7 @@ export async function unindexDocuments(q: Queryable, kind: DocKind, ids: readonl
     `SELECT doc_kind, doc_id, term_key, doc_len FROM doc_terms WHERE ${filter.sql}`,
     withParams(filter.params)
   )).filter(r => r.doc_kind === kind);
-  if (forward.length === 0) return;
+  if (forward.length === 0) return [];
   const dfDrop = new Map<number, number>();
   const lengths = new Map<string, number>();
   for (const r of forward) {
@@ -146,6 +173,7 @@ export async function unindexDocuments(q: Queryable, kind: DocKind, ids: readonl
     n: docIds.length,
     len: removedLen
   });
+  return docIds;
 }
 
 /**
@@ -167,6 +195,7 @@ export async function compactPostings(q: Queryable, force = false): Promise<bool
   await q.run('DELETE FROM term_postings');
   await q.run('INSERT INTO term_postings SELECT term_key, postings FROM merged_postings WHERE len(postings) > 0');
   await q.run('DROP TABLE merged_postings');
+  await q.run('DELETE FROM term_changes WHERE generation < (SELECT generation FROM term_generation) - $kept', { kept: TERM_CHANGES_KEPT });
   return true;
 }
 
@@ -186,7 +215,7 @@ export async function indexDocuments(
 ): Promise<void> {
   if (docs.length === 0) return;
   if (!options.fresh) {
-    await unindexDocuments(
+    await removeFromIndex(
       q,
       kind,
       docs.map(d => d.id)
@@ -222,5 +251,6 @@ export async function indexDocuments(
      ON CONFLICT (doc_kind) DO UPDATE SET n_docs = doc_stats.n_docs + excluded.n_docs, total_len = doc_stats.total_len + excluded.total_len`,
     { kind, n: docs.length, len: totalLen }
   );
+  await logTermChanges(q, kind, docs.map(d => ({ id: d.id, scope: d.scope ?? 'global' })));
   if (options.compact !== false) await compactPostings(q);
 }

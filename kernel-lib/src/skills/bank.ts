@@ -273,7 +273,9 @@ export class SkillBank {
           }
         ],
         jsonSchema: DISTILL_SCHEMA as unknown as Record<string, unknown>,
-        temperature: 0
+        temperature: 0,
+        // Three short skills fit well within this; a small model rambling in a string is cut off.
+        maxTokens: 1024
       });
       candidates = answer.value.skills;
     } catch (error) {

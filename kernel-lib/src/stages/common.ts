@@ -20,9 +20,30 @@ export function messages(system: string, user: string): ChatMessage[] {
   ];
 }
 
+/**
+ * Token cap of a structured stage answer: room for a full blueprint or a set of hypotheses from a
+ * capable model, while a small model that rambles inside a string is cut off instead of filling the
+ * context (which took minutes per call with the embedded model).
+ */
+export const STAGE_JSON_MAX_TOKENS = 2048;
+
 /** A JSON call with the stage's guidance in the system prompt. */
-export async function askJson<T>(ctx: StageContext, role: Role, task: string, instructions: string, user: string, jsonSchema: JsonSchema): Promise<T> {
-  const r = await ctx.llm.completeJson<T>({ role, messages: messages(systemPrompt(ctx, task, instructions), user), jsonSchema, schemaName: task.replace(/[^\w]+/g, '_') });
+export async function askJson<T>(
+  ctx: StageContext,
+  role: Role,
+  task: string,
+  instructions: string,
+  user: string,
+  jsonSchema: JsonSchema,
+  maxTokens = STAGE_JSON_MAX_TOKENS
+): Promise<T> {
+  const r = await ctx.llm.completeJson<T>({
+    role,
+    messages: messages(systemPrompt(ctx, task, instructions), user),
+    jsonSchema,
+    schemaName: task.replace(/[^\w]+/g, '_'),
+    maxTokens
+  });
   return r.value;
 }
 

@@ -7,7 +7,22 @@ import { planning } from './planning';
 import { review } from './review';
 import { writing } from './writing';
 
-export const stageFunctions: Record<StageName, StageFn> = { ideation, planning, experiment, analysis, writing, review };
+/** What each stage reads through previousOutput(): checked by the orchestrator before it plans. */
+const prerequisites: Record<StageName, readonly StageName[]> = {
+  ideation: [],
+  planning: ['ideation'],
+  experiment: ['planning'],
+  analysis: ['experiment'],
+  writing: ['analysis'],
+  review: ['writing', 'analysis']
+};
+
+export const stageFunctions: Record<StageName, StageFn> = Object.fromEntries(
+  Object.entries({ ideation, planning, experiment, analysis, writing, review }).map(([name, fn]) => [
+    name,
+    Object.assign((ctx: Parameters<StageFn>[0]) => fn(ctx), { requires: prerequisites[name as StageName] })
+  ])
+) as Record<StageName, StageFn>;
 
 export { ideation, planning, experiment, analysis, writing, review };
 export { readArtifacts, MAX_EXPERIMENT_ATTEMPTS } from './experiment';

@@ -45,7 +45,7 @@ const INITIAL_BACKOFF_MS = 5;
 const MAX_BACKOFF_MS = 200;
 
 /** Settings applied on every open so that DuckDB never reaches the network for extensions. */
-const OFFLINE_CONFIG = { autoinstall_known_extensions: 'false', autoload_known_extensions: 'false' };
+const OFFLINE_CONFIG = { autoinstall_known_extensions: 'false', autoload_known_extensions: 'false', threads: '1' };
 const OFFLINE_SET = 'SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;';
 
 function isLockError(error: unknown): boolean {

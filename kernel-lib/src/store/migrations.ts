@@ -243,6 +243,29 @@ export const migrations: readonly Migration[] = [
       'CREATE INDEX doc_terms_doc_id ON doc_terms (doc_id)',
       'CREATE INDEX term_postings_term_key ON term_postings (term_key)'
     ]
+  },
+  {
+    // Change log of the term tables for in-process caches of the term index
+    // (retrieval/term-index.ts): every (un)indexing bumps `term_generation` and logs the
+    // documents it touched in the same transaction, so a cache in any process brings itself
+    // up to date by re-reading only those documents. `store_id` tells apart two store files
+    // that happen to share a generation number.
+    version: 3,
+    name: 'retrieval term generation',
+    up: [
+      `CREATE TABLE term_generation (
+        id INTEGER PRIMARY KEY,
+        generation BIGINT NOT NULL,
+        store_id VARCHAR NOT NULL
+      )`,
+      `INSERT INTO term_generation VALUES (1, 0, uuid()::VARCHAR)`,
+      `CREATE TABLE term_changes (
+        generation BIGINT NOT NULL,
+        doc_kind VARCHAR NOT NULL,
+        doc_id VARCHAR NOT NULL,
+        scope VARCHAR
+      )`
+    ]
   }
 ];
 
