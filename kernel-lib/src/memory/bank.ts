@@ -11,7 +11,7 @@ import type { Queryable } from '../store/queryable';
 import { schemaErrors } from '../validate';
 import { indexDocuments, memoryDoc, memoryText, unindexDocuments } from '../retrieval/terms';
 import { ALWAYS_CANDIDATE_KINDS } from '../retrieval/weights';
-import { GLOBAL_KINDS, GLOBAL_SCOPE, MEMORY_KINDS, MemoryKind, decayFactor, memoryFromRow } from './records';
+import { GLOBAL_KINDS, GLOBAL_SCOPE, MEMORY_KINDS, MemoryKind, decayFactor, MEMORY_COLUMNS, memoryFromRow } from './records';
 
 /** The part of a `Store` the bank uses. */
 export interface MemoryStore {
@@ -103,26 +103,6 @@ export function effectiveConfidence(memory: Memory, now: Date = new Date()): num
   return memory.confidence * decayFactor(memory.kind, ageDays(memory, now));
 }
 
-const MEMORY_COLUMNS = [
-  'id',
-  'kind',
-  'scope',
-  'key',
-  'content',
-  'tags',
-  'stages',
-  'conditions',
-  'importance',
-  'confidence',
-  'support_count',
-  'contradiction_count',
-  'usage_count',
-  'status',
-  'source',
-  'created_at',
-  'updated_at',
-  'last_used_at'
-] as const;
 
 /** Writes a memory row (insert or replace) and keeps its postings in step (active memories only are indexed). */
 async function writeMemory(q: Queryable, memory: Memory, reindex: boolean): Promise<void> {

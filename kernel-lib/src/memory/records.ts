@@ -44,29 +44,32 @@ export function decayFactor(kind: MemoryKind, ageDays: number): number {
   return Math.pow(0.5, Math.max(0, ageDays) / MEMORY_HALF_LIFE_DAYS[kind]);
 }
 
+/** The columns of the `memories` table, in the order they are written. */
+export const MEMORY_COLUMNS = [
+  'id',
+  'kind',
+  'scope',
+  'key',
+  'content',
+  'tags',
+  'stages',
+  'conditions',
+  'importance',
+  'confidence',
+  'support_count',
+  'contradiction_count',
+  'usage_count',
+  'status',
+  'source',
+  'created_at',
+  'updated_at',
+  'last_used_at'
+] as const;
+
 /** A store row of `memories` as a Memory record (null optional fields dropped). */
 export function memoryFromRow(row: Record<string, unknown>): Memory {
   const m: Record<string, unknown> = {};
-  for (const key of [
-    'id',
-    'kind',
-    'scope',
-    'key',
-    'content',
-    'tags',
-    'stages',
-    'conditions',
-    'importance',
-    'confidence',
-    'support_count',
-    'contradiction_count',
-    'usage_count',
-    'status',
-    'source',
-    'created_at',
-    'updated_at',
-    'last_used_at'
-  ]) {
+  for (const key of MEMORY_COLUMNS) {
     const value = row[key];
     if (value !== null && value !== undefined) m[key] = value;
     else if (key === 'last_used_at' && key in row) m[key] = null;
