@@ -115,7 +115,7 @@ const stageCellsPlugin: JupyterFrontEndPlugin<void> = {
         }
         await panel.context.ready;
         const requested = args.stage as string | undefined;
-        if (requested !== undefined && !(STAGES as string[]).includes(requested)) {
+        if (requested !== undefined && !(STAGES as readonly string[]).includes(requested)) {
           throw new Error(`Unknown stage '${requested}'. Stages: ${STAGES.join(', ')}.`);
         }
         const existing = panel.model

@@ -33,7 +33,7 @@ export function isStageMetadata(value: unknown): value is CellMetadata {
   const v = value as Partial<CellMetadata>;
   return (
     typeof v.stage === 'string' &&
-    (STAGES as string[]).includes(v.stage) &&
+    (STAGES as readonly string[]).includes(v.stage) &&
     typeof v.status === 'string' &&
     Array.isArray(v.feedback)
   );

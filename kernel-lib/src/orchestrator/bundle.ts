@@ -1,16 +1,8 @@
-import type { Feedback, Memory, PlannerOutput, Profile, Project, Skill, StageBundle, StageRun } from '@nanoresearch/schema';
+import { STAGE_LABELS, type Feedback, type Memory, type PlannerOutput, type Profile, type Project, type Skill, type StageBundle, type StageRun } from '@nanoresearch/schema';
 import { renderProfileFor } from '../profiles';
 import type { Store } from '../store';
 import type { StageName, StageRunInput } from './types';
 
-const STAGE_LABELS: Record<StageName, string> = {
-  ideation: 'Ideation',
-  planning: 'Planning',
-  experiment: 'Experiment',
-  analysis: 'Analysis',
-  writing: 'Writing',
-  review: 'Review'
-};
 
 /** The card title of a stage: "Ideation · <project title>". */
 export function stageTitle(stage: StageName, project: Pick<Project, 'title'>): string {
