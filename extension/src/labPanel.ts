@@ -14,11 +14,20 @@ export interface ISqlResult {
   rows: Array<Record<string, unknown>>;
 }
 
-type Tab = 'skills' | 'memories' | 'adapters' | 'sql';
+/** What `models.list` answers: the model of each role and how to switch. */
+export interface IModelsReport {
+  provider: 'openai' | 'local';
+  endpoint: string | null;
+  roles: Array<{ role: string; model: string; license?: string }>;
+  howToSwitch: string;
+}
+
+type Tab = 'skills' | 'memories' | 'adapters' | 'models' | 'sql';
 const TABS: Array<[Tab, string]> = [
   ['skills', 'Skills'],
   ['memories', 'Memories'],
   ['adapters', 'Adapters'],
+  ['models', 'Models'],
   ['sql', 'SQL']
 ];
 
@@ -67,6 +76,8 @@ export class LabPanel extends Widget {
         this.renderSkills(await this.call<Skill[]>('skills.list', {}));
       } else if (tab === 'memories') {
         this.renderMemories(await this.call<Memory[]>('memories.list', {}));
+      } else if (tab === 'models') {
+        this.renderModels(await this.call<IModelsReport>('models.list', {}));
       } else {
         this.renderAdapters(await this.call<Array<Record<string, unknown>>>('adapters.list', {}));
       }
@@ -215,6 +226,18 @@ export class LabPanel extends Widget {
       h('div', { class: 'jp-nr-record-body' }, memory.content),
       conditions ? h('div', { class: 'jp-nr-muted' }, conditions) : null,
       editor
+    );
+  }
+
+  private renderModels(report: IModelsReport): void {
+    const source = report.provider === 'local' ? 'Embedded models, run in the kernel on this machine\'s CPU' : `OpenAI-compatible endpoint ${report.endpoint ?? ''}`;
+    this.content.append(
+      h('div', { class: 'jp-nr-models-source' }, source),
+      table(
+        ['role', 'model', 'licence'],
+        report.roles.map(r => [r.role, r.model, r.license ?? ''])
+      ),
+      h('p', { class: 'jp-nr-muted' }, `To switch: ${report.howToSwitch}`)
     );
   }
 

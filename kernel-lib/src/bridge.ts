@@ -172,6 +172,7 @@ const METHODS: Record<string, Method> = {
   'memories.retire': async (lab, params) => lab.memory.retire(requireString(params, 'id')),
 
   'adapters.list': async lab => lab.adapters(),
+  'models.list': async lab => lab.models(),
 
   sql: async (lab, params) => lab.store.sql(requireString(params, 'query')),
 

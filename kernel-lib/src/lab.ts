@@ -6,7 +6,7 @@ import { displayTable, type DisplayWriter } from './display';
 import { exportSdpo, recordFeedback, type FeedbackResult } from './feedback';
 import { stableId, nowIso } from './ids';
 import { Literature } from './literature';
-import { createLlm, llmConfigFromEnv, type Llm, type LlmConfig } from './llm';
+import { createLlm, llmConfigFromEnv, modelsReport, type Llm, type LlmConfig, type ModelsReport } from './llm';
 import { MemoryBank } from './memory';
 import { Orchestrator, type Ablation, type StageFn, type StageName } from './orchestrator';
 import { archetypes, getArchetype, validateProfile } from './profiles';
@@ -204,6 +204,11 @@ export class Lab {
    */
   train(options: TrainOptions = {}): Promise<AdapterRecord> {
     return train(this, { display: this.displayWriter, ...options });
+  }
+
+  /** Which model serves each role (embedded, or an OpenAI-compatible endpoint), and how to switch. */
+  models(): ModelsReport {
+    return modelsReport(this.llm.config);
   }
 
   /** The planner adapters trained so far, oldest first (`active` marks the one in use). */

@@ -4,8 +4,8 @@ import {
   extractJson,
   findRepoRoot,
   LlmError,
+  ggufPathFor,
   llmConfigFromEnv,
-  LOCAL_MODEL_FILE,
   stripThinking
 } from '../src/llm';
 
@@ -38,14 +38,26 @@ describe('llmConfigFromEnv', () => {
     expect(config).toMatchObject({ provider: 'openai', baseURL: 'http://h/v1', apiKey: 'b', models: { default: 'gpt-4o-mini' } });
   });
 
-  test('without a base URL the embedded model is used, from NANORESEARCH_MODELS_DIR or the repository', () => {
+  test('without a base URL the embedded models serve their roles, from NANORESEARCH_MODELS_DIR or the repository', () => {
     expect(llmConfigFromEnv({ NANORESEARCH_MODELS_DIR: '/opt/models' })).toEqual({
       provider: 'local',
-      modelPath: path.join('/opt/models', LOCAL_MODEL_FILE),
-      models: { default: 'SmolLM2-135M-Instruct.Q4_1' }
+      modelsDir: '/opt/models',
+      models: { default: 'qwen2.5-coder-1.5b-instruct-q4_k_m', planner: 'SmolLM2-135M-Instruct.Q4_1' }
     });
     const repo = findRepoRoot(__dirname)!;
-    expect(llmConfigFromEnv({}).modelPath).toBe(path.join(repo, 'models', LOCAL_MODEL_FILE));
+    expect(llmConfigFromEnv({}).modelsDir).toBe(path.join(repo, 'models'));
+    // One model named for every role replaces the embedded roles; a role's own still wins.
+    expect(llmConfigFromEnv({ NANORESEARCH_MODEL: 'my.gguf', NANORESEARCH_MODEL_PLANNER: 'SmolLM2-135M-Instruct.Q4_1' }).models).toEqual({
+      default: 'my.gguf',
+      planner: 'SmolLM2-135M-Instruct.Q4_1'
+    });
+  });
+
+  test('a model name maps to its GGUF file: an embedded model, a .gguf path, or <name>.gguf in the folder', () => {
+    expect(ggufPathFor('SmolLM2-135M-Instruct.Q4_1', '/m')).toBe('/m/SmolLM2-135M-Instruct.Q4_1.gguf');
+    expect(ggufPathFor('qwen2.5-coder-1.5b-instruct-q4_k_m', '/m')).toBe('/m/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf');
+    expect(ggufPathFor('/data/other.gguf', '/m')).toBe('/data/other.gguf');
+    expect(ggufPathFor('mine', '/m')).toBe('/m/mine.gguf');
   });
 
   test('bad values are refused with the variable named', () => {
@@ -56,14 +68,14 @@ describe('llmConfigFromEnv', () => {
 
   test('a missing embedded model says how to get it, and the failed call is recorded', async () => {
     const rows: unknown[] = [];
-    const llm = createLlm({ provider: 'local', modelPath: '/nonexistent/model.gguf', models: { default: 'smol' } }, undefined, {
+    const llm = createLlm({ provider: 'local', modelsDir: '/nonexistent', models: { default: 'model' } }, undefined, {
       onCall: row => rows.push(row)
     });
     const err = await llm.complete({ role: 'planner', messages: [{ role: 'user', content: 'x' }] }).catch(e => e);
     expect(err).toBeInstanceOf(LlmError);
-    expect(err.message).toContain('/nonexistent/model.gguf is missing');
+    expect(err.message).toContain('/nonexistent/model.gguf (model model) is missing');
     expect(err.message).toContain('npm start');
-    expect(rows).toEqual([expect.objectContaining({ role: 'planner', model: 'smol', error: expect.stringContaining('missing') })]);
+    expect(rows).toEqual([expect.objectContaining({ role: 'planner', model: 'model', error: expect.stringContaining('missing') })]);
   });
 });
 

@@ -1,8 +1,8 @@
 /**
- * The embedded provider with the REAL SmolLM2-135M GGUF (node-llama-cpp on the CPU):
- * schema-constrained planner output, and a LoRA adapter that changes the generation.
- * Needs models/SmolLM2-135M-Instruct.Q4_1.gguf (npm start / scripts/setup) and, for the
- * adapter, the `gguf` Python package in the repository's .venv.
+ * The embedded provider with the REAL embedded planner model, SmolLM2-135M (node-llama-cpp on
+ * the CPU): schema-constrained planner output, a LoRA adapter that changes the generation, and
+ * calls that reuse the kept context sequence. Needs models/ (npm start / scripts/setup) and, for
+ * the adapter, the `gguf` Python package in the repository's .venv.
  */
 import { execFileSync } from 'child_process';
 import { existsSync, mkdtempSync, rmSync } from 'fs';
@@ -13,6 +13,7 @@ import {
   createLlm,
   disposeLocalModels,
   findRepoRoot,
+  ggufPathFor,
   LlmError,
   llmConfigFromEnv,
   validateAgainst,
@@ -33,10 +34,10 @@ const config = { ...llmConfigFromEnv({}), contextSize: 2048 };
 const rows: LlmCallRecord[] = [];
 const llm = createLlm(config, undefined, { onCall: row => rows.push(row) });
 
-test('the default config points at the embedded model in the repository', () => {
+test('the default config points at the embedded models in the repository, each file present', () => {
   expect(config.provider).toBe('local');
-  expect(config.modelPath).toBe(path.join(repoRoot, 'models', 'SmolLM2-135M-Instruct.Q4_1.gguf'));
-  expect(existsSync(config.modelPath!)).toBe(true);
+  expect(config.modelsDir).toBe(path.join(repoRoot, 'models'));
+  for (const model of Object.values(config.models)) expect(existsSync(ggufPathFor(model, config.modelsDir!))).toBe(true);
 });
 
 test('completeJson with the planner schema returns a schema-valid plan', async () => {
@@ -67,7 +68,7 @@ test('completeJson with the planner schema returns a schema-valid plan', async (
 test('a LoRA adapter GGUF loads per call and changes the generation', async () => {
   const adapter = path.join(work, 'adapter.gguf');
   execFileSync(python, ['-c', WRITE_LORA, adapter], { stdio: 'pipe' });
-  const ask = { role: 'writing' as const, messages: [{ role: 'user' as const, content: 'Name three colours.' }], maxTokens: 12, temperature: 0 };
+  const ask = { role: 'planner' as const, messages: [{ role: 'user' as const, content: 'Name three colours.' }], maxTokens: 12, temperature: 0 };
   const base = await llm.complete(ask);
   const adapted = await llm.complete({ ...ask, adapterPath: adapter });
   const baseAgain = await llm.complete({ ...ask, cache: false });

@@ -1,9 +1,11 @@
 /**
  * Planner: x built deterministically from stage task + profile + candidates with ids; x and y
- * stored exactly; ids outside the candidates dropped; any failure falls back to the top 3.
+ * stored exactly; the answer constrained per call to the candidate ids; a model error falls back
+ * to the top 3, recorded as such.
  */
 import type { Memory, PlannerCall, Skill } from '@nanoresearch/schema';
-import { Planner, buildPlannerInput, FALLBACK_PROMPT_PLAN } from '../src/planner';
+import { Planner, buildPlannerInput, FALLBACK_PROMPT_PLAN, MAX_PROMPT_PLAN_CHARS, MAX_SELECTED, plannerSchemaFor } from '../src/planner';
+import { validateAgainst } from '../src/llm';
 import { getArchetype } from '../src/profiles';
 import { schemaErrors } from '../src/validate';
 import { openTestLab, requestText, type TestLab } from './lab-fixture';
@@ -79,31 +81,36 @@ describe('planner', () => {
     expect(result.notes).toEqual([]);
   });
 
-  test('ids that were not candidates are dropped, and the drop is noted', async () => {
+  test('each call is constrained to its candidates: ids are an enum of them, every part bounded', async () => {
+    const schema = plannerSchemaFor(request) as { properties: Record<string, Record<string, any>> };
+    expect(schema.properties.selected_skill_ids.items.enum).toEqual(skills.map(s => s.id));
+    expect(schema.properties.selected_memory_ids.items.enum).toEqual(memories.map(m => m.id));
+    expect(schema.properties.selected_skill_ids.maxItems).toBe(Math.min(MAX_SELECTED, skills.length));
+    expect(schema.properties.prompt_plan.maxLength).toBe(MAX_PROMPT_PLAN_CHARS);
+    expect(schema.properties.update_skill.items.properties.skill_id.enum).toEqual(skills.map(s => s.id));
+    // Without candidates nothing can be selected: not even an invented id is expressible.
+    const none = plannerSchemaFor({ skills: [], memories: [] }) as { properties: Record<string, Record<string, any>> };
+    expect(none.properties.selected_skill_ids).toEqual({ type: 'array', maxItems: 0 });
+    expect(validateAgainst(none, { selected_skill_ids: ['x'], selected_memory_ids: [], prompt_plan: 'p', update_memory: [], update_skill: [] })).not.toEqual([]);
+    // Every answer the schema admits is a valid PlannerOutput.
+    const answer = { selected_skill_ids: ['seed-variance'], selected_memory_ids: ['mem_a'], prompt_plan: 'Go.', update_memory: [], update_skill: [{ skill_id: 'seed-variance', note: 'n' }] };
+    expect(validateAgainst(schema, answer)).toEqual([]);
+    expect(schemaErrors('planner-output', answer)).toEqual([]);
+
+    // A server that does not enforce the schema and names an id outside the candidates is re-asked with the allowed ids.
+    let asked = 0;
     t = await openTestLab({
       scripts: {
         planner: () =>
-          JSON.stringify({
-            selected_skill_ids: ['invented-skill', 'seed-variance'],
-            selected_memory_ids: ['mem_zzz'],
-            prompt_plan: 'Go.',
-            update_memory: [],
-            update_skill: [{ skill_id: 'nope', note: 'x' }]
-          })
+          JSON.stringify({ ...answer, selected_skill_ids: asked++ === 0 ? ['invented-skill', 'seed-variance'] : ['seed-variance'], update_skill: [] })
       }
     });
     const result = await new Planner(t.lab.store, t.lab.llm).plan(request);
+    const sent = t.server.chatRequests.filter(r => r.model === 'planner');
+    expect(sent).toHaveLength(2);
+    expect(requestText(sent[1])).toContain('must be one of');
     expect(result.plan.selected_skill_ids).toEqual(['seed-variance']);
-    expect(result.plan.selected_memory_ids).toEqual([]);
-    expect(result.plan.update_skill).toEqual([]);
-    expect(result.notes).toEqual([
-      'planner selected skill ids that were not candidates, dropped: invented-skill',
-      'planner selected memory ids that were not candidates, dropped: mem_zzz',
-      "planner noted an update for skill 'nope', which was not a candidate: dropped"
-    ]);
-    const call = await storedCall(t);
-    expect(call.fallback).toBeNull();
-    expect(call.parsed!.selected_skill_ids).toEqual(['seed-variance']);
+    expect((await storedCall(t)).fallback).toBeNull();
   });
 
   test('malformed planner output (after the re-ask) falls back to the top 3 with the reason', async () => {
@@ -118,7 +125,7 @@ describe('planner', () => {
       update_skill: []
     });
     const call = await storedCall(t);
-    expect(call.fallback).toMatch(/^planner failed, used the top 3 of each: The model's answer does not match the JSON schema/);
+    expect(call.fallback).toMatch(/^planner model error, used the top 3 of each: The model's answer does not match the JSON schema/);
     expect(call.y).toBe('I would pick the linear baseline skill.');
     expect(result.notes).toEqual([call.fallback]);
   });
@@ -127,7 +134,7 @@ describe('planner', () => {
     t = await openTestLab({ scripts: { planner: () => ({ status: 500, body: { error: { message: 'model crashed', type: 'server_error' } } }) } });
     const result = await new Planner(t.lab.store, t.lab.llm).plan(request);
     const call = await storedCall(t);
-    expect(call.fallback).toMatch(/^planner failed, used the top 3 of each: .*500/);
+    expect(call.fallback).toMatch(/^planner model error, used the top 3 of each: .*500/);
     expect(call.y).toBe('');
     expect(result.skills.map(s => s.id)).toEqual(['linear-baseline', 'ablation-grid', 'seed-variance']);
   });

@@ -1,26 +1,30 @@
 /**
  * The quickstart notebook that `npm start` opens, executed headless the way a user's "Run All"
- * does: the real tslab kernel, the compiled kernel-lib, the embedded SmolLM2 model, no LLM
- * endpoint and no network. The model is weak, so stages may fail; what must hold is that every
- * stage ends with an honest, schema-valid card (done, or failed with a reason), that nothing
- * after a failed stage claims results, and that the store records what the cards show.
+ * does: the real tslab kernel, the compiled kernel-lib, the embedded models, no LLM endpoint and
+ * no network. Every stage must end done: hypotheses checked against the bundled corpus, a
+ * blueprint, code that really ran in the sandbox with measured metrics, an analysis, a paper whose
+ * every number is grounded in those metrics, a review; then feedback gives a memory and
+ * lab.train() registers an adapter. The per-stage times are printed (`npm run bench:quickstart`
+ * prints them too).
  *
- * Needs: `npm run build -w schema && npm run build -w kernel-lib`, the tslab kernel registered in
- * .venv (scripts/setup does both) and models/SmolLM2-135M-Instruct.Q4_1.gguf. Takes minutes.
+ * Needs: scripts/setup (the builds, the tslab kernel in .venv, the models, .venv-experiment).
+ * Takes about a quarter of an hour on 2 cores.
  */
 import { execFile } from 'child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { STAGE_MIME_TYPE, STAGES, type StageBundle } from '@nanoresearch/schema';
-import { LOCAL_MODEL_FILE } from '../src/llm/config';
+import { llmConfigFromEnv, ggufPathFor } from '../src/llm';
+import { checkGrounding } from '../src/grounding';
 import { Store } from '../src/store';
 import { schemaErrors } from '../src/validate';
 
 const REPO = path.resolve(__dirname, '../..');
 const NOTEBOOK = path.join(REPO, 'notebooks', 'quickstart.ipynb');
 const JUPYTER = path.join(REPO, '.venv', 'bin', 'jupyter');
-const EXECUTION_LIMIT_MS = 12 * 60_000;
+/** The issue's bound for the whole notebook on a 2-core machine. */
+const EXECUTION_LIMIT_MS = 20 * 60_000;
 
 interface Output {
   output_type: string;
@@ -78,17 +82,19 @@ describe('the committed quickstart notebook', () => {
   });
 });
 
-describe('the quickstart notebook run headless with the embedded model', () => {
+describe('the quickstart notebook run headless with the embedded models', () => {
   let home: string;
   let executed: Notebook;
   let wallMs: number;
 
   beforeAll(async () => {
+    const config = llmConfigFromEnv({});
     for (const [file, fix] of [
       [path.join(REPO, 'kernel-lib', 'dist', 'index.js'), 'npm run build -w schema && npm run build -w kernel-lib'],
       [JUPYTER, 'scripts/setup (creates .venv with JupyterLab)'],
       [path.join(REPO, '.venv', 'share', 'jupyter', 'kernels', 'tslab', 'kernel.json'), 'node_modules/.bin/tslab install --python=.venv/bin/python --sys-prefix'],
-      [path.join(REPO, 'models', LOCAL_MODEL_FILE), 'npm start or scripts/setup (fetches the embedded model)']
+      [path.join(REPO, '.venv-experiment', 'bin', 'python'), 'scripts/setup (creates the experiment environment)'],
+      ...Object.values(config.models).map(model => [ggufPathFor(model, config.modelsDir!), 'npm start or scripts/setup (fetches the embedded models)'])
     ]) {
       if (!existsSync(file)) throw new Error(`the quickstart test needs ${file}: run ${fix}`);
     }
@@ -98,7 +104,7 @@ describe('the quickstart notebook run headless with the embedded model', () => {
     await new Promise<void>((resolve, reject) => {
       execFile(
         JUPYTER,
-        ['nbconvert', '--to', 'notebook', '--execute', '--ExecutePreprocessor.kernel_name=tslab', '--ExecutePreprocessor.timeout=600', '--output', output, NOTEBOOK],
+        ['nbconvert', '--to', 'notebook', '--execute', '--ExecutePreprocessor.kernel_name=tslab', '--ExecutePreprocessor.timeout=900', '--output', output, NOTEBOOK],
         { cwd: path.dirname(NOTEBOOK), env: offlineEnv(home), timeout: EXECUTION_LIMIT_MS, maxBuffer: 16 * 1024 * 1024 },
         (error, _stdout, stderr) => (error ? reject(new Error(`executing the quickstart failed: ${error.message}\n${stderr.slice(-4000)}`)) : resolve())
       );
@@ -122,55 +128,67 @@ describe('the quickstart notebook run headless with the embedded model', () => {
     return byStage;
   }
 
-  test('runs every cell without an uncaught error', () => {
+  async function withStore<T>(fn: (store: Store) => Promise<T>): Promise<T> {
+    const store = await Store.open({ home });
+    try {
+      return await fn(store);
+    } finally {
+      await store.close();
+    }
+  }
+
+  test('runs every cell without an uncaught error, within the time bound', () => {
     const errors = executed.cells.flatMap(c => (c.outputs ?? []).filter(o => o.output_type === 'error').map(o => `${c.id}: ${o.ename}: ${o.evalue}`));
     expect(errors).toEqual([]);
     expect(wallMs).toBeLessThan(EXECUTION_LIMIT_MS);
   });
 
-  test('every stage cell shows a schema-valid stage card that is done, or failed with a reason', () => {
+  test('every stage cell shows a schema-valid stage card, and every stage is done', () => {
     const byStage = cards();
     expect([...byStage.keys()]).toEqual([...STAGES]);
     for (const [stage, card] of byStage) {
       expect(schemaErrors('stage-bundle', card)).toEqual([]);
-      expect(card.stage).toBe(stage);
-      expect(['done', 'failed']).toContain(card.status);
-      if (card.status === 'failed') expect(card.error?.trim()).toBeTruthy();
+      expect({ stage, status: card.status, error: card.error ?? null }).toEqual({ stage, status: 'done', error: null });
     }
   });
 
-  test('no stage after a failed one claims results or measured numbers', () => {
-    const byStage = cards();
-    let failedBefore: string | null = null;
-    for (const stage of STAGES) {
-      const card = byStage.get(stage)!;
-      if (failedBefore) {
-        expect({ stage, status: card.status }).toEqual({ stage, status: 'failed' });
-        expect(card.error).toMatch(/needs the output of|stopped|budget/);
-        expect(card.outputs.metrics ?? []).toEqual([]);
-        expect(card.outputs.overall_score).toBeUndefined();
-      }
-      if (card.status === 'failed') failedBefore ??= stage;
-    }
-    const experiment = byStage.get('experiment')!;
-    if (experiment.status !== 'done') expect(experiment.outputs.metrics ?? []).toEqual([]);
+  test('the experiment\'s metrics come from a sandboxed run whose files are in the workspace', async () => {
+    const run = await withStore(store =>
+      store.read(q => q.get<{ output: { metrics: Record<string, Record<string, number>>; metrics_path: string; isolation: { network: string; filesystem: string }; attempts: { exitCode: number | null }[] } }>("select output from stage_runs where stage = 'experiment' and status = 'done'"))
+    );
+    const out = run!.output;
+    expect(Object.keys(out.metrics).length).toBeGreaterThan(0);
+    expect(out.isolation).toMatchObject({ network: 'none', filesystem: 'workspace-only' });
+    expect(out.attempts[out.attempts.length - 1].exitCode).toBe(0);
+    const project = await withStore(store => store.read(q => q.get<{ workspace: string }>('select workspace from projects')));
+    const written = JSON.parse(readFileSync(path.join(project!.workspace, out.metrics_path), 'utf8'));
+    expect(written).toEqual(out.metrics);
+    const card = cards().get('experiment')!;
+    expect((card.outputs.metrics as unknown[]).length).toBeGreaterThan(0);
   });
 
-  test('the store holds each stage run the cards show, and the feedback given in code', async () => {
-    const store = await Store.open({ home });
-    try {
-      const runs = await store.read(q => q.all<{ id: string; stage: string; status: string; error: string | null; project_id: string }>('select id, stage, status, error, project_id from stage_runs'));
-      const byStage = cards();
-      expect(runs).toHaveLength(STAGES.length);
-      for (const [stage, card] of byStage) {
-        const row = runs.find(r => r.id === card.stage_run_id);
-        expect(row).toMatchObject({ stage, status: card.status, project_id: card.project_id });
-      }
-      const feedback = await store.read(q => q.all<{ stage_run_id: string; origin: string }>('select stage_run_id, origin from feedback'));
-      expect(feedback).toEqual([{ stage_run_id: byStage.get('ideation')!.stage_run_id, origin: 'code' }]);
-    } finally {
-      await store.close();
-    }
+  test('every number in the paper is grounded in the measured artifacts, and the files are written', async () => {
+    const writing = await withStore(store =>
+      store.read(q => q.get<{ output: { sections: { name: string; text: string }[]; ungrounded: unknown[]; grounding_artifacts: Parameters<typeof checkGrounding>[1]; paper_path: string; tex_path: string; bib_path: string } }>("select output from stage_runs where stage = 'writing' and status = 'done'"))
+    );
+    const out = writing!.output;
+    expect(out.ungrounded).toEqual([]);
+    for (const section of out.sections) expect({ section: section.name, ungrounded: checkGrounding(section.text, out.grounding_artifacts).ungrounded }).toEqual({ section: section.name, ungrounded: [] });
+    const project = await withStore(store => store.read(q => q.get<{ workspace: string }>('select workspace from projects')));
+    for (const file of [out.paper_path, out.tex_path, out.bib_path]) expect(existsSync(path.join(project!.workspace, file))).toBe(true);
+  });
+
+  test('the feedback given in code is stored and becomes a memory; training registers an adapter', async () => {
+    const { feedback, memories, adapters } = await withStore(store =>
+      store.read(async q => ({
+        feedback: await q.all<{ stage_run_id: string; origin: string }>('select stage_run_id, origin from feedback'),
+        memories: await q.all<{ kind: string }>("select kind from memories where source = 'feedback'"),
+        adapters: await q.all<{ version: string; active: boolean }>('select version, active from adapters')
+      }))
+    );
+    expect(feedback).toEqual([{ stage_run_id: cards().get('ideation')!.stage_run_id, origin: 'code' }]);
+    expect(memories.length).toBeGreaterThan(0);
+    expect(adapters).toEqual([{ version: 'v1', active: true }]);
   });
 
   test('the SQL cells show their result as a table', () => {

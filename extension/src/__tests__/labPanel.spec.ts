@@ -22,6 +22,16 @@ function fakeBridge() {
         case 'skills.retire':
           skills.find(s => s.id === params.id)!.status = 'retired';
           return {};
+        case 'models.list':
+          return {
+            provider: 'local',
+            endpoint: null,
+            roles: [
+              { role: 'planner', model: 'SmolLM2-135M-Instruct.Q4_1', license: 'Apache-2.0' },
+              { role: 'coding', model: 'qwen2.5-coder-1.5b-instruct-q4_k_m', license: 'Apache-2.0' }
+            ],
+            howToSwitch: 'Set NANORESEARCH_LLM_BASE_URL before starting JupyterLab.'
+          };
         case 'sql':
           return { columns: ['stage', 'n'], rows: [{ stage: 'ideation', n: 2 }, { stage: 'planning', n: 1.23456 }] };
         default:
@@ -63,6 +73,20 @@ describe('lab panel', () => {
     expect(calls[calls.length - 1]).toEqual(['sql', { query: 'select stage, count(*) n from stage_runs group by 1' }]);
     const rows = Array.from(panel.node.querySelectorAll('.jp-nr-sql-result tr')).map(r => Array.from(r.children).map(text));
     expect(rows).toEqual([['stage', 'n'], ['ideation', '2'], ['planning', '1.235']]);
+  });
+
+  it('shows which model serves each role and how to switch', async () => {
+    const { bridge } = fakeBridge();
+    const panel = new LabPanel(bridge);
+    await panel.showTab('models');
+    expect(text(panel.node.querySelector('.jp-nr-models-source'))).toMatch(/Embedded models/);
+    const rows = Array.from(panel.node.querySelectorAll('.jp-nr-lab-content tr')).map(r => Array.from(r.children).map(text));
+    expect(rows).toEqual([
+      ['role', 'model', 'licence'],
+      ['planner', 'SmolLM2-135M-Instruct.Q4_1', 'Apache-2.0'],
+      ['coding', 'qwen2.5-coder-1.5b-instruct-q4_k_m', 'Apache-2.0']
+    ]);
+    expect(text(panel.node.querySelector('.jp-nr-lab-content p'))).toBe('To switch: Set NANORESEARCH_LLM_BASE_URL before starting JupyterLab.');
   });
 
   it('says a kernel is needed when no notebook is open', async () => {

@@ -43,7 +43,7 @@ export function createLlm(config: LlmConfig, store?: LlmStore, options: CreateLl
   const provider: Provider =
     config.provider === 'local'
       ? new LocalProvider({
-          modelPath: config.modelPath,
+          modelsDir: config.modelsDir,
           contextSize: config.contextSize ?? 4096,
           threads: config.threads ?? defaultLocalThreads(),
           timeoutMs: config.timeoutMs ?? 0

@@ -1,9 +1,7 @@
 import { existsSync, statSync } from 'fs';
 import * as path from 'path';
+import { embeddedRoleModels } from './embedded';
 import { ROLES, type JsonMode, type LlmConfig, type ModelPrice } from './types';
-
-/** The embedded model's file name, fetched by `npm start` / scripts/setup into `models/`. */
-export const LOCAL_MODEL_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
 
 /** Model name the OpenAI-compatible provider uses when NANORESEARCH_MODEL is not set. */
 export const DEFAULT_REMOTE_MODEL = 'gpt-4o-mini';
@@ -14,25 +12,29 @@ const JSON_MODES: readonly JsonMode[] = ['json_schema', 'json_object', 'none'];
  * The LLM configuration from environment variables:
  * - NANORESEARCH_LLM_BASE_URL (or OPENAI_BASE_URL) selects an OpenAI-compatible server, with
  *   NANORESEARCH_LLM_API_KEY (or OPENAI_API_KEY); NANORESEARCH_JSON_MODE = json_schema | json_object | none.
- * - Otherwise the embedded model: $NANORESEARCH_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf, or the
- *   repository's models/ folder.
- * - NANORESEARCH_MODEL names the default model, NANORESEARCH_MODEL_<ROLE> (e.g. _PLANNER) one role's.
+ * - Otherwise the embedded models (kernel-lib/embedded-models.json: a stage model and a small planner)
+ *   from $NANORESEARCH_MODELS_DIR, or the repository's models/ folder.
+ * - NANORESEARCH_MODEL names the default model, NANORESEARCH_MODEL_<ROLE> (e.g. _PLANNER) one role's;
+ *   for the embedded provider a name is an embedded model's or a .gguf file's.
  * - NANORESEARCH_LLM_THREADS, NANORESEARCH_LLM_TIMEOUT_MS, NANORESEARCH_LLM_MAX_RETRIES, and NANORESEARCH_LLM_PRICES
  *   (JSON: {"model": {"inputPerMTok": 0.15, "outputPerMTok": 0.6}}).
  */
 export function llmConfigFromEnv(env: NodeJS.ProcessEnv = process.env): LlmConfig {
   const baseURL = env.NANORESEARCH_LLM_BASE_URL || env.OPENAI_BASE_URL;
   const local = !baseURL;
-  const modelPath = local ? localModelPath(env) : undefined;
-  const defaultModel =
-    env.NANORESEARCH_MODEL || (local ? path.basename(modelPath ?? LOCAL_MODEL_FILE, '.gguf') : DEFAULT_REMOTE_MODEL);
-  const models: LlmConfig['models'] = { default: defaultModel };
+  // The embedded roles apply only while nothing overrides the default: a model named for all
+  // roles is meant for all of them.
+  const models: LlmConfig['models'] = env.NANORESEARCH_MODEL
+    ? { default: env.NANORESEARCH_MODEL }
+    : local
+      ? embeddedRoleModels()
+      : { default: DEFAULT_REMOTE_MODEL };
   for (const role of ROLES) {
     const model = env[`NANORESEARCH_MODEL_${role.toUpperCase()}`];
     if (model) models[role] = model;
   }
   const config: LlmConfig = local
-    ? { provider: 'local', models, modelPath }
+    ? { provider: 'local', models, modelsDir: localModelsDir(env) }
     : { provider: 'openai', baseURL, apiKey: env.NANORESEARCH_LLM_API_KEY || env.OPENAI_API_KEY, models };
   const jsonMode = env.NANORESEARCH_JSON_MODE;
   if (jsonMode) {
@@ -52,14 +54,14 @@ export function llmConfigFromEnv(env: NodeJS.ProcessEnv = process.env): LlmConfi
 }
 
 /**
- * Where the embedded model should be: in $NANORESEARCH_MODELS_DIR, else in the repository's
- * models/ folder (found by walking up from this file). The path is returned even when the file
- * is missing, so the error on first use can name it and say how to fetch it.
+ * Where the embedded models are: $NANORESEARCH_MODELS_DIR, else the repository's models/ folder
+ * (found by walking up from this file). Returned even when a file is missing, so the error on
+ * first use can name it and say how to fetch it.
  */
-export function localModelPath(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  if (env.NANORESEARCH_MODELS_DIR) return path.join(env.NANORESEARCH_MODELS_DIR, LOCAL_MODEL_FILE);
+export function localModelsDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.NANORESEARCH_MODELS_DIR) return path.resolve(env.NANORESEARCH_MODELS_DIR);
   const root = findRepoRoot(__dirname);
-  return root ? path.join(root, 'models', LOCAL_MODEL_FILE) : undefined;
+  return root ? path.join(root, 'models') : undefined;
 }
 
 /** The nearest folder at or above `from` holding a `models/` folder. */

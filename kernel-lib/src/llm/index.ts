@@ -2,7 +2,8 @@
 export * from './types';
 export { createLlm } from './client';
 export { disposeLocalModels } from './providers/local';
-export { llmConfigFromEnv, localModelPath, findRepoRoot, LOCAL_MODEL_FILE, DEFAULT_REMOTE_MODEL } from './config';
+export { llmConfigFromEnv, localModelsDir, findRepoRoot, DEFAULT_REMOTE_MODEL } from './config';
+export { embeddedModels, embeddedRoleModels, embeddedModel, ggufPathFor, modelsReport, type EmbeddedModel, type ModelsReport } from './embedded';
 export { LlmError, LlmOutputError, BudgetExceededError } from './errors';
 export { stripThinking, extractJson } from './text';
 export { validateAgainst } from './validate';

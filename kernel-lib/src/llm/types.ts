@@ -84,8 +84,11 @@ export interface LlmConfig {
   models: { default: string } & Partial<Record<Role, string>>;
   /** How the OpenAI provider asks for JSON (default `json_schema`). */
   jsonMode?: JsonMode;
-  /** The embedded model's GGUF file (local provider). */
-  modelPath?: string;
+  /**
+   * Folder of the embedded models' GGUF files (local provider); a model name maps to a file in it
+   * (see llm/embedded.ts).
+   */
+  modelsDir?: string;
   /** Context window of the embedded model, in tokens (default 4096). */
   contextSize?: number;
   /** CPU threads of the embedded model (default: all cores but one; NANORESEARCH_LLM_THREADS). */

@@ -131,21 +131,27 @@ export const FEEDBACK_MEMORIES_SCHEMA = {
   properties: {
     memories: {
       type: 'array',
-      maxItems: 5,
+      // Every part bounded: under a grammar a small model repeats itself in an unbounded list or string.
+      maxItems: 3,
       items: {
         type: 'object',
         additionalProperties: false,
         required: ['kind', 'content'],
         properties: {
           kind: { type: 'string', enum: [...MEMORY_KINDS] },
-          content: { type: 'string', minLength: 8 },
-          key: { type: 'string' },
-          tags: { type: 'array', items: { type: 'string' } },
-          stages: { type: 'array', items: { type: 'string', enum: ['ideation', 'planning', 'experiment', 'analysis', 'writing', 'review'] } },
+          content: { type: 'string', minLength: 8, maxLength: 240 },
+          key: { type: 'string', maxLength: 60 },
+          tags: { type: 'array', maxItems: 4, items: { type: 'string', maxLength: 30 } },
+          stages: { type: 'array', maxItems: 3, items: { type: 'string', enum: ['ideation', 'planning', 'experiment', 'analysis', 'writing', 'review'] } },
           conditions: {
             type: 'object',
             additionalProperties: false,
-            properties: { dataset: { type: 'string' }, method: { type: 'string' }, budget: { type: 'string' }, failure_mode: { type: 'string' } }
+            properties: {
+              dataset: { type: 'string', maxLength: 60 },
+              method: { type: 'string', maxLength: 60 },
+              budget: { type: 'string', maxLength: 60 },
+              failure_mode: { type: 'string', maxLength: 60 }
+            }
           },
           importance: { type: 'number', minimum: 0, maximum: 1 }
         }

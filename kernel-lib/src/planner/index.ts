@@ -25,10 +25,18 @@ export const STAGE_TASKS: Record<StageName, string> = {
 /** How many top-ranked candidates of each kind the fallback plan uses. */
 export const FALLBACK_TOP_K = 3;
 export const FALLBACK_PROMPT_PLAN = 'Use the top-ranked skills and memories where they directly help this stage.';
-/** prompt_plan longer than this is cut: it is rendered into every stage prompt. */
-export const MAX_PROMPT_PLAN_CHARS = 2000;
-/** A planner answer is a few ids and a short plan; the cap stops a small model rambling to the context limit. */
-export const PLANNER_MAX_TOKENS = 512;
+/** prompt_plan's bound: about 40 words, rendered into every stage prompt. */
+export const MAX_PROMPT_PLAN_CHARS = 280;
+/** Most ids of each kind a plan selects: a focused subset, and a short answer for a small model. */
+export const MAX_SELECTED = 4;
+/** update_memory / update_skill: at most this many entries of this many characters. */
+const MAX_UPDATES = 2;
+const MAX_UPDATE_CHARS = 200;
+/**
+ * Enough for the longest answer the per-call schema allows (ids, plan, updates); the grammar
+ * bounds every part, so the cap is never what ends a plan.
+ */
+export const PLANNER_MAX_TOKENS = 640;
 /** Candidate texts are cut to these lengths in x: x must stay short for a small planner model. */
 const SKILL_TEXT_CHARS = 160;
 const MEMORY_TEXT_CHARS = 220;
@@ -102,7 +110,7 @@ export class Planner {
         const response = await this.llm.completeJson<PlannerOutput>({
           role: 'planner',
           messages: [{ role: 'user', content: x }],
-          jsonSchema: PlannerOutputSchema,
+          jsonSchema: plannerSchemaFor(request),
           schemaName: 'planner_output',
           temperature: 0,
           maxTokens: PLANNER_MAX_TOKENS,
@@ -113,9 +121,10 @@ export class Planner {
         model = response.model;
         plan = keepCandidateIds(response.value, request, notes);
       } catch (error) {
-        // Keep what the model did say: it explains the failure (y is the answer, even unusable).
+        // Under the per-call schema a valid model cannot answer wrongly: reaching here is a model
+        // or server error. Keep what it did say: it explains the failure.
         if (error instanceof LlmOutputError) y = error.answer;
-        fallback = `planner failed, used the top ${FALLBACK_TOP_K} of each: ${errorMessage(error)}`;
+        fallback = `planner model error, used the top ${FALLBACK_TOP_K} of each: ${errorMessage(error)}`;
         plan = fallbackPlan(request);
       }
     }
@@ -188,6 +197,56 @@ export function buildPlannerInput(request: Pick<PlanRequest, 'stage' | 'topic' |
     '## Candidate memories',
     ...(memories.length ? memories : ['(none)'])
   ].join('\n');
+}
+
+/**
+ * The decoding constraint of one planner call, built from its candidates: ids are an enum of the
+ * candidate ids (at most MAX_SELECTED, none when there are no candidates), the plan and updates
+ * bounded. Under it any model, the embedded 135M one included, writes a valid plan with real ids in
+ * a few dozen tokens; it is also what the answer is validated against.
+ */
+export function plannerSchemaFor(request: Pick<PlanRequest, 'skills' | 'memories'>): Record<string, unknown> {
+  const base = PlannerOutputSchema as unknown as { properties: Record<string, { items?: { properties: Record<string, unknown> } }> };
+  const idList = (ids: string[]) =>
+    // No uniqueItems: a grammar cannot enforce it, and a repeated id is harmless (keepCandidateIds collapses it).
+    ids.length ? { type: 'array', items: { type: 'string', enum: ids }, maxItems: Math.min(MAX_SELECTED, ids.length) } : { type: 'array', maxItems: 0 };
+  const skillIds = request.skills.map(s => s.id);
+  return {
+    title: 'PlannerOutput',
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      selected_skill_ids: idList(skillIds),
+      selected_memory_ids: idList(request.memories.map(m => m.id)),
+      prompt_plan: { type: 'string', minLength: 1, maxLength: MAX_PROMPT_PLAN_CHARS },
+      update_memory: {
+        type: 'array',
+        maxItems: MAX_UPDATES,
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            kind: base.properties.update_memory.items!.properties.kind,
+            content: { type: 'string', minLength: 1, maxLength: MAX_UPDATE_CHARS }
+          },
+          required: ['kind', 'content']
+        }
+      },
+      update_skill: skillIds.length
+        ? {
+            type: 'array',
+            maxItems: MAX_UPDATES,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { skill_id: { type: 'string', enum: skillIds }, note: { type: 'string', minLength: 1, maxLength: MAX_UPDATE_CHARS } },
+              required: ['skill_id', 'note']
+            }
+          }
+        : { type: 'array', maxItems: 0 }
+    },
+    required: ['selected_skill_ids', 'selected_memory_ids', 'prompt_plan', 'update_memory', 'update_skill']
+  };
 }
 
 /** The plan used when the planner is off or failed: the top-ranked candidates of each kind. */

@@ -54,18 +54,19 @@ export const DISTILL_SCHEMA = {
   properties: {
     skills: {
       type: 'array',
+      // Every part bounded: under a grammar a small model repeats itself in an unbounded list or string.
       maxItems: 3,
       items: {
         type: 'object',
         additionalProperties: false,
         required: ['name', 'description', 'instructions'],
         properties: {
-          name: { type: 'string', minLength: 3, maxLength: 80 },
-          description: { type: 'string', minLength: 10, maxLength: 300 },
-          when_to_use: { type: 'string', maxLength: 400 },
-          instructions: { type: 'array', minItems: 1, maxItems: 8, items: { type: 'string', minLength: 5, maxLength: 300 } },
-          stages: { type: 'array', items: { type: 'string', enum: ['ideation', 'planning', 'experiment', 'analysis', 'writing', 'review'] } },
-          tags: { type: 'array', maxItems: 6, items: { type: 'string' } }
+          name: { type: 'string', minLength: 3, maxLength: 60 },
+          description: { type: 'string', minLength: 10, maxLength: 200 },
+          when_to_use: { type: 'string', maxLength: 200 },
+          instructions: { type: 'array', minItems: 1, maxItems: 5, items: { type: 'string', minLength: 5, maxLength: 200 } },
+          stages: { type: 'array', maxItems: 2, items: { type: 'string', enum: ['ideation', 'planning', 'experiment', 'analysis', 'writing', 'review'] } },
+          tags: { type: 'array', maxItems: 4, items: { type: 'string', maxLength: 30 } }
         }
       }
     }

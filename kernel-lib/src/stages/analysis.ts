@@ -113,7 +113,7 @@ export async function analysis(ctx: StageContext): Promise<StageResult> {
     ctx,
     'writing',
     'analysis-text',
-    'You phrase an analysis of measured experiment results. Use ONLY the numbers given below, exactly as written; do not compute new numbers, do not add any other number. Two short paragraphs, plain text.',
+    'You phrase an analysis of measured experiment results. Use ONLY the numbers given below, exactly as written; do not compute new numbers, do not add any other number. Two short paragraphs (at most 150 words), plain text.',
     `Results table (measured):\n${computed.table}\n\nComputed facts:\n${facts}${blueprint ? `\n\nObjective: ${blueprint.objective}` : ''}`
   );
   const grounding = checkGrounding(draft, { metrics, comparisons: computed.comparisons, manifest: exp.manifest });

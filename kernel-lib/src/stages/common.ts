@@ -1,31 +1,71 @@
 /** Helpers every stage shares: prompts with guidance, JSON calls, previous outputs, files. */
 import { createHash } from 'crypto';
-import { mkdirSync, writeFileSync } from 'fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'fs';
 import * as path from 'path';
 import type { ChatMessage, JsonSchema, Role } from '../llm';
 import type { StageContext, StageName } from '../orchestrator/types';
 
 /**
- * The system prompt of a stage call: the task marker (scripted test models route on it),
- * what the model is asked to be, and the stage's guidance (profile, skills, memories, plan).
+ * The system prompt of a stage call: what the model is asked to be, then the stage's guidance
+ * (profile, skills, memories, plan). Calls of one stage that share instructions share this whole
+ * prompt, so an embedded model evaluates it once and reuses it (see llm/providers/local.ts).
  */
-export function systemPrompt(ctx: StageContext, task: string, instructions: string): string {
-  return [`TASK: ${task}`, instructions.trim(), ctx.guidance.trim() ? `# Guidance for this researcher\n${ctx.guidance.trim()}` : ''].filter(Boolean).join('\n\n');
+export function systemPrompt(ctx: StageContext, instructions: string): string {
+  return [instructions.trim(), ctx.guidance.trim() ? `# Guidance for this researcher\n${ctx.guidance.trim()}` : ''].filter(Boolean).join('\n\n');
 }
 
-export function messages(system: string, user: string): ChatMessage[] {
+/**
+ * The messages of a stage call. The user turn opens with the task marker (what the call is for:
+ * logs and scripted test models read it); it comes after the shared system prompt so that the
+ * marker does not break the shared prefix.
+ */
+export function messages(system: string, task: string, user: string): ChatMessage[] {
   return [
     { role: 'system', content: system },
-    { role: 'user', content: user }
+    { role: 'user', content: `TASK: ${task}\n\n${user}` }
   ];
 }
 
 /**
- * Token cap of a structured stage answer: room for a full blueprint or a set of hypotheses from a
- * capable model, while a small model that rambles inside a string is cut off instead of filling the
- * context (which took minutes per call with the embedded model).
+ * Token cap of a structured stage answer. Every schema a stage asks for bounds its strings and
+ * arrays (see `bounded`), so a valid answer fits well within this; the cap only stops a model
+ * that pads with whitespace.
  */
-export const STAGE_JSON_MAX_TOKENS = 2048;
+export const STAGE_JSON_MAX_TOKENS = 1024;
+
+/** Unbounded strings and arrays in a stage schema get these bounds (a small model loops otherwise). */
+export interface Bounds {
+  /** maxLength for strings without one. */
+  text: number;
+  /** maxItems for arrays without one. */
+  items: number;
+  /** Per-property overrides by property name: a number is maxItems (arrays) or maxLength (strings). */
+  by?: Record<string, number>;
+}
+
+/**
+ * `schema` with every string and array bounded: greedy decoding under a grammar cannot stop a
+ * model that repeats itself inside an unbounded string or list, and a bound the grammar enforces
+ * ends the answer in a few hundred tokens instead of at the token cap.
+ */
+export function bounded(schema: JsonSchema, bounds: Bounds, name?: string): JsonSchema {
+  const out: JsonSchema = { ...schema };
+  const type = out.type;
+  const override = name !== undefined ? bounds.by?.[name] : undefined;
+  if (type === 'string' && out.enum === undefined && out.const === undefined) {
+    out.maxLength = override ?? (typeof out.maxLength === 'number' ? out.maxLength : bounds.text);
+  }
+  if (type === 'array') {
+    out.maxItems = override ?? (typeof out.maxItems === 'number' ? out.maxItems : bounds.items);
+    if (out.items && typeof out.items === 'object') out.items = bounded(out.items as JsonSchema, bounds);
+  }
+  if (out.properties && typeof out.properties === 'object') {
+    out.properties = Object.fromEntries(
+      Object.entries(out.properties as Record<string, JsonSchema>).map(([key, sub]) => [key, bounded(sub, bounds, key)])
+    );
+  }
+  return out;
+}
 
 /** A JSON call with the stage's guidance in the system prompt. */
 export async function askJson<T>(
@@ -39,7 +79,7 @@ export async function askJson<T>(
 ): Promise<T> {
   const r = await ctx.llm.completeJson<T>({
     role,
-    messages: messages(systemPrompt(ctx, task, instructions), user),
+    messages: messages(systemPrompt(ctx, instructions), task, user),
     jsonSchema,
     schemaName: task.replace(/[^\w]+/g, '_'),
     maxTokens
@@ -47,8 +87,18 @@ export async function askJson<T>(
   return r.value;
 }
 
-export async function askText(ctx: StageContext, role: Role, task: string, instructions: string, user: string, maxTokens?: number): Promise<string> {
-  const r = await ctx.llm.complete({ role, messages: messages(systemPrompt(ctx, task, instructions), user), maxTokens });
+/** Token cap of a free-text stage answer (a paper section, an analysis): a few paragraphs. */
+export const STAGE_TEXT_MAX_TOKENS = 400;
+
+export async function askText(
+  ctx: StageContext,
+  role: Role,
+  task: string,
+  instructions: string,
+  user: string,
+  maxTokens = STAGE_TEXT_MAX_TOKENS
+): Promise<string> {
+  const r = await ctx.llm.complete({ role, messages: messages(systemPrompt(ctx, instructions), task, user), maxTokens });
   return r.text.trim();
 }
 
@@ -59,6 +109,16 @@ export function previousOutput<T>(ctx: StageContext, stage: StageName): T {
     throw new Error(`the ${ctx.stage} stage needs the output of the ${stage} stage, which has not completed in this run; run ${stage} first`);
   }
   return out as T;
+}
+
+/**
+ * The first fenced code block of an answer (```python … ```), or the whole answer when it has
+ * no fence. Code comes as plain text: inside a JSON string a grammar caps it in characters and
+ * a small model spends its tokens on escapes.
+ */
+export function fencedCode(answer: string): string {
+  const fence = /```[\w+-]*[^\S\n]*\n([\s\S]*?)(?:\n```|$)/.exec(answer);
+  return (fence ? fence[1] : answer).replace(/\s+$/, '') + '\n';
 }
 
 export function sha256(data: Buffer | string): string {
@@ -88,4 +148,24 @@ export function errorMessage(error: unknown): string {
 export function isFatal(error: unknown): boolean {
   const name = (error as { name?: string })?.name;
   return name === 'BudgetExceededError' || name === 'AbortError';
+}
+
+/**
+ * The project's data files as a model needs to see them: path, size, and for a CSV its header
+ * and first rows, so a plan and a script use the real file and column names.
+ */
+export function describeDataFiles(workspace: string): string {
+  const dir = path.join(workspace, 'data');
+  if (!existsSync(dir)) return '';
+  const lines: string[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    const file = path.join(dir, name);
+    const stat = lstatSync(file);
+    if (!stat.isFile()) continue;
+    if (/\.(csv|tsv)$/i.test(name)) {
+      const rows = readFileSync(file, 'utf8').split(/\r?\n/).filter(Boolean);
+      lines.push(`- data/${name} (${rows.length - 1} rows). First lines:\n${rows.slice(0, 4).map(r => `    ${r.slice(0, 200)}`).join('\n')}`);
+    } else lines.push(`- data/${name} (${stat.size} bytes)`);
+  }
+  return lines.join('\n');
 }

@@ -14,12 +14,14 @@
  * in the artifacts table with their sha256 and size.
  */
 import type { ExperimentBlueprint, IdeationOutput } from '@nanoresearch/schema';
-import { existsSync, readdirSync, readFileSync, statSync, cpSync, mkdirSync, writeFileSync } from 'fs';
+import { existsSync, readdirSync, readFileSync, statSync, cpSync, mkdirSync, rmSync, writeFileSync } from 'fs';
 import * as path from 'path';
 import { newId, nowIso } from '../ids';
 import type { LearnedMemory, StageContext, StageResult } from '../orchestrator/types';
 import { describeIsolation, runInSandbox, SandboxResult } from '../sandbox';
-import { askJson, errorMessage, markdownTable, previousOutput, sha256 } from './common';
+import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
+import { experimentPython } from '../sandbox/python-env';
+import { askText, describeDataFiles, errorMessage, fencedCode, markdownTable, previousOutput, sha256 } from './common';
 
 export const MAX_EXPERIMENT_ATTEMPTS = 3;
 
@@ -57,32 +59,38 @@ export interface ExperimentOutput {
   stdout_tail: string;
 }
 
+/** The generated program: one Python file, written by the 'coding' role as a fenced block. */
 interface GeneratedProject {
   files: { path: string; content: string }[];
   entrypoint: string;
   notes?: string;
 }
 
-const PROJECT_SCHEMA = {
-  type: 'object',
-  properties: {
-    files: {
-      type: 'array',
-      minItems: 1,
-      items: { type: 'object', properties: { path: { type: 'string', minLength: 1 }, content: { type: 'string' } }, required: ['path', 'content'] }
-    },
-    entrypoint: { type: 'string', minLength: 1 },
-    notes: { type: 'string' }
-  },
-  required: ['files', 'entrypoint']
-};
+const ENTRYPOINT = 'main.py';
 
+/** A complete script for the small Iris-sized experiments the embedded model is asked for is well under this. */
+const CODE_MAX_TOKENS = 1200;
+
+/** Of a failed run, the model sees this much: the traceback's tail is where the cause is. */
+const TRACEBACK_CHARS = 1800;
+const STDOUT_CHARS = 600;
+
+/** What the program must write, with a skeleton: a small model copies a shape far better than it follows a description. */
 const CONTRACT = [
-  'Artifact contract: the program must write results/metrics.json as {"<run_id>": {"<metric>": number}} with one entry per run of the experiment matrix',
-  '(metric names as in the plan, finite numbers), and results/manifest.json as a JSON object {"dataset", "config": {...}, "runs": [...]}',
-  'recording seeds, split sizes and hyper-parameters. Use only the Python standard library unless the plan says otherwise; fix random seeds;',
-  'no network access; read data only from files you include or from data/. Answer JSON {"files": [{"path", "content"}], "entrypoint": "main.py", "notes": "what you changed and why"}.'
-].join(' ');
+  'The program must write two files:',
+  '- results/metrics.json: {"<run_id>": {"<metric>": <number>}} with one entry per run of the plan (run ids and metric names exactly as in the plan, finite numbers);',
+  '- results/manifest.json: {"dataset": ..., "config": {...}, "runs": [...]} recording seeds, split sizes and hyper-parameters.',
+  'Skeleton:',
+  '```python',
+  'import json, os',
+  'os.makedirs("results", exist_ok=True)',
+  'metrics = {}  # metrics["<run_id>"] = {"<metric>": value}',
+  '# ... load data, split with a fixed seed, fit each run, measure ...',
+  'json.dump(metrics, open("results/metrics.json", "w"), indent=2)',
+  'json.dump({"dataset": "...", "config": {"seed": 0, "test_size": 0.3}, "runs": list(metrics)}, open("results/manifest.json", "w"), indent=2)',
+  '```',
+  'Fix random seeds. There is no network. Read data only from data/. Answer with the whole program in one ```python block and nothing else.'
+].join('\n');
 
 /** Checks the artifact contract; returns the parsed files or the reason the run failed. */
 export function readArtifacts(dir: string): { metrics?: Metrics; manifest?: Record<string, unknown>; error: string } {
@@ -148,6 +156,17 @@ function failureMode(result: SandboxResult, error: string): string {
   return error;
 }
 
+/** The blueprint as the coder needs it: what to run and measure, in a few lines (the JSON costs three times the tokens). */
+function renderPlan(blueprint: ExperimentBlueprint): string {
+  return [
+    `Method: ${blueprint.method.name}: ${blueprint.method.description}`,
+    `Baselines: ${blueprint.baselines.map(b => `${b.name}${b.description ? ` (${b.description})` : ''}`).join('; ')}`,
+    `Datasets: ${blueprint.datasets.map(d => `${d.name}${d.source ? ` from ${d.source}` : ''}${d.split ? `, split ${d.split}` : ''}`).join('; ')}`,
+    `Metrics: ${blueprint.metrics.map(m => `${m.name} (${m.goal})`).join(', ')}`,
+    `Runs (run_id: method on dataset, seed):\n${blueprint.experiment_matrix.map(r => `- ${r.run_id}: ${r.method} on ${r.dataset}${r.seed !== undefined ? `, seed ${r.seed}` : ''}`).join('\n')}`
+  ].join('\n');
+}
+
 export async function experiment(ctx: StageContext): Promise<StageResult> {
   const blueprint = previousOutput<ExperimentBlueprint>(ctx, 'planning');
   const ideation = ctx.previous.ideation as IdeationOutput | undefined;
@@ -171,14 +190,16 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
   let last: SandboxResult | undefined;
   let artifacts: ReturnType<typeof readArtifacts> = { error: 'not run' };
 
+  const python = experimentPython();
+  const importable = Object.entries(python.packages).map(([name, version]) => `${name} ${version}`);
+  const hypothesis = ideation?.hypotheses.find(h => h.id === blueprint.hypothesis_id)?.statement;
   const planText = [
-    ideation ? `Hypothesis: ${ideation.hypotheses.find(h => h.id === blueprint.hypothesis_id)?.statement ?? blueprint.objective}` : `Objective: ${blueprint.objective}`,
-    `Plan (ExperimentBlueprint):\n${JSON.stringify({ ...blueprint, critique: undefined }, null, 2)}`,
-    `Limits: ${minutes} minutes wall clock, ${memoryMb} MiB memory, no network, python3 only.`,
-    existsSync(path.join(dir, 'data')) ? `Files available in data/: ${listFiles(dir, 'data').join(', ')}` : ''
-  ]
-    .filter(Boolean)
-    .join('\n\n');
+    hypothesis ? `Hypothesis: ${hypothesis}` : `Objective: ${blueprint.objective}`,
+    renderPlan(blueprint),
+    `Limits: ${minutes} minutes wall clock, ${memoryMb} MiB memory, no network, one CPU.`,
+    `Python 3; importable besides the standard library: ${importable.join(', ') || 'nothing (standard library only)'}.`,
+    describeDataFiles(dir) ? `Data files (relative to the working directory):\n${describeDataFiles(dir)}` : 'No data files: generate synthetic data with a fixed seed.'
+  ].join('\n\n');
 
   for (let attempt = 1; attempt <= MAX_EXPERIMENT_ATTEMPTS; attempt++) {
     ctx.progress(attempt === 1 ? 'writing the experiment code' : `fixing the code (attempt ${attempt})`, (attempt - 1) * 2, MAX_EXPERIMENT_ATTEMPTS * 2);
@@ -188,20 +209,31 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
         ? planText
         : [
             planText,
-            `The previous attempt failed: ${previousFailure.error}`,
-            `stderr (tail):\n${last.stderr.slice(-4000)}`,
-            `stdout (tail):\n${last.stdout.slice(-1500)}`,
-            `Files:\n${project.files.map(f => `--- ${f.path}\n${f.content}`).join('\n')}`,
-            'Return the complete fixed project.'
-          ].join('\n\n');
-    project = await askJson<GeneratedProject>(
-      ctx,
-      'coding',
-      attempt === 1 ? 'experiment-code' : 'experiment-fix',
-      `You write a small, self-contained, runnable Python experiment project that carries out the plan exactly and measures every run. ${CONTRACT}`,
-      user,
-      PROJECT_SCHEMA
+            `The previous program failed: ${previousFailure.error}`,
+            quoteUntrusted('traceback', last.stderr.slice(-TRACEBACK_CHARS)),
+            last.stdout.trim() ? quoteUntrusted('stdout', last.stdout.slice(-STDOUT_CHARS)) : '',
+            quoteUntrusted('previous program', project.files[0].content),
+            'Find the cause in the traceback and return the complete fixed program. It must differ from the previous one.'
+          ]
+            .filter(Boolean)
+            .join('\n\n');
+    const code = fencedCode(
+      await askText(
+        ctx,
+        'coding',
+        attempt === 1 ? 'experiment-code' : 'experiment-fix',
+        `You write a small, self-contained, runnable Python program that carries out the experiment plan exactly and measures every run. ${UNTRUSTED_SYSTEM_RULE}\n\n${CONTRACT}`,
+        user,
+        CODE_MAX_TOKENS
+      )
     );
+    if (project && code.trim() === project.files[0].content.trim()) {
+      // Running the same script again would fail the same way: the attempt is spent, honestly recorded.
+      attempts.push({ attempt, exitCode: null, timedOut: false, wallMs: 0, error: `the fix returned the same program unchanged (still failing: ${previousFailure.error})` });
+      log.push(`Attempt ${attempt}: the model returned the failing program unchanged; not run again.`);
+      continue;
+    }
+    project = { files: [{ path: ENTRYPOINT, content: code }], entrypoint: ENTRYPOINT, ...(attempt > 1 ? { notes: `fixed after: ${previousFailure.error}` } : {}) };
     let entry: string;
     try {
       writeProject(dir, project);
@@ -212,6 +244,8 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
     }
 
     ctx.progress(`running the experiment (attempt ${attempt})`, (attempt - 1) * 2 + 1, MAX_EXPERIMENT_ATTEMPTS * 2);
+    // A failed attempt's partial results must not pass for this attempt's.
+    rmSync(path.join(dir, 'results'), { recursive: true, force: true });
     last = await runInSandbox({ cwd: dir, command: ['python3', entry], timeoutMs: minutes * 60_000, memoryMb, fileSizeMb: 256 });
     artifacts =
       last.timedOut

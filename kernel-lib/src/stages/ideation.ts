@@ -18,47 +18,58 @@ type Verdict = Hypothesis['novelty']['verdict'];
 
 const QUERIES_SCHEMA = {
   type: 'object',
-  properties: { queries: { type: 'array', items: { type: 'string', minLength: 3 }, minItems: 1, maxItems: 5 } },
+  properties: { queries: { type: 'array', items: { type: 'string', minLength: 3, maxLength: 80 }, minItems: 1, maxItems: 3 } },
   required: ['queries']
 };
 
-const IDEAS_SCHEMA = {
-  type: 'object',
-  properties: {
-    evidence: {
-      type: 'array',
-      items: { type: 'object', properties: { paper_key: { type: 'string' }, finding: { type: 'string', minLength: 1 } }, required: ['paper_key', 'finding'] }
-    },
-    gaps: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1 },
-    hypotheses: {
-      type: 'array',
-      minItems: 2,
-      maxItems: 4,
-      items: {
-        type: 'object',
-        properties: { statement: { type: 'string', minLength: 10 }, rationale: { type: 'string' } },
-        required: ['statement']
-      }
-    }
-  },
-  required: ['evidence', 'gaps', 'hypotheses']
-};
+/** At most this many papers go into a prompt: their abstracts are most of its tokens. */
+const PAPERS_IN_PROMPT = 8;
 
-const NOVELTY_SCHEMA = {
-  type: 'object',
-  properties: {
-    verdict: { type: 'string', enum: ['novel', 'incremental', 'not-novel'] },
-    score: { type: 'number', minimum: 0, maximum: 10 },
-    reason: { type: 'string', minLength: 1 },
-    closest_keys: { type: 'array', items: { type: 'string' } }
-  },
-  required: ['verdict', 'score', 'reason']
-};
+/** Evidence may cite only retrieved papers: the key is an enum of their keys. */
+function ideasSchema(keys: string[]): Record<string, unknown> {
+  const paperKey = keys.length ? { type: 'string', enum: keys } : { type: 'string', maxLength: 40 };
+  return {
+    type: 'object',
+    properties: {
+      evidence: {
+        type: 'array',
+        maxItems: keys.length ? 3 : 0,
+        items: { type: 'object', properties: { paper_key: paperKey, finding: { type: 'string', minLength: 1, maxLength: 160 } }, required: ['paper_key', 'finding'] }
+      },
+      gaps: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 160 }, minItems: 1, maxItems: 2 },
+      hypotheses: {
+        type: 'array',
+        minItems: 2,
+        maxItems: 3,
+        items: {
+          type: 'object',
+          properties: { statement: { type: 'string', minLength: 10, maxLength: 200 }, rationale: { type: 'string', maxLength: 200 } },
+          required: ['statement', 'rationale']
+        }
+      }
+    },
+    required: ['evidence', 'gaps', 'hypotheses']
+  };
+}
+
+/** The judge names closest papers only among those shown, and scores on a bounded integer scale. */
+function noveltySchema(keys: string[]): Record<string, unknown> {
+  return {
+    type: 'object',
+    properties: {
+      verdict: { type: 'string', enum: ['novel', 'incremental', 'not-novel'] },
+      score: { type: 'integer', minimum: 0, maximum: 10 },
+      reason: { type: 'string', minLength: 1, maxLength: 200 },
+      closest_keys: keys.length ? { type: 'array', items: { type: 'string', enum: keys }, maxItems: 2 } : { type: 'array', maxItems: 0 }
+    },
+    required: ['verdict', 'score', 'reason', 'closest_keys']
+  };
+}
 
 /** Papers for the prompt: key, title, year and a trimmed abstract. */
 function paperDigest(papers: Paper[]): string {
   if (!papers.length) return '(no papers could be retrieved)';
-  return papers.map(p => `- [${p.key}] ${p.title} (${p.year ?? 'n.d.'})${p.abstract ? `: ${p.abstract.slice(0, 400)}` : ''}`).join('\n');
+  return papers.map(p => `- [${p.key}] ${p.title} (${p.year ?? 'n.d.'})${p.abstract ? `: ${p.abstract.slice(0, 300)}` : ''}`).join('\n');
 }
 
 const RANK: Record<Verdict, number> = { novel: 3, incremental: 2, unverified: 1, 'not-novel': 0 };
@@ -73,7 +84,7 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
     ctx,
     'ideation',
     'search-queries',
-    'You plan a literature search. Give 2 to 5 short search queries covering the topic itself, related methods, benchmarks and surveys. Answer JSON {"queries": [...]}.',
+    'You plan a literature search. Give 2 or 3 short search queries (a few words each) covering the topic itself and the related methods. Answer JSON {"queries": [...]}.',
     `Research topic: ${topic}`,
     QUERIES_SCHEMA
   );
@@ -91,17 +102,18 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
   const literatureStatus: LiteratureStatus = statuses.includes('searched') ? 'searched' : statuses.includes('offline-corpus') ? 'offline-corpus' : 'unverified';
 
   ctx.progress('reading evidence, finding gaps, proposing hypotheses', 2, 4);
+  const shown = papers.slice(0, PAPERS_IN_PROMPT);
   const ideas = await askJson<{ evidence: { paper_key: string; finding: string }[]; gaps: string[]; hypotheses: { statement: string; rationale?: string }[] }>(
     ctx,
     'ideation',
     'gaps-and-hypotheses',
     [
       'You are a careful research scientist. From the retrieved papers only, extract evidence (paper_key must be one of the keys shown),',
-      'name the gaps they leave, and propose 2 to 4 testable hypotheses that fit the researcher\'s resources.',
+      'name the gaps they leave, and propose 2 or 3 testable hypotheses that fit the researcher\'s resources, each one sentence.',
       'Answer JSON {"evidence": [{"paper_key", "finding"}], "gaps": [...], "hypotheses": [{"statement", "rationale"}]}.'
     ].join(' '),
-    `Research topic: ${topic}\n\nRetrieved papers:\n${paperDigest(papers)}`,
-    IDEAS_SCHEMA
+    `Research topic: ${topic}\n\nRetrieved papers:\n${paperDigest(shown)}`,
+    ideasSchema(shown.map(p => p.key))
   );
   const known = new Set(papers.map(p => p.key));
   const evidence = ideas.evidence.filter(e => known.has(e.paper_key));
@@ -110,7 +122,7 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
   ctx.progress('checking novelty', 3, 4);
   const hypotheses: Hypothesis[] = [];
   const judgeErrors = new Map<string, string>();
-  for (const [i, h] of ideas.hypotheses.slice(0, 4).entries()) {
+  for (const [i, h] of ideas.hypotheses.slice(0, 3).entries()) {
     const id = `H${i + 1}`;
     const base = { id, statement: h.statement, ...(h.rationale ? { rationale: h.rationale } : {}) };
     const closest = await literature.search(h.statement, { limit: 5 });
@@ -131,7 +143,7 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
           'Score 0-10 (10 = clearly new). Name the closest papers by key. Answer JSON {"verdict", "score", "reason", "closest_keys"}.'
         ].join(' '),
         `Hypothesis: ${h.statement}\n\nClosest work found:\n${paperDigest(closest.papers)}`,
-        NOVELTY_SCHEMA
+        noveltySchema(closest.papers.map(p => p.key))
       );
       const keys = new Set(verdict.closest_keys?.length ? verdict.closest_keys : closest.papers.map(p => p.key));
       const closestWork = closest.papers.filter(p => keys.has(p.key));

@@ -9,7 +9,7 @@ import { ExperimentBlueprintSchema } from '@nanoresearch/schema';
 import type { ExperimentBlueprint, IdeationOutput, Profile } from '@nanoresearch/schema';
 import type { StageContext, StageResult } from '../orchestrator/types';
 import { schemaErrors } from '../validate';
-import { askJson, previousOutput } from './common';
+import { askJson, bounded, describeDataFiles, previousOutput } from './common';
 
 type Issue = NonNullable<ExperimentBlueprint['critique']>[number];
 
@@ -22,21 +22,30 @@ const CRITIQUE_SCHEMA = {
       type: 'array',
       items: {
         type: 'object',
-        properties: { severity: { type: 'string', enum: ['fatal', 'major', 'minor'] }, issue: { type: 'string', minLength: 1 }, fix: { type: 'string' } },
-        required: ['severity', 'issue']
-      }
+        properties: { severity: { type: 'string', enum: ['fatal', 'major', 'minor'] }, issue: { type: 'string', minLength: 1, maxLength: 160 }, fix: { type: 'string', maxLength: 160 } },
+        required: ['severity', 'issue', 'fix']
+      },
+      maxItems: 3
     }
   },
   required: ['issues']
 };
 
-/** The blueprint schema without the fields this stage fills in itself. */
-function blueprintRequestSchema(): Record<string, unknown> {
+/**
+ * The blueprint schema without the fields this stage fills in itself, bounded: a plan small
+ * enough to run in minutes has one or two datasets and baselines, a few metrics and runs.
+ */
+function blueprintRequestSchema(hypothesisId: string): Record<string, unknown> {
   const schema = JSON.parse(JSON.stringify(ExperimentBlueprintSchema)) as { properties: Record<string, unknown>; $id?: string; $schema?: string };
   delete schema.properties.critique;
   delete schema.properties.revisions;
   delete schema.$id;
-  return schema;
+  schema.properties.hypothesis_id = { type: 'string', const: hypothesisId };
+  return bounded(schema, {
+    text: 160,
+    items: 3,
+    by: { datasets: 1, baselines: 2, components: 3, metrics: 2, ablations: 1, experiment_matrix: 4, required_artifacts: 2, success_criteria: 2, name: 60, run_id: 40 }
+  });
 }
 
 function resourceText(profile: Profile): string {
@@ -66,14 +75,15 @@ export function budgetIssues(blueprint: ExperimentBlueprint, profile: Profile): 
 export async function planning(ctx: StageContext): Promise<StageResult> {
   const ideation = previousOutput<IdeationOutput>(ctx, 'ideation');
   const hypothesis = ideation.hypotheses.find(h => h.id === ideation.selected_hypothesis_id) ?? ideation.hypotheses[0];
-  const request = blueprintRequestSchema();
+  const request = blueprintRequestSchema(hypothesis.id);
   const log: string[] = [];
   const base = [
     `Topic: ${ideation.topic}`,
     `Hypothesis ${hypothesis.id}: ${hypothesis.statement}`,
     hypothesis.rationale ? `Rationale: ${hypothesis.rationale}` : '',
     `Resources: ${resourceText(ctx.profile)}`,
-    `Known gaps: ${ideation.gaps.join('; ')}`
+    `Known gaps: ${ideation.gaps.join('; ')}`,
+    describeDataFiles(ctx.workspace) ? `Data files in the project (plan with these):\n${describeDataFiles(ctx.workspace)}` : ''
   ]
     .filter(Boolean)
     .join('\n');

@@ -11,13 +11,18 @@ import type { SectionReview } from '@nanoresearch/schema';
 import { checkGrounding } from '../grounding';
 import { CrossrefProvider, Literature, normalizeTitle } from '../literature';
 import type { StageContext, StageResult } from '../orchestrator/types';
-import { askJson, askText, errorMessage, isFatal, previousOutput } from './common';
+import { askJson, askText, bounded, errorMessage, isFatal, previousOutput } from './common';
 import { citedKeys, SECTION_HEADINGS, SectionName, writePaperFiles } from './paper';
 import type { AnalysisOutput } from './analysis';
 import { NUMBER_RULES, sectionContext, WritingOutput } from './writing';
 
 export const REVIEW_THRESHOLD = 7;
 export const MAX_REVISION_ROUNDS = 2;
+/** Each round revises the weakest sections first, at most this many: the loop stays bounded in calls. */
+export const MAX_SECTIONS_PER_ROUND = 2;
+
+/** The review schema as the judge answers it: a bounded list of short issues. */
+const REVIEW_SCHEMA = bounded(SectionReviewSchema as unknown as Record<string, unknown>, { text: 200, items: 2, by: { section: 40 } });
 
 export interface CitationCheck {
   cited: string[];
@@ -46,8 +51,16 @@ const RUBRIC = [
   'Answer JSON {"section", "score", "issues": [{"problem", "impact", "fix"}]}.'
 ].join(' ');
 
+/** The paper's material goes into the (shared) system prompt, the section into the user turn. */
 async function reviewSection(ctx: StageContext, context: string, name: SectionName, text: string): Promise<SectionReview> {
-  const review = await askJson<SectionReview>(ctx, 'judge', `section-review:${name}`, RUBRIC, `${context}\n\nSection: ${SECTION_HEADINGS[name]}\n\n${text}`, SectionReviewSchema);
+  const review = await askJson<SectionReview>(
+    ctx,
+    'judge',
+    `section-review:${name}`,
+    `${RUBRIC}\n\nThe paper's material:\n${context}`,
+    `Section: ${SECTION_HEADINGS[name]}\n\n${text}`,
+    REVIEW_SCHEMA
+  );
   return { ...review, section: name };
 }
 
@@ -99,7 +112,10 @@ export async function review(ctx: StageContext): Promise<StageResult> {
     let rounds = 0;
     const stalled = new Set<string>();
     for (; rounds < MAX_REVISION_ROUNDS; rounds++) {
-      const weak = reviews.filter(r => r.score < REVIEW_THRESHOLD && !stalled.has(r.section));
+      const weak = reviews
+        .filter(r => r.score < REVIEW_THRESHOLD && !stalled.has(r.section))
+        .sort((a, b) => a.score - b.score)
+        .slice(0, MAX_SECTIONS_PER_ROUND);
       if (!weak.length) break;
       ctx.progress(`revising ${weak.length} weak section(s), round ${rounds + 1}`, draft.sections.length, total);
       for (const r of weak) {
@@ -108,8 +124,8 @@ export async function review(ctx: StageContext): Promise<StageResult> {
           ctx,
           'writing',
           `revise-section:${section.name}`,
-          `You revise the ${SECTION_HEADINGS[section.name]} section of a research paper to fix the reviewer's issues. ${NUMBER_RULES}`,
-          `${context}\n\nReviewer issues:\n${r.issues.map(i => `- ${i.problem} (impact: ${i.impact}; fix: ${i.fix})`).join('\n')}\n\nSection:\n${section.text}`
+          `You revise sections of a research paper to fix a reviewer's issues. ${NUMBER_RULES}\n\nThe paper's material:\n${context}`,
+          `Revise the ${SECTION_HEADINGS[section.name]} section.\n\nReviewer issues:\n${r.issues.map(i => `- ${i.problem} (impact: ${i.impact}; fix: ${i.fix})`).join('\n')}\n\nSection:\n${section.text}`
         );
         const text = section.name === 'experiments' && !revised.includes(analysisOut.table) ? `${revised.trim()}\n\n${analysisOut.table}` : revised;
         if (text.trim() === section.text.trim()) {

@@ -76,6 +76,18 @@ export function sectionContext(ctx: StageContext, draft: PaperDraft, analysisOut
     .join('\n\n');
 }
 
+/** Length of each section: short enough for a small model to stay on topic and grounded. */
+const SECTION_WORDS: Record<SectionName, string> = {
+  abstract: 'one paragraph, at most 120 words',
+  introduction: 'one or two paragraphs, at most 200 words',
+  related_work: 'one paragraph, at most 150 words',
+  method: 'one or two paragraphs, at most 180 words',
+  experiments: 'one or two paragraphs, at most 200 words',
+  conclusion: 'one paragraph, at most 120 words'
+};
+const TITLE_MAX_TOKENS = 40;
+const SECTION_MAX_TOKENS = 360;
+
 export const NUMBER_RULES =
   'Every number you write must appear in the measured results table, the computed comparisons or the run manifest (rounding allowed). Write no other number: spell out small counts in words, give no years, no estimates, no numbers from memory. Cite only with [@key] using keys from the bibliography. Write Markdown paragraphs without headings.';
 
@@ -97,12 +109,14 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
 
   ctx.progress('writing the title', 0, total);
   draft.title = (
-    await askText(ctx, 'writing', 'write-title', 'Write the title of the paper: one line, no quotes, no numbers.', sectionContext(ctx, draft, analysisOut), 60)
+    await askText(ctx, 'writing', 'write-title', 'Write the title of the paper: one line, no quotes, no numbers.', sectionContext(ctx, draft, analysisOut), TITLE_MAX_TOKENS)
   )
     .split('\n')[0]
     .replace(/^#+\s*|^["']|["']$/g, '')
     .trim();
 
+  // One system prompt for every section (the material and the rules), so an embedded model reads it once.
+  const material = sectionContext(ctx, draft, analysisOut);
   for (const [i, name] of SECTIONS.entries()) {
     ctx.progress(`writing ${SECTION_HEADINGS[name]}`, i + 1, total);
     const before = draft.sections.map(s => `${SECTION_HEADINGS[s.name]}: ${summarize(s.text)}`).join('\n');
@@ -110,8 +124,9 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
       ctx,
       'writing',
       `write-section:${name}`,
-      `You write the ${SECTION_HEADINGS[name]} section of a research paper. ${SECTION_BRIEFS[name]} ${NUMBER_RULES}`,
-      `${sectionContext(ctx, draft, analysisOut)}\n\nPreviously written sections (keep consistent):\n${before || '(none yet)'}`
+      `You write a research paper one section at a time, from the material below. ${NUMBER_RULES}\n\n${material}`,
+      `Write the ${SECTION_HEADINGS[name]} section (${SECTION_WORDS[name]}). ${SECTION_BRIEFS[name]}\n\nPreviously written sections (keep consistent):\n${before || '(none yet)'}`,
+      SECTION_MAX_TOKENS
     );
     draft.sections.push({ name, text: name === 'experiments' ? experimentsText(text, analysisOut) : text });
   }
@@ -129,8 +144,9 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
         ctx,
         'writing',
         `revise-section:${name}`,
-        `You revise the ${SECTION_HEADINGS[name]} section of a research paper. It states numbers that appear in no artifact: ${bad.join(', ')}. Remove or replace each with a measured value. ${NUMBER_RULES}`,
-        `${sectionContext(ctx, draft, analysisOut)}\n\nSection to revise:\n${name === 'experiments' ? section.text.replace(analysisOut.table, '').trim() : section.text}`
+        `You revise sections of a research paper so that every number in them is measured. ${NUMBER_RULES}\n\n${material}`,
+        `The ${SECTION_HEADINGS[name]} section below states numbers that appear in no artifact: ${bad.join(', ')}. Rewrite it with each of them removed or replaced by a measured value from the material; change nothing else.\n\nSection to revise:\n${name === 'experiments' ? section.text.replace(analysisOut.table, '').trim() : section.text}`,
+        SECTION_MAX_TOKENS
       );
       section.text = name === 'experiments' ? experimentsText(text, analysisOut) : text;
       rewritten.push(name);

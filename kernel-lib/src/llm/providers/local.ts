@@ -1,7 +1,7 @@
 import { existsSync } from 'fs';
+import { ggufPathFor } from '../embedded';
 import type { ChatMessage } from '../types';
 import { ProviderFailure } from '../retry';
-import { schemaInstruction } from '../validate';
 import { withSystemInstruction, type Provider, type ProviderCall, type ProviderResult } from './types';
 
 /**
@@ -14,15 +14,28 @@ type NodeLlamaCpp = Awaited<ReturnType<typeof importNodeLlamaCpp>>;
 type Llama = Awaited<ReturnType<NodeLlamaCpp['getLlama']>>;
 type LlamaModel = Awaited<ReturnType<Llama['loadModel']>>;
 type LlamaContext = Awaited<ReturnType<LlamaModel['createContext']>>;
-type LlamaGrammar = Awaited<ReturnType<Llama['createGrammarForJsonSchema']>>;
+type LlamaContextSequence = ReturnType<LlamaContext['getSequence']>;
+type LlamaGrammar = Awaited<ReturnType<Llama['createGrammar']>>;
 type LlamaChatSession = InstanceType<NodeLlamaCpp['LlamaChatSession']>;
 type ChatHistoryItem = ReturnType<LlamaChatSession['getChatHistory']>[number];
 
 export interface LocalProviderOptions {
-  modelPath?: string;
+  /** Folder of the GGUF files; each call's model name maps to a file in it (llm/embedded.ts). */
+  modelsDir?: string;
   contextSize: number;
   threads: number;
   timeoutMs: number;
+}
+
+/**
+ * A context and its one sequence, kept between calls: a call whose prompt starts like the last
+ * one's (the chat template, a stage's shared system prompt) evaluates only the tokens after the
+ * common prefix, which on a CPU is most of a call's time. The answer is the same as from a fresh
+ * sequence: only identical tokens are reused.
+ */
+interface ContextSlot {
+  context: LlamaContext;
+  sequence: LlamaContextSequence;
 }
 
 /** A loaded GGUF and what hangs off it: one context per LoRA adapter, compiled grammars. */
@@ -30,14 +43,18 @@ interface LoadedModel {
   lib: NodeLlamaCpp;
   llama: Llama;
   model: LlamaModel;
-  contexts: Map<string, Promise<LlamaContext>>;
+  contexts: Map<string, Promise<ContextSlot>>;
   grammars: Map<string, Promise<LlamaGrammar>>;
-  /** Generations run one at a time: each context has one sequence and the CPU has few cores. */
-  queue: Promise<unknown>;
 }
 
 /** Models loaded in this process, by file path: loading takes seconds, so it happens once. */
 const loadedModels = new Map<string, Promise<LoadedModel>>();
+
+/**
+ * Generations run one at a time in this process, whichever model serves them: the CPU has few
+ * cores, and two models decoding side by side would each run at less than half speed.
+ */
+let generationQueue: Promise<unknown> = Promise.resolve();
 
 /** Adapter contexts kept alive per model; the least recently used one beyond this is disposed. */
 const MAX_ADAPTER_CONTEXTS = 3;
@@ -56,27 +73,34 @@ export class LocalProvider implements Provider {
   constructor(private readonly options: LocalProviderOptions) {}
 
   async generate(call: ProviderCall): Promise<ProviderResult> {
-    const loaded = await this.load();
-    const run = loaded.queue.then(() => this.generateWith(loaded, call));
-    loaded.queue = run.catch(() => undefined);
+    const run = generationQueue.then(async () => this.generateWith(await this.load(call.model), call));
+    generationQueue = run.catch(() => undefined);
     return run;
   }
 
   private async generateWith(loaded: LoadedModel, call: ProviderCall): Promise<ProviderResult> {
-    const context = await this.contextFor(loaded, call.adapterPath ?? null);
-    const messages = call.jsonSchema
-      ? withSystemInstruction(call.messages, schemaInstruction(call.jsonSchema, call.schemaName))
-      : call.messages;
+    const { sequence } = await this.contextFor(loaded, call.adapterPath ?? null);
+    const messages = call.jsonSchema ? withSystemInstruction(call.messages, grammarInstruction(call.jsonSchema)) : call.messages;
     const { history, prompt } = toChatHistory(messages);
     const grammar = call.jsonSchema ? await grammarFor(loaded, call.jsonSchema, maxStringLengthFor(call.maxTokens)) : undefined;
 
-    // A fresh sequence per call: no state from an earlier call leaks into this one.
-    const sequence = context.getSequence();
-    const session = new loaded.lib.LlamaChatSession({ contextSequence: sequence });
+    // A new session on the kept sequence: the history is set in full, so nothing of an earlier
+    // call's conversation is in this one; only its evaluated prefix is reused.
+    const session = new loaded.lib.LlamaChatSession({ contextSequence: sequence, autoDisposeSequence: false });
     const signal = this.options.timeoutMs > 0 ? AbortSignal.timeout(this.options.timeoutMs) : undefined;
+    const outputBefore = sequence.tokenMeter.usedOutputTokens;
     try {
       session.setChatHistory(history);
       const promptTokens = countPromptTokens(loaded, session, history, prompt);
+      const room = this.options.contextSize - promptTokens;
+      if (room < Math.min(call.maxTokens ?? 256, 256)) {
+        throw new ProviderFailure(
+          `The prompt of ${promptTokens} tokens leaves no room for an answer in the embedded model's context of ${this.options.contextSize} tokens`,
+          false,
+          undefined,
+          'Raise contextSize in Lab.open({ llm: { ...llmConfigFromEnv(), contextSize: 8192 } }), or point NANORESEARCH_LLM_BASE_URL at an OpenAI-compatible endpoint with a longer context (then restart the kernel)'
+        );
+      }
       const { responseText: text, stopReason } = await session.promptWithMeta(prompt, {
         ...(call.maxTokens !== undefined && { maxTokens: call.maxTokens }),
         ...(call.temperature !== undefined && { temperature: call.temperature }),
@@ -88,16 +112,18 @@ export class LocalProvider implements Provider {
         text,
         model: call.model,
         // Generated tokens as the model counted them (grammar-forced whitespace included).
-        usage: { promptTokens, completionTokens: sequence.tokenMeter.usedOutputTokens },
+        usage: { promptTokens, completionTokens: sequence.tokenMeter.usedOutputTokens - outputBefore },
         truncated: stopReason === 'maxTokens'
       };
     } catch (err) {
+      if (err instanceof ProviderFailure) throw err;
       if (signal?.aborted) {
         throw new ProviderFailure(
-          `The embedded model did not finish within ${this.options.timeoutMs} ms`,
+          `The embedded model ${call.model} did not finish within ${this.options.timeoutMs} ms`,
           false,
           undefined,
-          'Lower maxTokens or raise timeoutMs (NANORESEARCH_LLM_TIMEOUT_MS)',
+          'Raise the per-call limit: Lab.open({ llm: { ...llmConfigFromEnv(), timeoutMs: 600_000 } }) or NANORESEARCH_LLM_TIMEOUT_MS (then restart the kernel); ' +
+            'or point NANORESEARCH_LLM_BASE_URL at a faster OpenAI-compatible endpoint',
           undefined,
           { cause: err }
         );
@@ -107,14 +133,13 @@ export class LocalProvider implements Provider {
       });
     } finally {
       session.dispose();
-      if (!sequence.disposed) sequence.dispose();
     }
   }
 
-  private load(): Promise<LoadedModel> {
-    const modelPath = this.options.modelPath;
+  private load(model: string): Promise<LoadedModel> {
+    const modelPath = this.options.modelsDir ? ggufPathFor(model, this.options.modelsDir) : undefined;
     if (!modelPath || !existsSync(modelPath)) {
-      const what = modelPath ? `The embedded model file ${modelPath} is missing` : 'No embedded model file was found';
+      const what = modelPath ? `The embedded model file ${modelPath} (model ${model}) is missing` : `No models folder was found for the embedded model ${model}`;
       return Promise.reject(new ProviderFailure(what, false, undefined, FIX_MISSING_MODEL));
     }
     let loading = loadedModels.get(modelPath);
@@ -127,7 +152,7 @@ export class LocalProvider implements Provider {
     return loading;
   }
 
-  private contextFor(loaded: LoadedModel, adapterPath: string | null): Promise<LlamaContext> {
+  private contextFor(loaded: LoadedModel, adapterPath: string | null): Promise<ContextSlot> {
     const key = adapterPath ?? '';
     let context = loaded.contexts.get(key);
     if (context) {
@@ -153,6 +178,7 @@ export class LocalProvider implements Provider {
         sequences: 1,
         ...(adapterPath && { lora: { adapters: [{ filePath: adapterPath }] } })
       })
+      .then(created => ({ context: created, sequence: created.getSequence() }))
       .catch((err: Error) => {
         loaded.contexts.delete(key);
         const what = adapterPath ? `Could not load the LoRA adapter ${adapterPath}` : 'Could not create a context for the embedded model';
@@ -162,9 +188,9 @@ export class LocalProvider implements Provider {
       });
     loaded.contexts.set(key, context);
     while (loaded.contexts.size > MAX_ADAPTER_CONTEXTS) {
-      const [oldestKey, oldest] = loaded.contexts.entries().next().value as [string, Promise<LlamaContext>];
+      const [oldestKey, oldest] = loaded.contexts.entries().next().value as [string, Promise<ContextSlot>];
       loaded.contexts.delete(oldestKey);
-      void oldest.then(c => c.dispose()).catch(() => undefined);
+      void oldest.then(slot => slot.context.dispose()).catch(() => undefined);
     }
     return context;
   }
@@ -175,7 +201,7 @@ async function loadModel(modelPath: string): Promise<LoadedModel> {
     const lib = await importNodeLlamaCpp();
     const llama = await lib.getLlama({ gpu: false, build: 'never', logLevel: lib.LlamaLogLevel.error });
     const model = await llama.loadModel({ modelPath });
-    return { lib, llama, model, contexts: new Map(), grammars: new Map(), queue: Promise.resolve() };
+    return { lib, llama, model, contexts: new Map(), grammars: new Map() };
   } catch (err) {
     const message = (err as Error).message;
     const hint = /experimental-vm-modules/.test(message)
@@ -194,12 +220,26 @@ async function loadModel(modelPath: string): Promise<LoadedModel> {
 export async function disposeLocalModels(): Promise<void> {
   const loading = [...loadedModels.values()];
   loadedModels.clear();
+  await generationQueue;
+  const llamas = new Set<Llama>();
   for (const pending of loading) {
     const loaded = await pending.catch(() => undefined);
     if (!loaded) continue;
-    await loaded.queue;
-    await loaded.llama.dispose();
+    await loaded.model.dispose();
+    llamas.add(loaded.llama);
   }
+  // Models may share one llama instance: each is disposed once, after its models.
+  for (const llama of llamas) await llama.dispose();
+}
+
+/**
+ * What the prompt says about the answer's form. The grammar already forces the schema, keys
+ * included, so the schema text itself (often over 1,000 tokens) would only cost prompt time on a
+ * CPU; naming the keys keeps the model's answer and the grammar in step.
+ */
+function grammarInstruction(schema: Record<string, unknown>): string {
+  const keys = Object.keys((schema.properties ?? {}) as Record<string, unknown>);
+  return `Answer with one JSON object only${keys.length ? `, with the keys ${keys.join(', ')}` : ''}.`;
 }
 
 /**
@@ -216,11 +256,28 @@ function grammarFor(loaded: LoadedModel, schema: Record<string, unknown>, maxStr
   const key = `${maxStringLength ?? ''}:${JSON.stringify(schema)}`;
   let grammar = loaded.grammars.get(key);
   if (!grammar) {
-    grammar = loaded.llama.createGrammarForJsonSchema(grammarSchema(schema, maxStringLength) as never);
+    grammar = loaded.llama
+      .createGrammarForJsonSchema(grammarSchema(schema, maxStringLength) as never)
+      .then(pretty => loaded.llama.createGrammar({ grammar: compactJson(pretty.grammar), stopGenerationTriggers: [JSON_STOP], trimWhitespaceSuffix: true }));
     loaded.grammars.set(key, grammar);
     grammar.catch(() => loaded.grammars.delete(key));
   }
   return grammar;
+}
+
+/** How node-llama-cpp's JSON grammar ends an answer (its root rule closes with these newlines). */
+const JSON_STOP = '\n\n\n\n';
+
+/**
+ * The JSON schema grammar with one optional space where it allows a newline and indentation:
+ * pretty-printing a plan cost the 135M planner about 300 whitespace tokens per call, a third of
+ * its time; the answer is the same JSON.
+ */
+function compactJson(grammar: string): string {
+  return grammar
+    .split('\n')
+    .map(line => line.replace(/^((?:comma-)?whitespace-[\w-]+) ::= .*$/, (_rule, name: string) => `${name} ::= ${name.startsWith('comma-') ? '"," ' : ''}[ ]?`))
+    .join('\n');
 }
 
 /** Annotation keywords node-llama-cpp's grammar builder does not know; they do not constrain anything. */
