@@ -7,6 +7,7 @@
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 import type { StageBundle } from '@nanoresearch/schema';
+import { readStageBundle } from './bundleCheck';
 import { STAGE_LABELS } from './constants';
 import { Child, formatCost, formatDuration, formatTokens, formatValue, h, table } from './dom';
 import type { IFeedbackService } from './tokens';
@@ -274,6 +275,17 @@ export function renderFeedbackBox(
   return { node: h('div', { class: 'jp-nr-feedback-box' }, list, h('div', { class: 'jp-nr-feedback-form' }, input, button)), refresh };
 }
 
+/** What an output that cannot be drawn as a stage card shows instead: what it is, why, what to do. */
+export function renderInvalidCard(problem: string): HTMLElement {
+  return h(
+    'div',
+    { class: 'jp-nr-card jp-nr-invalid-card' },
+    h('div', { class: 'jp-nr-invalid-title' }, 'This output is not a valid stage card'),
+    h('div', { class: 'jp-nr-error' }, problem),
+    h('div', { class: 'jp-nr-note' }, 'It may come from another version of NanoResearch or an edited notebook: run the stage cell again to replace it.')
+  );
+}
+
 /** The MIME renderer of stage bundles. */
 export class StageCardRenderer extends Widget implements IRenderMime.IRenderer {
   constructor(
@@ -285,11 +297,23 @@ export class StageCardRenderer extends Widget implements IRenderMime.IRenderer {
   }
 
   async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
-    const raw = model.data[this.mimeType];
-    const bundle = (typeof raw === 'string' ? JSON.parse(raw) : raw) as StageBundle;
     this.node.textContent = '';
-    const card = renderStageCard(bundle);
     this.disconnect();
+    this.disconnect = () => undefined;
+    const read = readStageBundle(model.data[this.mimeType]);
+    if ('problem' in read) {
+      this.node.appendChild(renderInvalidCard(read.problem));
+      return;
+    }
+    const bundle = read.bundle;
+    let card: HTMLElement;
+    try {
+      card = renderStageCard(bundle);
+    } catch (reason) {
+      // A schema-valid bundle the card cannot draw is a bug here, but still shown as a box, not a stack trace.
+      this.node.appendChild(renderInvalidCard(`the card could not be drawn: ${reason instanceof Error ? reason.message : String(reason)}`));
+      return;
+    }
     if (bundle.status !== 'running' && this.feedback) {
       const service = this.feedback;
       const box = renderFeedbackBox(

@@ -12,7 +12,10 @@ import type { ExperimentOutput, ReviewOutput, WritingOutput } from '../src/stage
 import { checkGrounding } from '../src/grounding';
 import { LiteratureFixtureServer, routeByModel, startLiteratureFixtureServer, startScriptedLlmServer } from '../src/testing';
 import { selectFirstPlanner } from './lab-fixture';
-import { researchScript, ResearchScriptOptions, ROLE_MODELS } from './fixtures/e2e/research-script';
+import { placeDataset, researchScript, ResearchScriptOptions, ROLE_MODELS } from './fixtures/e2e/research-script';
+
+/** The scripted models cost nothing; under the profiles' cost caps they need a price all the same. */
+const FREE_SCRIPTED_MODELS = Object.fromEntries(Object.values(ROLE_MODELS).map(model => [model, { inputPerMTok: 0, outputPerMTok: 0 }]));
 
 const TOPIC = 'Nearest-centroid classification of a small flower CSV against a majority baseline';
 let lit: LiteratureFixtureServer;
@@ -30,8 +33,9 @@ afterAll(async () => {
 async function runProject(options: ResearchScriptOptions) {
   const llmServer = await startScriptedLlmServer(routeByModel(researchScript(options, selectFirstPlanner)));
   const home = mkdtempSync(path.join(tmpdir(), 'nr-e2e-'));
-  const lab = await Lab.open({ home, llm: { provider: 'openai', baseURL: llmServer.url, apiKey: 'test-key', models: ROLE_MODELS, maxRetries: 0 }, display: null });
+  const lab = await Lab.open({ home, llm: { provider: 'openai', baseURL: llmServer.url, apiKey: 'test-key', models: ROLE_MODELS, prices: FREE_SCRIPTED_MODELS, maxRetries: 0 }, display: null });
   const project = await lab.project(TOPIC, { profile: 'resource-constrained' });
+  placeDataset(project.workspace);
   const progress: string[] = [];
   const stages = await project.run({ onProgress: b => b.progress && progress.push(`${b.stage}: ${b.progress.step}`) });
   return { lab, project, stages, progress, close: async () => { await lab.close(); await llmServer.close(); } };

@@ -96,7 +96,12 @@ describe('feedback', () => {
       const fallbackIdea = await (await noPlanner.lab.project(TOPIC)).ideate();
       const result = await fallbackIdea.feedback('Too broad.', { author: 'ada' });
       expect(result.sdpoExample).toBeNull();
+      expect(result.notTrainedBecause).toMatch(/planner switched off \(ablation\)/);
       expect(await sdpoExamples(noPlanner.lab.store)).toEqual([]);
+      // Training refuses with the real cause and the count, not "no feedback yet".
+      await expect(noPlanner.lab.train({ display: null })).rejects.toThrow(
+        /nothing to train on: none of the 1 feedback item\(s\) can train the planner: 1 on planner switched off/
+      );
     } finally {
       await noPlanner.close();
     }

@@ -14,6 +14,8 @@ import type { StageContext, StageFn, StageName, StageResult } from '../src/orche
 import { routeByModel, startScriptedLlmServer, type LlmScript, type ScriptRequest } from '../src/testing';
 
 export const MODELS = { default: 'default', planner: 'planner', judge: 'judge' };
+/** The scripted models cost nothing; a price is needed all the same under the profiles' cost caps. */
+const FREE = Object.fromEntries(Object.values(MODELS).map(model => [model, { inputPerMTok: 0, outputPerMTok: 0 }]));
 
 
 
@@ -143,7 +145,7 @@ export async function openTestLab(
   const displays: TestLab['displays'] = [];
   const lab = await Lab.open({
     home,
-    llm: { provider: 'openai', baseURL: server.url, apiKey: 'test-key', models: MODELS, maxRetries: 0, ...options.llm },
+    llm: { provider: 'openai', baseURL: server.url, apiKey: 'test-key', models: MODELS, prices: FREE, maxRetries: 0, ...options.llm },
     stages: { ...allStages(trivialStage(log)), ...options.stages?.(log) },
     display: (message, update) => displays.push({ data: message.data, displayId: message.transient.display_id, update }),
     ...options.lab

@@ -8,7 +8,9 @@ import { execFileSync } from 'child_process';
 import { existsSync, mkdtempSync, rmSync } from 'fs';
 import { tmpdir } from 'os';
 import * as path from 'path';
-import { PlannerOutputSchema, type PlannerOutput } from '@nanoresearch/schema';
+import type { Memory, PlannerOutput, Skill } from '@nanoresearch/schema';
+import { plannerSchemaFor, PLANNER_MAX_TOKENS } from '../src/planner';
+import { schemaErrors } from '../src/validate';
 import {
   createLlm,
   disposeLocalModels,
@@ -40,12 +42,16 @@ test('the default config points at the embedded models in the repository, each f
   for (const model of Object.values(config.models)) expect(existsSync(ggufPathFor(model, config.modelsDir!))).toBe(true);
 });
 
-test('completeJson with the planner schema returns a schema-valid plan', async () => {
-  const schema = PlannerOutputSchema as Record<string, unknown>;
+test('the 135M planner under its per-call schema returns a valid plan whose ids are candidates', async () => {
+  const candidates = {
+    skills: [{ id: 'sk_baseline' }, { id: 'sk_ablate' }] as Skill[],
+    memories: [{ id: 'mem_small' }] as Memory[]
+  };
+  const schema = plannerSchemaFor(candidates);
   const r = await llm.completeJson<PlannerOutput>({
     role: 'planner',
     jsonSchema: schema,
-    maxTokens: 160,
+    maxTokens: PLANNER_MAX_TOKENS,
     temperature: 0,
     messages: [
       { role: 'system', content: 'You choose skills and memories for a research stage. Use only the given ids.' },
@@ -58,6 +64,9 @@ test('completeJson with the planner schema returns a schema-valid plan', async (
     ]
   });
   expect(validateAgainst(schema, r.value)).toEqual([]);
+  expect(schemaErrors('planner-output', r.value)).toEqual([]);
+  for (const id of r.value.selected_skill_ids) expect(['sk_baseline', 'sk_ablate']).toContain(id);
+  for (const id of r.value.selected_memory_ids) expect(id).toBe('mem_small');
   expect(typeof r.value.prompt_plan).toBe('string');
   expect(r.usage.promptTokens).toBeGreaterThan(50);
   expect(r.usage.completionTokens).toBeGreaterThan(5);

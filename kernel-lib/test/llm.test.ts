@@ -236,7 +236,8 @@ describe('retries', () => {
     expect(server.chatRequests).toHaveLength(3);
     expect(rows).toHaveLength(1);
     expect(rows[0].error).toContain('HTTP 500');
-    expect(llm.spent.calls).toBe(1);
+    // Every HTTP attempt counts against maxCalls, retries included.
+    expect(llm.spent.calls).toBe(3);
   });
 
   test('a 401 is not retried and says how to fix the key', async () => {
@@ -248,7 +249,8 @@ describe('retries', () => {
   });
 
   test('a timeout is retried, then reported with the limit', async () => {
-    const { llm, server } = await scripted(() => ({ content: 'late', delayMs: 400 }), { timeoutMs: 100, maxRetries: 1 });
+    // A deadline well past both attempts, so each gets its full timeoutMs (the default deadline is just enough).
+    const { llm, server } = await scripted(() => ({ content: 'late', delayMs: 400 }), { timeoutMs: 100, maxRetries: 1, deadlineMs: 10_000 });
     const err = await llm.complete({ role: 'writing', messages: user('a') }).catch(e => e);
     expect(err).toBeInstanceOf(LlmError);
     expect(err.message).toContain('did not answer within 100 ms');

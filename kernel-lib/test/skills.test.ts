@@ -25,9 +25,9 @@ afterEach(async () => {
 const reviews = () => store.read(q => q.all<{ decision: string; reason: string; similarity: number; skill_id: string }>('SELECT * FROM skill_reviews ORDER BY created_at, id'));
 
 describe('built-in skills', () => {
-  it('load and parse: eight skills with stages, tags and numbered instructions', async () => {
+  it('load and parse: nine skills with stages, tags and numbered instructions', async () => {
     const skills = await bank.list();
-    expect(skills).toHaveLength(8);
+    expect(skills).toHaveLength(9);
     for (const s of skills) {
       expect(s.source).toBe('builtin');
       expect(s.instructions.length).toBeGreaterThanOrEqual(4);
@@ -50,7 +50,7 @@ describe('built-in skills', () => {
     expect(await bank.syncBuiltins()).toEqual({ added: 0, updated: 0 });
     expect((await bank.get('novelty-check'))?.usage_count).toBe(2);
     expect((await bank.get('section-review'))?.usage_count).toBe(1);
-    expect(await bank.list()).toHaveLength(8);
+    expect(await bank.list()).toHaveLength(9);
   });
 
   it('rejects a malformed SKILL.md with the file and the problem', () => {
@@ -163,7 +163,7 @@ describe('SKILL.md export and import', () => {
     await bank.review([{ ...seedCandidate, instructions: [...seedCandidate.instructions, 'Plot per-seed curves in the appendix figure.'] }]);
     const out = path.join(dir, 'export');
     const files = await bank.exportTo(out);
-    expect(files).toHaveLength(9);
+    expect(files).toHaveLength(10);
     const original = (await bank.get('seed-variance-reporting'))!;
     expect(parseSkillMd(renderSkillMd(original), 'r', 'imported')).toMatchObject({
       id: original.id,
@@ -182,7 +182,7 @@ describe('SKILL.md export and import', () => {
       const otherBank = await SkillBank.open(other, { builtinDir: BUILTIN_DIR });
       const outcomes = await otherBank.importFrom(out, 'colleague@example.org');
       expect(outcomes.filter(o => o.decision === 'add').map(o => o.skill?.id)).toEqual(['seed-variance-reporting']);
-      expect(outcomes.filter(o => o.decision === 'discard')).toHaveLength(8); // the built-ins it already has
+      expect(outcomes.filter(o => o.decision === 'discard')).toHaveLength(9); // the built-ins it already has
       const imported = (await otherBank.get('seed-variance-reporting'))!;
       expect(imported).toMatchObject({
         name: original.name,

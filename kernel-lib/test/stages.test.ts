@@ -2,7 +2,7 @@
  * Each stage function with a hand-built StageContext, a real store, the scripted LLM server,
  * the literature fixture server and the real sandbox.
  */
-import { existsSync, mkdtempSync, readFileSync } from 'fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import * as path from 'path';
 import type { ExperimentBlueprint, IdeationOutput, Profile, Project } from '@nanoresearch/schema';
@@ -10,11 +10,12 @@ import { newId } from '../src/ids';
 import { createLlm } from '../src/llm';
 import type { StageContext, StageName, StageResult } from '../src/orchestrator/types';
 import { analysis, experiment, ideation, planning, review, stageFunctions, writing } from '../src/stages';
+import { MAX_SECTIONS_PER_ROUND } from '../src/stages/review';
 import type { AnalysisOutput, ExperimentOutput, ReviewOutput, WritingOutput } from '../src/stages';
 import { Store } from '../src/store';
 import { LiteratureFixtureServer, routeByModel, startLiteratureFixtureServer, startScriptedLlmServer, ScriptedLlmServer } from '../src/testing';
 import { schemaErrors } from '../src/validate';
-import { researchScript, ResearchScriptOptions, ROLE_MODELS, task } from './fixtures/e2e/research-script';
+import { EXPERIMENT_PROGRAM, fenced, placeDataset, researchScript, ResearchScriptOptions, ROLE_MODELS, task } from './fixtures/e2e/research-script';
 
 const PROFILE: Profile = {
   id: 'prof_test',
@@ -52,6 +53,7 @@ async function team(options: ResearchScriptOptions = {}) {
 }
 
 const workspace = mkdtempSync(path.join(tmpdir(), 'nr-stage-ws-'));
+placeDataset(workspace);
 const project = { id: 'prj_test', title: 'Centroids', topic: 'nearest-centroid classification of small tabular data', profile_id: PROFILE.id, status: 'active', workspace } as Project;
 
 function context(stage: StageName, llm: StageContext['llm'], previous: StageContext['previous'] = {}, profile: Profile = PROFILE): StageContext & { steps: string[] } {
@@ -83,7 +85,7 @@ describe('stage functions', () => {
     expect(Object.keys(stageFunctions)).toEqual(['ideation', 'planning', 'experiment', 'analysis', 'writing', 'review']);
   });
 
-  test('ideation: searches, drops unretrieved evidence, checks novelty, selects; guidance is in the prompts', async () => {
+  test('ideation: searches, admits only retrieved papers as evidence, checks novelty, selects; guidance is in the prompts', async () => {
     const { server, llm } = await team();
     const ctx = context('ideation', llm);
     const r = await ideation(ctx);
@@ -92,6 +94,11 @@ describe('stage functions', () => {
     expect(schemaErrors('ideation-output', out)).toEqual([]);
     expect(out.literature_status).toBe('searched');
     expect(out.evidence.map(e => e.paper_key)).not.toContain('invented2099ghost');
+    // The evidence keys are an enum of the retrieved papers: the invented one was refused and re-asked.
+    const ideas = server.chatRequests.filter(q => task(q) === 'gaps-and-hypotheses');
+    expect(ideas).toHaveLength(2);
+    const schema = ideas[0].response_format as { json_schema: { schema: { properties: { evidence: { items: { properties: { paper_key: { enum: string[] } } } } } } } };
+    expect(schema.json_schema.schema.properties.evidence.items.properties.paper_key.enum).toEqual(out.papers.slice(0, 8).map(p => p.key));
     expect(out.hypotheses.map(h => h.novelty.verdict)).toEqual(['novel', 'incremental']);
     expect(out.hypotheses[0].novelty.closest_work.length).toBeGreaterThan(0);
     expect(out.selected_hypothesis_id).toBe('H1');
@@ -160,9 +167,16 @@ describe('stage functions', () => {
     expect(out.attempts.map(a => Boolean(a.error))).toEqual([true, false]);
     expect(out.metrics.centroid.accuracy).toBe(0.8571);
     expect(out.metrics.majority.accuracy).toBe(0.3214);
-    // The fix request carried the traceback and the files.
+    // The code was asked for as plain text, with the data file's real columns and what is importable.
+    const first = server.chatRequests.find(q => task(q) === 'experiment-code')!;
+    expect(first.response_format).toBeUndefined();
+    expect(JSON.stringify(first.messages)).toContain('data/flowers.csv');
+    expect(JSON.stringify(first.messages)).toMatch(/importable besides the standard library: .*numpy/);
+    // The fix request carried the traceback and the failing program, quoted as data.
     const fix = server.chatRequests.find(q => task(q) === 'experiment-fix')!;
-    expect(JSON.stringify(fix.messages)).toMatch(/FileNotFoundError/);
+    const fixText = fix.messages.map(m => String(m.content)).join('\n');
+    expect(fixText).toMatch(/<<<UNTRUSTED traceback #\w+>>>[\s\S]*FileNotFoundError[\s\S]*<<<END traceback #\w+>>>/);
+    expect(fixText).toMatch(/<<<UNTRUSTED previous program #\w+>>>\nopen\("data\/missing.csv"\)/);
     const failed = r.memories!.find(m => m.kind === 'failed_direction')!;
     expect(failed.conditions).toMatchObject({ dataset: 'flowers', method: 'nearest centroid', failure_mode: 'exception FileNotFoundError' });
     expect(failed.conditions!.budget).toMatch(/2 min/);
@@ -177,7 +191,8 @@ describe('stage functions', () => {
 
   test('experiment: a project that never meets the artifact contract fails after the bounded attempts', async () => {
     const script = researchScript();
-    script.coding = () => JSON.stringify({ files: [{ path: 'main.py', content: 'print("no results written")\n' }], entrypoint: 'main.py' });
+    let version = 0;
+    script.coding = () => fenced(`print("no results written, version ${++version}")\n`);
     const server = await startScriptedLlmServer(routeByModel(script));
     servers.push(server);
     const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'k', models: ROLE_MODELS, maxRetries: 0 });
@@ -185,6 +200,44 @@ describe('stage functions', () => {
     expect(r.status).toBe('failed');
     expect(r.error).toMatch(/after 3 attempts: results\/metrics.json was not written/);
     expect(r.memories!.filter(m => m.kind === 'failed_direction')).toHaveLength(3);
+  });
+
+  test('experiment: links the code leaves to paths outside the workspace are refused, never followed', async () => {
+    const outside = path.join(mkdtempSync(path.join(tmpdir(), 'nr-outside-')), 'secret.json');
+    writeFileSync(outside, '{"leaked": {"accuracy": 1}}');
+    const linkMetrics = `import os, json\nos.makedirs("results", exist_ok=True)\nos.symlink(${JSON.stringify(outside)}, "results/metrics.json")\njson.dump({"dataset": "x", "config": {}, "runs": []}, open("results/manifest.json", "w"))\n`;
+    const linkExtra = `${EXPERIMENT_PROGRAM}\nos.symlink("/etc/passwd", "results/passwd.txt")\n`;
+    const script = researchScript();
+    let calls = 0;
+    script.coding = () => fenced(++calls === 1 ? linkMetrics : linkExtra);
+    const server = await startScriptedLlmServer(routeByModel(script));
+    servers.push(server);
+    const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'k', models: ROLE_MODELS, maxRetries: 0 });
+    const ctx = context('experiment', llm, { ideation: chain.ideation, planning: chain.planning });
+    const r = await experiment(ctx);
+    const out = r.output as ExperimentOutput;
+    // The first run's metrics were a link to a host file: refused with the reason, its content never read.
+    expect(out.attempts[0].error).toMatch(/results\/metrics.json is a symbolic link/);
+    expect(r.status).toBe('done');
+    expect(out.metrics).not.toHaveProperty('leaked');
+    // The second run left a link to /etc/passwd: not recorded, not read, and said so.
+    expect(out.artifacts.map(a => a.path)).not.toContainEqual(expect.stringMatching(/passwd/));
+    expect(r.trajectory).toMatch(/Not recorded \(links or special files the code left, never followed\): results\/passwd.txt/);
+    expect(readFileSync(outside, 'utf8')).toBe('{"leaked": {"accuracy": 1}}');
+  });
+
+  test('experiment: a fix that returns the failing program unchanged is refused without running it', async () => {
+    const script = researchScript();
+    script.coding = () => fenced('open("data/missing.csv").read()\n');
+    const server = await startScriptedLlmServer(routeByModel(script));
+    servers.push(server);
+    const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'k', models: ROLE_MODELS, maxRetries: 0 });
+    const r = await experiment(context('experiment', llm, { ideation: chain.ideation, planning: chain.planning }));
+    const out = r.output as ExperimentOutput;
+    expect(r.status).toBe('failed');
+    expect(out.attempts.map(a => a.exitCode)).toEqual([1, null, null]);
+    expect(out.attempts[1].error).toMatch(/^the fix returned the same program unchanged \(still failing: exited with 1/);
+    expect(r.memories!.filter(m => m.kind === 'failed_direction')).toHaveLength(1);
   });
 
   test('analysis: comparisons computed in code from the artifact; the phrasing is grounded', async () => {
@@ -244,13 +297,12 @@ describe('stage functions', () => {
     const { server, llm } = await team({ reviewScore: 5 });
     const r: StageResult = await review(context('review', llm, { ...chain }));
     const out = r.output as ReviewOutput;
-    // Round one revises all six sections and re-reviews them (still 5/10); in round two the writer
-    // returns each text unchanged, so every section stalls and is not re-reviewed again.
+    // Each round revises at most two weak sections, those not yet revised first, and re-reviews them
+    // (still 5/10): two rounds revise four sections in all; the calls stay bounded.
     expect(out.rounds).toBe(2);
-    expect(server.chatRequests.filter(q => task(q).startsWith('revise-section:'))).toHaveLength(12);
-    expect(server.chatRequests.filter(q => task(q).startsWith('section-review:'))).toHaveLength(12);
-    expect(r.trajectory).toMatch(/came back unchanged/);
-    expect(out.section_reviews.every(s => s.revised)).toBe(true);
+    expect(server.chatRequests.filter(q => task(q).startsWith('revise-section:'))).toHaveLength(2 * MAX_SECTIONS_PER_ROUND);
+    expect(server.chatRequests.filter(q => task(q).startsWith('section-review:'))).toHaveLength(6 + 2 * MAX_SECTIONS_PER_ROUND);
+    expect(out.section_reviews.filter(s => s.revised).map(s => s.section)).toEqual(['abstract', 'introduction', 'related_work', 'method']);
     expect(out.overall_score).toBe(5);
   });
 

@@ -1,39 +1,19 @@
 /**
  * Store across processes: several child `node` processes writing to one file, a writer killed
  * with SIGKILL mid-transaction, and a holder that outlasts lockTimeoutMs. Children run the
- * store compiled from src/ (by the TypeScript compiler API, into a temp folder) in beforeAll.
+ * store compiled from src/ in beforeAll (store-children.ts).
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { ChildProcess, spawn } from 'child_process';
-import * as ts from 'typescript';
 import { Store, StoreLockedError } from '../src/store';
+import { compileStore, startChild } from './store-children';
 
-const fixtures = path.join(__dirname, 'fixtures');
 let buildDir: string;
 let dir: string;
-/** Children resolve @duckdb/node-api from the compiled store in a temp folder through NODE_PATH. */
-const nodePath = path.resolve(path.dirname(require.resolve('@duckdb/node-api/package.json')), '..', '..');
 
 beforeAll(() => {
-  buildDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nr-store-build-'));
-  const program = ts.createProgram([path.resolve(__dirname, '../src/store/index.ts')], {
-    outDir: buildDir,
-    rootDir: path.resolve(__dirname, '../src'),
-    module: ts.ModuleKind.Node16,
-    moduleResolution: ts.ModuleResolutionKind.Node16,
-    target: ts.ScriptTarget.ES2022,
-    strict: true,
-    esModuleInterop: true,
-    skipLibCheck: true,
-    types: ['node']
-  });
-  const emitted = program.emit();
-  const errors = ts.getPreEmitDiagnostics(program).concat(emitted.diagnostics);
-  if (errors.length > 0) {
-    throw new Error(ts.formatDiagnostics(errors, { getCanonicalFileName: f => f, getCurrentDirectory: () => __dirname, getNewLine: () => '\n' }));
-  }
+  buildDir = compileStore();
 });
 
 afterAll(() => fs.rmSync(buildDir, { recursive: true, force: true }));
@@ -43,56 +23,6 @@ beforeEach(() => {
 });
 
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-interface Child {
-  process: ChildProcess;
-  lines: string[];
-  stderr: string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Resolves when a stdout line satisfies the predicate. */
-  waitForLine(predicate: (line: string) => boolean): Promise<string>;
-}
-
-function startChild(script: string, args: string[]): Child {
-  const child = spawn(process.execPath, [path.join(fixtures, script), ...args], {
-    env: { ...process.env, NODE_PATH: nodePath },
-    stdio: ['ignore', 'pipe', 'pipe']
-  });
-  const lines: string[] = [];
-  const listeners: Array<() => void> = [];
-  let buffered = '';
-  let stderr = '';
-  child.stdout!.on('data', chunk => {
-    buffered += chunk;
-    const parts = buffered.split('\n');
-    buffered = parts.pop()!;
-    lines.push(...parts);
-    listeners.forEach(listener => listener());
-  });
-  child.stderr!.on('data', chunk => (stderr += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(resolve =>
-    child.on('exit', (code, signal) => resolve({ code, signal }))
-  );
-  const result: Child = {
-    process: child,
-    lines,
-    get stderr() {
-      return stderr;
-    },
-    exited,
-    waitForLine: predicate =>
-      new Promise((resolve, reject) => {
-        const check = () => {
-          const found = lines.find(predicate);
-          if (found !== undefined) resolve(found);
-        };
-        listeners.push(check);
-        check();
-        exited.then(() => setImmediate(() => reject(new Error(`child ${script} exited before the expected line; stderr: ${stderr}`))));
-      })
-  };
-  return result;
-}
 
 it('lets 4 processes write 200 rows each to one store, one write() per row', async () => {
   const file = path.join(dir, 'store.duckdb');

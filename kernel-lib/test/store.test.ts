@@ -1,4 +1,4 @@
-/** Store: migrations, value round-trips, transactions, read-only user SQL, table formatting, lock release. */
+/** Store: migrations, value round-trips, transactions, read-only user SQL without file access, table formatting, lock release. */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -309,7 +309,11 @@ describe('sql() for users', () => {
     ['LOAD fts', /Refused LOAD statement/],
     ['SET threads = 1', /Refused SET statement/],
     ['PRAGMA enable_profiling', /Refused PRAGMA statement/],
-    ['SELECT 1; DELETE FROM feedback', /one query at a time and got 2 statements/]
+    ['SELECT 1; DELETE FROM feedback', /one query at a time and got 2 statements/],
+    [`EXPORT DATABASE '/tmp/nr-export'`, /Refused EXPORT statement/],
+    [`COPY (SELECT * FROM feedback) TO '/tmp/feedback.csv'`, /Refused COPY statement/],
+    ['EXPLAIN SELECT 1', /Refused EXPLAIN statement/],
+    ['CALL pragma_version()', /Refused CALL statement/]
   ];
 
   it.each(refused)('refuses %s before running it', async (query, message) => {
@@ -321,6 +325,43 @@ describe('sql() for users', () => {
     await expect(attempt).rejects.toThrow(/store\.sql\(\) only reads/);
     expect(await store.read(q => q.all('SELECT id, text FROM feedback'))).toEqual([{ id: 'f1', text: 'feedback f1' }]);
     expect(fs.existsSync('/tmp/feedback.csv') && query.startsWith('COPY')).toBe(false);
+  });
+
+  const fileReads: Array<[string, string]> = [
+    [`SELECT * FROM read_text('/etc/passwd')`, '/etc/passwd'],
+    [`SELECT * FROM read_csv('/etc/passwd')`, '/etc/passwd'],
+    [`SELECT * FROM read_blob('/etc/hostname')`, '/etc/hostname'],
+    [`SELECT * FROM '/etc/passwd.csv'`, '/etc/passwd.csv'],
+    [`FROM glob('/etc/*')`, '/etc/']
+  ];
+
+  it.each(fileReads)('refuses %s: user SQL cannot read host files', async (query, file) => {
+    const store = await open();
+    const attempt = store.sql(query);
+    await expect(attempt).rejects.toThrow(StoreReadOnlyError);
+    await expect(attempt).rejects.toThrow(/store\.sql\(\) reads the store's tables only and cannot read or write files/);
+    await expect(attempt).rejects.toThrow(file);
+    await expect(attempt).rejects.toMatchObject({ statementKind: 'FILE_ACCESS' });
+  });
+
+  it('refuses EXPORT DATABASE before DuckDB prepares it, so no folder is created', async () => {
+    const store = await open();
+    const target = path.join(dir, 'exported');
+    await expect(store.sql(`EXPORT DATABASE '${target}'`)).rejects.toThrow(/Refused EXPORT statement/);
+    await expect(store.sql(`export database '${target}' (format parquet)`)).rejects.toThrow(/Refused EXPORT statement/);
+    expect(fs.existsSync(target)).toBe(false);
+  });
+
+  it('has external access off for the whole store, library code included', async () => {
+    const store = await open();
+    await expect(store.read(q => q.all(`SELECT * FROM read_text('/etc/passwd')`))).rejects.toThrow(
+      /file system operations are disabled by configuration/
+    );
+    await expect(store.write(q => q.run(`COPY feedback TO '${path.join(dir, 'out.csv')}'`))).rejects.toThrow(
+      /file system operations are disabled by configuration/
+    );
+    expect(fs.existsSync(path.join(dir, 'out.csv'))).toBe(false);
+    expect((await store.sql('SELECT count(*) AS n FROM feedback')).rows).toEqual([{ n: 0 }]);
   });
 
   it('runs a select with parameters and returns columns and plain rows', async () => {

@@ -132,8 +132,8 @@ test('a cancelled round kills the trainer and registers nothing', async () => {
   expect(await listAdapters(store)).toEqual(before);
 });
 
-test('no examples: a clear error before the trainer starts', async () => {
+test('no examples: a clear error before the trainer starts, naming the cause', async () => {
   await expect(train({ store, home }, { display: null, exportExamples: exportRows([]) })).rejects.toThrow(
-    /no SDPO examples yet/
+    /nothing to train on: there is no feedback yet/
   );
 });

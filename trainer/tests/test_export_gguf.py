@@ -61,3 +61,18 @@ def test_embedded_smollm2_gguf_q_and_k_round_trip_through_transformers_unpermuta
         hf = processor.process(stored, name).weights
         np.testing.assert_array_equal(llama_permute(hf, heads), stored)
         assert not np.array_equal(hf, stored)
+
+
+def test_adapter_architecture_is_the_base_gguf_general_architecture(tmp_path):
+    from nanoresearch_trainer.export_gguf import gguf_architecture
+
+    base = tmp_path / "base.gguf"
+    writer = gguf.GGUFWriter(str(base), "gemma3")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    # transformers calls this architecture gemma3_text; llama.cpp only loads an adapter named like the base.
+    assert gguf_architecture(base, "gemma3_text") == "gemma3"
+    assert gguf_architecture(tmp_path / "hf-folder", "llama") == "llama"
+    assert gguf_architecture(None, "qwen2") == "qwen2"

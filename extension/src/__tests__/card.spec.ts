@@ -1,4 +1,5 @@
 import Ajv2020 from 'ajv/dist/2020';
+import { readStageBundle } from '../bundleCheck';
 import { renderFeedbackBox, renderStageCard, StageCardRenderer } from '../card';
 import { STAGE_MIME_TYPE } from '../constants';
 import { bundleFixture } from './helpers';
@@ -105,5 +106,35 @@ describe('stage card', () => {
     expect(submit).not.toHaveBeenCalled();
     // Without a cell to read from, the list shows the feedback stored with the bundle.
     expect(text(box.node.querySelector('.jp-nr-feedback-list'))).toBe('anaGood gap analysis.');
+  });
+
+  describe('an output that fails the stage-bundle schema', () => {
+    const render = async (data: unknown) => {
+      const renderer = new StageCardRenderer(STAGE_MIME_TYPE, null);
+      await renderer.renderModel({ data: { [STAGE_MIME_TYPE]: data } } as any);
+      return renderer.node;
+    };
+
+    it.each([
+      ['an unknown status', { ...bundleFixture(), status: 'exploded' }, /\/status must be equal to one of the allowed values \(running, done, failed\)/],
+      ['a missing field', (({ stage, ...rest }) => rest)(bundleFixture()), /must have required property 'stage'/],
+      ['an unknown field', { ...bundleFixture(), injected: '<script>' }, /must NOT have additional properties: 'injected'/],
+      ['a wrongly typed output', { ...bundleFixture(), outputs: { metrics: 'lots' } }, /\/outputs\/metrics must be array/],
+      ['text that is not JSON', '{"version": 1, "stage": ', /it is not JSON/],
+      ['null', null, /the bundle must be object/]
+    ])('%s shows a "not a valid stage card" box with the reason, not an error', async (_, data, reason) => {
+      const node = await render(data);
+      expect(text(node.querySelector('.jp-nr-invalid-title'))).toBe('This output is not a valid stage card');
+      expect(text(node.querySelector('.jp-nr-error'))).toMatch(reason);
+      expect(node.querySelector('.jp-nr-card-header')).toBeNull();
+      expect(node.querySelector('script')).toBeNull();
+    });
+
+    it('a valid bundle, also as JSON text, still renders as a card', async () => {
+      expect(readStageBundle(bundleFixture())).toEqual({ bundle: bundleFixture() });
+      const node = await render(JSON.stringify(bundleFixture()));
+      expect(node.querySelector('.jp-nr-invalid-title')).toBeNull();
+      expect(text(node.querySelector('.jp-nr-card-title'))).toBe(bundleFixture().title);
+    });
   });
 });

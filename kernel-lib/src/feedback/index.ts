@@ -33,6 +33,8 @@ export interface FeedbackResult {
   created: boolean;
   /** The SDPO row this feedback makes, or null when the stage's plan was not the policy's own answer. */
   sdpoExample: SdpoExample | null;
+  /** Null when the feedback trains the planner; else exactly why it will not (see untrainableReason). */
+  notTrainedBecause: string | null;
   /** What Update-from-feedback did, and any step that failed (the feedback itself is stored either way). */
   updateNotes: string[];
 }
@@ -95,8 +97,41 @@ export async function recordFeedback(
   });
 
   const examples = feedback.planner_call_id ? await sdpoExamples(store, { feedbackId: feedback.id }) : [];
+  const call = feedback.planner_call_id
+    ? await store.read(q => q.get<Pick<PlannerCall, 'fallback' | 'y'>>('select fallback, y from planner_calls where id = $1', [feedback.planner_call_id]))
+    : undefined;
   const updateNotes = created && learners ? await learnFromFeedback(feedback, stageRun, learners) : [];
-  return { feedback, created, sdpoExample: examples[0] ?? null, updateNotes };
+  return { feedback, created, sdpoExample: examples[0] ?? null, notTrainedBecause: examples.length ? null : untrainableReason(call ?? null), updateNotes };
+}
+
+/**
+ * Why feedback on a stage makes no SDPO row, in words a researcher can act on. Feedback is
+ * evidence about the planner's answer y only when y is what the stage used.
+ */
+export function untrainableReason(call: Pick<PlannerCall, 'fallback' | 'y'> | null): string {
+  if (!call) return 'the stage ran before any plan was made (it failed in retrieval or planning), so there is no planner answer to train';
+  if (call.fallback === 'planner disabled') return 'the stage ran with the planner switched off (ablation), so its plan was not the planner\'s answer';
+  if (call.fallback) return `the stage ran on the fallback plan because the planner model failed (${call.fallback}), so its plan was not the planner's answer`;
+  return 'the planner gave no answer for this stage';
+}
+
+/** How many feedback items there are, how many train, and why the others do not (for lab.train()'s refusal). */
+export async function trainingCoverage(store: Store): Promise<{ feedback: number; trainable: number; reasons: Record<string, number> }> {
+  const rows = await store.read(q =>
+    q.all<{ fallback: string | null; y: string | null; has_call: boolean }>(
+      `select p.fallback, p.y, p.id is not null as has_call from feedback f left join planner_calls p on p.id = f.planner_call_id`
+    )
+  );
+  const reasons: Record<string, number> = {};
+  let trainable = 0;
+  for (const r of rows) {
+    if (r.has_call && r.fallback === null && r.y) trainable++;
+    else {
+      const why = !r.has_call ? 'no plan (the stage failed before planning)' : r.fallback === 'planner disabled' ? 'planner switched off' : 'fallback plan after a planner model error';
+      reasons[why] = (reasons[why] ?? 0) + 1;
+    }
+  }
+  return { feedback: rows.length, trainable, reasons };
 }
 
 /** Update-from-feedback. Each step is independent: one failing does not stop the other. */

@@ -1,11 +1,12 @@
 import * as os from 'os';
 import { newId, nowIso } from '../ids';
-import { BudgetExceededError, LlmOutputError, spentFor } from './errors';
+import { Meter, promptTokenBound, type Pricing, type Reservation } from './budget';
+import { LlmOutputError } from './errors';
 import { LlmLedger, cacheKey, type CachedResponse } from './ledger';
 import { LocalProvider } from './providers/local';
 import { OpenAiProvider } from './providers/openai';
 import type { Provider } from './providers/types';
-import { withRetries, type RetryPolicy } from './retry';
+import { withRetries, type Deadline, type RetryPolicy } from './retry';
 import { extractJson, stripThinking } from './text';
 import type {
   Budget,
@@ -23,23 +24,31 @@ import type {
 import { schemaNameOf, validateAgainst } from './validate';
 
 const DEFAULT_TIMEOUT_MS = 120_000;
-const BUDGET_LIMITS: readonly (keyof Budget)[] = ['maxCalls', 'maxTokens', 'maxCostUsd'];
+const DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024;
 
 /**
  * An Llm for `config`. With a store, every call writes an `llm_calls` row and answers are cached
  * in `llm_cache`; without one, the cache lives in memory and only `options.onCall` sees the rows.
  */
 /**
- * Threads for the embedded model: all cores but one. With every core busy (2 cores, the kernel
- * and the store also working), llama.cpp threads contend and generation slowed 6-20x in measurements
- * on these machines; leaving one core free keeps it steady.
+ * Threads for the embedded model: all cores but one, and both cores of a 2-core machine. With
+ * every core busy elsewhere (test workers, another kernel) llama.cpp's spinning threads contend and
+ * generation slowed 6-20x in measurements here, so on bigger machines one core stays free; on 2
+ * cores one thread leaves half the machine idle while the kernel waits (prompt evaluation of the
+ * 1.5B stage model: 27 tok/s on one thread, 54 on two). NANORESEARCH_LLM_THREADS overrides.
  */
 function defaultLocalThreads(): number {
-  return Math.max(1, os.cpus().length - 1);
+  const cores = os.cpus().length;
+  return Math.max(Math.min(2, cores), cores - 1);
 }
 
 export function createLlm(config: LlmConfig, store?: LlmStore, options: CreateLlmOptions = {}): Llm {
-  const timeoutMs = config.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const timeoutMs = config.provider === 'local' ? (config.timeoutMs ?? 0) : (config.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  const retry: RetryPolicy = {
+    maxRetries: config.maxRetries ?? 4,
+    baseDelayMs: config.retryBaseDelayMs ?? 500,
+    maxDelayMs: config.retryMaxDelayMs ?? 20_000
+  };
   const provider: Provider =
     config.provider === 'local'
       ? new LocalProvider({
@@ -52,18 +61,13 @@ export function createLlm(config: LlmConfig, store?: LlmStore, options: CreateLl
           baseURL: config.baseURL,
           apiKey: config.apiKey,
           jsonMode: config.jsonMode ?? 'json_schema',
-          timeoutMs
+          timeoutMs,
+          maxResponseBytes: config.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES
         });
-  const core: Core = {
-    config,
-    provider,
-    ledger: new LlmLedger(store, options.onCall),
-    retry: {
-      maxRetries: config.maxRetries ?? 4,
-      baseDelayMs: config.retryBaseDelayMs ?? 500,
-      maxDelayMs: config.retryMaxDelayMs ?? 20_000
-    }
-  };
+  // By default the deadline is what the attempts and backoffs could take anyway; it matters for
+  // Retry-After waits, which it bounds, and when set lower than that.
+  const deadlineMs = config.deadlineMs ?? (timeoutMs > 0 ? timeoutMs * (retry.maxRetries + 1) + retry.maxDelayMs * retry.maxRetries : undefined);
+  const core: Core = { config, provider, ledger: new LlmLedger(store, options.onCall), retry, deadlineMs };
   return new ScopedLlm(core, new Meter(config.budget, undefined, null));
 }
 
@@ -73,36 +77,8 @@ interface Core {
   provider: Provider;
   ledger: LlmLedger;
   retry: RetryPolicy;
-}
-
-/** Spending of one scope, checked against its budget; what it spends also counts in its parents. */
-class Meter {
-  readonly spent: Spent = { tokens: 0, calls: 0, costUsd: 0 };
-
-  constructor(
-    readonly budget: Budget | undefined,
-    readonly parent: Meter | undefined,
-    readonly stageRunId: string | null
-  ) {}
-
-  /** Throws `BudgetExceededError` when this scope or an enclosing one has reached a limit. */
-  check(): void {
-    for (let meter: Meter | undefined = this; meter; meter = meter.parent) {
-      for (const limit of BUDGET_LIMITS) {
-        const max = meter.budget?.[limit];
-        const spent = spentFor(limit, meter.spent);
-        if (max !== undefined && spent >= max) throw new BudgetExceededError(limit, spent, max, meter.stageRunId);
-      }
-    }
-  }
-
-  add(tokens: number, costUsd: number): void {
-    for (let meter: Meter | undefined = this; meter; meter = meter.parent) {
-      meter.spent.calls += 1;
-      meter.spent.tokens += tokens;
-      meter.spent.costUsd += costUsd;
-    }
-  }
+  /** Limit of a whole call (all attempts and waits); undefined: none. */
+  deadlineMs: number | undefined;
 }
 
 class ScopedLlm implements Llm {
@@ -174,10 +150,11 @@ class ScopedLlm implements Llm {
 
   /**
    * One call: from the cache when possible (free, allowed over budget), else through the
-   * provider with retries. `accept` keeps answers it rejects out of the cache.
+   * provider with retries, each attempt reserved against the budgets before it is sent
+   * (budget.ts) and settled after. `accept` keeps answers it rejects out of the cache.
    */
   private async call(req: LlmRequest, accept?: (text: string) => boolean): Promise<CallResult> {
-    const { config, provider, ledger } = this.core;
+    const { config, provider, ledger, deadlineMs } = this.core;
     const model = config.models[req.role] ?? config.models.default;
     const started = Date.now();
     const stageRunId = req.stageRunId !== undefined ? req.stageRunId : this.meter.stageRunId;
@@ -224,12 +201,23 @@ class ScopedLlm implements Llm {
       };
     }
 
-    this.meter.check();
+    const plan = {
+      model,
+      promptTokens: promptTokenBound(req.messages, req.jsonSchema),
+      maxTokens: req.maxTokens,
+      pricing: this.pricingOf(model)
+    };
+    // The first reservation is made before anything else: a call refused by its budget leaves no llm_calls row.
+    let first: Reservation | undefined = this.meter.reserve(plan);
+    const deadline: Deadline | undefined = deadlineMs === undefined ? undefined : { at: started + deadlineMs, ms: deadlineMs };
     let answer: CachedResponse;
+    let cost: number | null = null;
     try {
-      const result = await withRetries(
-        () =>
-          provider.generate({
+      const result = await withRetries(async () => {
+        const reservation = first ?? this.meter.reserve(plan);
+        first = undefined;
+        try {
+          const generated = await provider.generate({
             model,
             messages: req.messages,
             temperature: req.temperature,
@@ -237,19 +225,23 @@ class ScopedLlm implements Llm {
             jsonSchema: req.jsonSchema,
             schemaName: req.jsonSchema ? schemaNameOf(req.jsonSchema, req.schemaName) : 'response',
             adapterPath: req.adapterPath,
-            seed: req.seed
-          }),
-        this.core.retry
-      );
+            seed: req.seed,
+            deadlineAt: deadline?.at
+          });
+          cost = this.costOf(model, generated);
+          this.meter.settle(reservation, { calls: 1, tokens: generated.usage.promptTokens + generated.usage.completionTokens, costUsd: cost ?? 0 });
+          return generated;
+        } catch (err) {
+          this.meter.settle(reservation, { calls: 1, tokens: 0, costUsd: 0 });
+          throw err;
+        }
+      }, this.core.retry, deadline);
       answer = { text: stripThinking(result.text), model: result.model, usage: result.usage, truncated: result.truncated };
     } catch (err) {
-      this.meter.add(0, 0);
       await ledger.record(row({ error: (err as Error).message }));
       throw err;
     }
 
-    const cost = this.costOf(model, answer);
-    this.meter.add(answer.usage.promptTokens + answer.usage.completionTokens, cost ?? 0);
     const record = row({
       model: answer.model,
       prompt_tokens: answer.usage.promptTokens,
@@ -269,8 +261,14 @@ class ScopedLlm implements Llm {
     };
   }
 
+  /** How a model is priced for budgets: the embedded model is free, a remote one needs a table entry. */
+  private pricingOf(model: string): Pricing {
+    if (this.core.provider.name === 'local') return 'free';
+    return this.core.config.prices?.[model];
+  }
+
   /** Dollars for an answer; null when a remote model has no price (the row shows it unpriced). */
-  private costOf(requestedModel: string, answer: CachedResponse): number | null {
+  private costOf(requestedModel: string, answer: { model: string; usage: TokenUsage }): number | null {
     if (this.core.provider.name === 'local') return 0;
     const price = this.core.config.prices?.[requestedModel] ?? this.core.config.prices?.[answer.model];
     if (!price) return null;

@@ -1,4 +1,4 @@
-import type { Budget, Spent } from './types';
+import type { Budget } from './types';
 
 /** A provider call failed for good (after retries where retrying made sense). */
 export class LlmError extends Error {
@@ -31,26 +31,53 @@ export class LlmOutputError extends Error {
   }
 }
 
-/** A call was refused because a budget limit was already reached. */
+/**
+ * A call was refused before it was sent: a budget limit is reached, or what the calls in
+ * flight have reserved leaves too little for this one.
+ */
 export class BudgetExceededError extends Error {
   override name = 'BudgetExceededError';
   constructor(
     readonly limit: keyof Budget,
+    /** What the scope has spent (settled calls). */
     readonly spentValue: number,
     readonly maxValue: number,
     /** The scope's stage run, when the exceeded budget is a stage run's. */
-    readonly stageRunId: string | null
+    readonly stageRunId: string | null,
+    /** What calls in flight have reserved on top of `spentValue`. */
+    readonly reservedValue = 0,
+    /** Why this call in particular does not fit, when the limit is not simply reached. */
+    detail?: string
   ) {
     const what: Record<keyof Budget, string> = { maxTokens: 'tokens', maxCalls: 'calls', maxCostUsd: 'USD' };
     const scope = stageRunId ? `stage run ${stageRunId}` : 'this LLM scope';
+    const reserved = reservedValue > 0 ? ` and ${round(reservedValue)} reserved by calls in flight` : '';
     super(
-      `LLM budget exceeded for ${scope}: ${spentValue} ${what[limit]} spent of ${maxValue} allowed (${limit}). ` +
-        `Raise the budget or narrow the task.`
+      `LLM budget exceeded for ${scope}: ${round(spentValue)} ${what[limit]} spent${reserved} of ${maxValue} allowed (${limit})` +
+        `${detail ? `; ${detail}` : ''}. Raise the budget or narrow the task.`
     );
   }
 }
 
-/** The spent counter a budget limit compares against. */
-export function spentFor(limit: keyof Budget, spent: Spent): number {
-  return limit === 'maxTokens' ? spent.tokens : limit === 'maxCalls' ? spent.calls : spent.costUsd;
+/** A remote model has no price while a cost cap applies: the cap could not be kept, so nothing was sent. */
+export class UnpricedModelError extends LlmError {
+  override name = 'UnpricedModelError';
+  constructor(
+    readonly model: string,
+    readonly maxCostUsd: number,
+    readonly stageRunId: string | null
+  ) {
+    const scope = stageRunId ? `stage run ${stageRunId}` : 'this LLM scope';
+    super(
+      `The model "${model}" has no price, so the cost cap of ${scope} (maxCostUsd $${maxCostUsd}) cannot be kept; the call was not sent`,
+      undefined,
+      `Give its price in NANORESEARCH_LLM_PRICES (e.g. NANORESEARCH_LLM_PRICES='{"${model}": {"inputPerMTok": 0.15, "outputPerMTok": 0.6}}', ` +
+        'dollars per million tokens) or in LlmConfig.prices, or remove the cost cap'
+    );
+  }
+}
+
+/** Dollars with at most 6 decimals, counts as they are. */
+function round(value: number): number {
+  return Number.isInteger(value) ? value : Math.round(value * 1e6) / 1e6;
 }

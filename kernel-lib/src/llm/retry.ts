@@ -24,12 +24,19 @@ export interface RetryPolicy {
 /** A server may ask for a long pause; waiting longer than this blocks a notebook for too long. */
 const MAX_RETRY_AFTER_MS = 60_000;
 
+/** The end of a whole call: an epoch time, and the limit it came from (for messages). */
+export interface Deadline {
+  at: number;
+  ms: number;
+}
+
 /**
  * Runs `attempt` until it succeeds, retrying a retryable `ProviderFailure` with exponential
  * backoff and full jitter (or the server's Retry-After) up to `maxRetries` times; the final
- * failure becomes an `LlmError` carrying the status and the fix hint.
+ * failure becomes an `LlmError` carrying the status and the fix hint. With a `deadline`, a wait
+ * that would end past it is not waited: the call fails at once, saying so.
  */
-export async function withRetries<T>(attempt: () => Promise<T>, policy: RetryPolicy): Promise<T> {
+export async function withRetries<T>(attempt: () => Promise<T>, policy: RetryPolicy, deadline?: Deadline): Promise<T> {
   for (let tries = 0; ; tries++) {
     try {
       return await attempt();
@@ -39,7 +46,18 @@ export async function withRetries<T>(attempt: () => Promise<T>, policy: RetryPol
         const after = err.retryable ? ` (gave up after ${tries + 1} attempts)` : '';
         throw new LlmError(`${err.message}${after}`, err.status, err.hint, { cause: err });
       }
-      await sleep(delayBeforeRetry(tries, policy, err.retryAfterMs));
+      const delay = delayBeforeRetry(tries, policy, err.retryAfterMs);
+      if (deadline && Date.now() + delay >= deadline.at) {
+        const wait = err.retryAfterMs !== undefined ? `the server asked to wait ${delay} ms (Retry-After)` : `the next try would start in ${delay} ms`;
+        throw new LlmError(
+          `${err.message} (gave up after ${tries + 1} attempts: ${wait}, past the call's deadline of ${deadline.ms} ms, ` +
+            `${Math.max(0, deadline.at - Date.now())} ms left)`,
+          err.status,
+          'Raise deadlineMs in the LLM configuration, or try again later',
+          { cause: err }
+        );
+      }
+      await sleep(delay);
     }
   }
 }

@@ -105,6 +105,15 @@ export interface LlmConfig {
   retryBaseDelayMs?: number;
   /** Longest backoff delay, Retry-After excepted (default 20000). */
   retryMaxDelayMs?: number;
+  /**
+   * Limit for a whole call in milliseconds: every attempt, backoff and Retry-After wait
+   * together. A wait that would end past it is not waited; the call fails at once. Default:
+   * what the attempts and backoffs could take anyway, timeoutMs × (maxRetries + 1) +
+   * retryMaxDelayMs × maxRetries; none for the embedded model unless timeoutMs is set.
+   */
+  deadlineMs?: number;
+  /** Largest HTTP response body the OpenAI-compatible provider reads, in bytes (default 8 MiB). */
+  maxResponseBytes?: number;
 }
 
 export interface Llm {

@@ -1,35 +1,50 @@
 /**
- * Runs generated experiment code as a child process with limits and without secrets.
+ * Runs generated experiment code as a child process with limits, without privilege and without secrets.
  *
- * Layers, strongest first:
- *  - bubblewrap (`bwrap`) when present and able to create namespaces: no network
- *    (`--unshare-net`), read-only system folders, the workspace as the only writable
- *    bind, private /tmp, its own pid namespace, killed with its parent;
- *  - resource limits via `prlimit` (CPU seconds, address space, file size), or a
- *    `sh -c ulimit` wrapper where prlimit is missing;
- *  - an environment built from scratch (never `process.env`), so API keys and tokens
- *    of the parent are not visible;
- *  - a wall-clock time-out that kills the whole process group.
- * Whatever layer is missing on this machine is named in `isolation.missing`: the
- * fallback is never silent.
+ * Layers, strongest first (kernel-lib/README.md, "Sandbox: isolation" and "Sandbox: limits", say which machines lack which):
+ *  - no privilege: as root, the code runs as a uid of its own (unique to the run, no capabilities,
+ *    no_new_privs, `setpriv`), so RLIMIT_NPROC counts exactly its tree and a kill sent as that uid
+ *    reaches every member; as another user, bubblewrap maps it to uid 65534 in a user namespace;
+ *  - bubblewrap (`bwrap`) when it can create namespaces here: no network, system folders
+ *    read-only, the workspace the only writable bind, private size-limited /tmp and /dev/shm,
+ *    a minimal /dev, /proc of its own pid namespace, no further user namespaces;
+ *  - limits: CPU seconds, address space, file size, processes (prlimit); a cgroup for the whole
+ *    tree's tasks and memory where one can be created; a polled workspace disk quota;
+ *  - an environment built from scratch (never `process.env`): API keys of the parent are not visible;
+ *  - a wall-clock time-out after which every process of the tree is killed and the call returns,
+ *    even if a detached grandchild still holds the output pipe.
+ * Whatever layer is missing on this machine is named in `isolation.missing`: the fallback is never silent.
  */
-import { spawn, spawnSync } from 'child_process';
-import { existsSync, lstatSync, readlinkSync, realpathSync } from 'fs';
+import { randomBytes } from 'crypto';
+import { chmodSync, mkdtempSync, realpathSync, rmSync, statSync } from 'fs';
+import { tmpdir } from 'os';
 import * as path from 'path';
+import { BwrapProbe, dropRoot, isRoot, NAMESPACE_UID, noMoreUserns, pathBinds, probeBubblewrap, systemMounts } from './bwrap';
+import { createRunCgroup, RunCgroup } from './cgroup';
+import { execute, QUOTA_POLL_MS } from './execute';
+import { allocateSandboxUid, chownTree, killAllOfUid, signalPids, processesOfUid, processTree } from './process-tree';
+import { blockedFor, Program, resolveProgram, tool } from './programs';
+import { pythonRuntimeEnv } from './python-env';
+
+export { probeBubblewrap } from './bwrap';
 
 export interface SandboxOptions {
   /** The experiment folder: the working directory, HOME and the only writable place. */
   cwd: string;
-  /** argv, e.g. ['python3', 'main.py']; the program is resolved on the parent's PATH. */
+  /** argv, e.g. ['python3', 'main.py']; `python`/`python3` is the experiment interpreter (python-env.ts), others are resolved on PATH. */
   command: string[];
-  /** Wall-clock limit; the process group is killed with SIGKILL when it passes. */
+  /** Wall-clock limit; every process of the run is killed when it passes and the call returns. */
   timeoutMs: number;
-  /** CPU-time limit (RLIMIT_CPU); defaults to the wall-clock limit in seconds. */
+  /** CPU-time limit per process (RLIMIT_CPU); defaults to the wall-clock limit in seconds. */
   cpuSeconds?: number;
-  /** Address-space limit (RLIMIT_AS) in MiB; default 2048. */
+  /** Memory in MiB: address space per process (RLIMIT_AS) and, with a cgroup, the whole tree; default 2048. */
   memoryMb?: number;
   /** Largest file the child may write (RLIMIT_FSIZE) in MiB; default 256. */
   fileSizeMb?: number;
+  /** Bytes the run may add to its workspace, all files together, in MiB (polled); also the size of the private /tmp; default 1024. */
+  diskQuotaMb?: number;
+  /** Processes and threads the run may have at once (RLIMIT_NPROC of its uid, or a pids cgroup); default 256. */
+  maxProcesses?: number;
   /** Extra variables for the child. Names that look like secrets are refused (see `isolation.missing`). */
   env?: Record<string, string>;
   /** Bytes of stdout / stderr kept (the tail, where tracebacks are); default 64 KiB each. */
@@ -41,7 +56,9 @@ export interface SandboxOptions {
 export interface IsolationReport {
   network: 'none' | 'unrestricted';
   filesystem: 'workspace-only' | 'unrestricted';
-  /** The limits applied, e.g. 'cpu=60s', 'as=2048MiB', 'fsize=256MiB', 'wall=60000ms', 'env=scrubbed'. */
+  /** Each protection applied, e.g. 'uid=2113929300 (unprivileged, this run only)', 'capabilities=none', 'pid-namespace'. */
+  layers?: string[];
+  /** The limits applied, e.g. 'cpu=60s', 'as=2048MiB', 'fsize=256MiB', 'nproc=256', 'disk=1024MiB', 'wall=60000ms', 'env=scrubbed'. */
   limits: string[];
   /** Each protection that could not be applied on this machine, with why. */
   missing: string[];
@@ -51,6 +68,10 @@ export interface SandboxResult {
   exitCode: number | null;
   signal: string | null;
   timedOut: boolean;
+  /** What ended the run: the program itself, the wall-clock limit, or the disk quota. */
+  stoppedBy: 'exit' | 'wall-clock' | 'disk-quota';
+  /** Whether the kernel's OOM killer killed a process of the run (known only with a memory cgroup). */
+  memoryLimitHit: boolean;
   stdout: string;
   stderr: string;
   wallMs: number;
@@ -60,111 +81,103 @@ export interface SandboxResult {
 /** Variable names never passed to generated code, even when asked for explicitly. */
 const SECRET_NAME = /(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION)/i;
 
-interface BwrapProbe {
-  usable: boolean;
-  reason?: string;
+/** The wrapper that puts itself into the run's cgroups before it execs anything: no fork escapes the count. */
+function joinCgroups(procsFiles: string[]): string[] {
+  if (procsFiles.length === 0) return [];
+  const script = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
+  return ['/bin/sh', '-c', script, 'nr-sandbox-cgroup', String(procsFiles.length), ...procsFiles];
 }
 
-let bwrapProbe: BwrapProbe | undefined;
-
-/** Whether bwrap exists and can create the namespaces we need here (containers often forbid it). */
-export function probeBubblewrap(): BwrapProbe {
-  if (bwrapProbe) return bwrapProbe;
-  const bwrap = findOnPath('bwrap', process.env.PATH ?? '');
-  if (!bwrap) {
-    bwrapProbe = { usable: false, reason: 'bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap' };
-    return bwrapProbe;
-  }
-  const probe = spawnSync(bwrap, [...systemBinds(), '--unshare-net', '--unshare-pid', '--die-with-parent', '--', 'true'], {
-    timeout: 10_000,
-    encoding: 'utf8'
-  });
-  bwrapProbe =
-    probe.status === 0
-      ? { usable: true }
-      : { usable: false, reason: `bwrap cannot create namespaces here: ${(probe.stderr || probe.error?.message || '').trim()}` };
-  return bwrapProbe;
-}
-
-let resolvedPython: string | undefined;
-
-/**
- * The real interpreter behind `python3` on PATH. Version-manager shims (pyenv) are shell
- * scripts that need the parent's HOME and variables, which the child does not get.
- */
-function realPython(name: string): string {
-  if (resolvedPython) return resolvedPython;
-  const found = spawnSync(name, ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8', timeout: 20_000 });
-  const exe = found.stdout?.trim();
-  if (found.status !== 0 || !exe) {
-    throw new Error(`cannot run '${name}' to run the experiment: ${(found.stderr || found.error?.message || 'not found').trim()}; install Python 3 and put python3 on PATH`);
-  }
-  resolvedPython = realpathSync(exe);
-  return resolvedPython;
-}
-
-function findOnPath(program: string, searchPath: string): string | undefined {
-  if (program.includes('/')) return existsSync(program) ? path.resolve(program) : undefined;
-  for (const dir of searchPath.split(':')) {
-    if (!dir) continue;
-    const candidate = path.join(dir, program);
-    if (existsSync(candidate)) return candidate;
-  }
-  return undefined;
-}
-
-/** The program as an absolute path; python is resolved to the real interpreter. */
-function resolveProgram(program: string): string {
-  if (/^python3?$/.test(program)) return realPython(program);
-  const found = findOnPath(program, process.env.PATH ?? '');
-  if (!found) throw new Error(`sandbox: program '${program}' not found on PATH`);
-  return found;
-}
-
-/** Read-only binds of the system folders (merged-/usr symlinks recreated as symlinks). */
-function systemBinds(): string[] {
-  const args: string[] = [];
-  for (const dir of ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/etc']) {
-    if (!existsSync(dir)) continue;
-    if (lstatSync(dir).isSymbolicLink()) args.push('--symlink', readlinkSync(dir), dir);
-    else args.push('--ro-bind', dir, dir);
-  }
-  args.push('--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp');
-  return args;
-}
-
-/** Read-only binds for an interpreter installed outside the system folders (pyenv, conda). */
-function programBinds(program: string): string[] {
-  if (/^\/(usr|bin|sbin|lib|lib64)\//.test(program)) return [];
-  // .../versions/3.11.7/bin/python3.11 → bind .../versions/3.11.7 (its stdlib lives there).
-  const prefix = path.dirname(path.dirname(program));
-  return ['--ro-bind', prefix, prefix];
-}
-
-/** Keeps the last `max` bytes of a stream, marking that the head was cut. */
-class TailBuffer {
-  private chunks: Buffer[] = [];
-  private size = 0;
-  private dropped = 0;
-  constructor(private readonly max: number) {}
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-    while (this.size > this.max && this.chunks.length > 1) {
-      const first = this.chunks.shift()!;
-      this.size -= first.length;
-      this.dropped += first.length;
+/** Without a mount namespace the code meets the real file system as the run's uid: what it needs must be reachable. */
+function assertReachable(uid: number, program: Program, cwd: string, reason: string | undefined): void {
+  const why = `sandbox (without bubblewrap: ${reason}; lab running as root): the unprivileged sandbox uid cannot reach`;
+  for (const needed of [program.path, ...program.folders]) {
+    const blocked = blockedFor(uid, needed);
+    if (blocked) {
+      throw new Error(
+        `${why} ${needed}, because ${blocked} is not searchable by other users. ` +
+          `Run with isolation 'auto' where bubblewrap works, or set NANORESEARCH_EXPERIMENT_PYTHON to an interpreter every user can read (e.g. /usr/bin/python3 or a venv under /opt).`
+      );
     }
   }
-  text(): string {
-    let all = Buffer.concat(this.chunks);
-    let dropped = this.dropped;
-    if (all.length > this.max) {
-      dropped += all.length - this.max;
-      all = all.subarray(all.length - this.max);
-    }
-    return (dropped ? `[... ${dropped} bytes cut ...]\n` : '') + all.toString('utf8');
+  const blocked = blockedFor(uid, cwd);
+  if (blocked) {
+    throw new Error(
+      `${why} its workspace ${cwd}, because ${blocked} is not searchable by other users: keep workspaces where every user can reach them (e.g. chmod o+x ${blocked}), or run with isolation 'auto' where bubblewrap works.`
+    );
   }
+}
+
+/** The environment, from scratch: nothing of the parent's, secrets refused by name. */
+function childEnv(program: Program, cwd: string, tmp: string, extra: Record<string, string>, missing: string[]): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: [path.dirname(program.path), '/usr/local/bin', '/usr/bin', '/bin'].join(':'),
+    HOME: cwd,
+    TMPDIR: tmp,
+    USER: 'sandbox',
+    LOGNAME: 'sandbox',
+    LANG: 'C.UTF-8',
+    LC_ALL: 'C.UTF-8',
+    PYTHONUNBUFFERED: '1',
+    PYTHONDONTWRITEBYTECODE: '1',
+    PYTHONNOUSERSITE: '1',
+    ...pythonRuntimeEnv(tmp)
+  };
+  for (const [name, value] of Object.entries(extra)) {
+    if (SECRET_NAME.test(name)) missing.push(`env ${name} refused: generated code never receives secrets`);
+    else env[name] = value;
+  }
+  return env;
+}
+
+interface Report {
+  layers: string[];
+  limits: string[];
+  missing: string[];
+}
+
+/** Wraps argv so the code holds no privilege: the run's own uid (root), a user namespace (bwrap), or at least no_new_privs. */
+function dropPrivilege(argv: string[], uid: number | undefined, bwrap: string | undefined, probe: BwrapProbe, cwd: string, report: Report): string[] {
+  const setpriv = tool('setpriv');
+  let wrapped = argv;
+  if (uid !== undefined) {
+    if (!setpriv) throw new Error('sandbox: the lab runs as root and setpriv (util-linux) is missing, so generated code cannot be run unprivileged; install util-linux');
+    if (bwrap && probe.disableUserns) wrapped = [...noMoreUserns(bwrap, uid, cwd), ...wrapped];
+    wrapped = [...dropRoot(setpriv, uid), ...wrapped];
+    report.layers.push(`uid=${uid} gid=${uid} (unprivileged, this run only)`, 'capabilities=none', 'no_new_privs');
+  } else if (bwrap) {
+    report.layers.push(`uid=${NAMESPACE_UID} gid=${NAMESPACE_UID} in a user namespace`, 'capabilities=none', 'no_new_privs');
+  } else {
+    if (setpriv) {
+      wrapped = [setpriv, '--no-new-privs', '--', ...wrapped];
+      report.layers.push('no_new_privs');
+    } else report.missing.push('no_new_privs: setpriv (util-linux) is not installed, so a setuid program could raise privilege');
+    report.layers.push(`uid=${process.getuid?.()} (the lab's own user, unprivileged)`);
+    report.missing.push(`own uid: ${probe.reason}; the code runs as the lab's user and can read what the lab user can`);
+  }
+  if (bwrap) {
+    if (probe.disableUserns) report.layers.push('user-namespaces=disabled');
+    else report.missing.push(`user-namespace creation: ${probe.disableUsernsReason}`);
+  }
+  return wrapped;
+}
+
+/** Kills every process of the run that can be found; the ways that reach further run first. */
+function treeKiller(uid: number | undefined, cgroup: RunCgroup): (pid: number) => void {
+  return pid => {
+    if (uid !== undefined) killAllOfUid(uid);
+    cgroup.killAll();
+    // The tree is read before anything dies (a killed parent's children are reparented out of the
+    // walk), and stopped first, so none can fork between the walk and the kill.
+    const tree = processTree(pid);
+    signalPids(tree, 'SIGSTOP');
+    signalPids([...new Set([...tree, ...processTree(pid)])], 'SIGKILL');
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // The group is gone.
+    }
+  };
 }
 
 /** Runs `command` in `cwd` under the strongest isolation this machine allows. */
@@ -172,89 +185,101 @@ export async function runInSandbox(options: SandboxOptions): Promise<SandboxResu
   const cwd = realpathSync(options.cwd);
   const memoryMb = options.memoryMb ?? 2048;
   const fileSizeMb = options.fileSizeMb ?? 256;
+  const diskQuotaMb = options.diskQuotaMb ?? 1024;
+  const maxProcesses = options.maxProcesses ?? 256;
   const cpuSeconds = Math.max(1, Math.ceil(options.cpuSeconds ?? options.timeoutMs / 1000));
-  const maxOutput = options.maxOutputBytes ?? 64 * 1024;
-  const missing: string[] = [];
-  const limits: string[] = [`wall=${options.timeoutMs}ms`];
+  const report: Report = { layers: [], limits: [`wall=${options.timeoutMs}ms`], missing: [] };
 
   const program = resolveProgram(options.command[0]);
-  const env: Record<string, string> = {
-    PATH: [path.dirname(program), '/usr/local/bin', '/usr/bin', '/bin'].join(':'),
-    HOME: cwd,
-    TMPDIR: '/tmp',
-    LANG: 'C.UTF-8',
-    LC_ALL: 'C.UTF-8',
-    PYTHONUNBUFFERED: '1',
-    PYTHONDONTWRITEBYTECODE: '1',
-    PYTHONNOUSERSITE: '1'
-  };
-  for (const [name, value] of Object.entries(options.env ?? {})) {
-    if (SECRET_NAME.test(name)) missing.push(`env ${name} refused: generated code never receives secrets`);
-    else env[name] = value;
-  }
-  limits.push('env=scrubbed');
+  const probe: BwrapProbe = options.isolation === 'limits-only' ? { usable: false, reason: 'bubblewrap skipped (isolation: limits-only)' } : probeBubblewrap();
+  const bwrap = probe.usable ? tool('bwrap') : undefined;
+  const prlimit = tool('prlimit');
+  if (!prlimit) throw new Error('sandbox: prlimit (util-linux) is missing, so no resource limit can be set; install util-linux');
+  const uid = isRoot() ? allocateSandboxUid() : undefined;
+  if (uid !== undefined && !bwrap) assertReachable(uid, program, cwd, probe.reason);
 
-  let argv = [program, ...options.command.slice(1)];
+  // A private temporary folder: a tmpfs inside bubblewrap, a fresh folder otherwise.
+  const hostTmp = bwrap ? undefined : mkdtempSync(path.join(tmpdir(), 'nr-sandbox-tmp-'));
+  const env = childEnv(program, cwd, hostTmp ?? '/tmp', options.env ?? {}, report.missing);
+  report.limits.push('env=scrubbed');
 
-  const prlimit = findOnPath('prlimit', process.env.PATH ?? '/usr/bin:/bin');
-  if (prlimit) {
-    argv = [prlimit, `--cpu=${cpuSeconds}`, `--as=${memoryMb * 1024 * 1024}`, `--fsize=${fileSizeMb * 1024 * 1024}`, '--', ...argv];
+  // Innermost first: program ← [nested bwrap] ← [setpriv] ← prlimit ← [bwrap] ← [cgroup join].
+  let argv = dropPrivilege([program.path, ...options.command.slice(1)], uid, bwrap, probe, cwd, report);
+  // RLIMIT_NPROC counts the tasks of the real uid (in its user namespace): exact for a uid of the
+  // run's own, but for the lab's own uid it would count the lab user's other processes too.
+  const nproc = uid !== undefined || bwrap !== undefined;
+  argv = [prlimit, `--cpu=${cpuSeconds}`, `--as=${memoryMb * 2 ** 20}`, `--fsize=${fileSizeMb * 2 ** 20}`, ...(nproc ? [`--nproc=${maxProcesses}`] : []), '--', ...argv];
+  report.limits.push(`cpu=${cpuSeconds}s`, `as=${memoryMb}MiB`, `fsize=${fileSizeMb}MiB`, ...(nproc ? [`nproc=${maxProcesses}`] : []));
+
+  if (bwrap) {
+    const userns = uid !== undefined ? [] : ['--unshare-user', '--uid', String(NAMESPACE_UID), '--gid', String(NAMESPACE_UID), '--cap-drop', 'ALL', ...(probe.disableUserns ? ['--disable-userns'] : [])];
+    const namespaces = ['--unshare-net', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try', '--die-with-parent'];
+    argv = [bwrap, ...systemMounts(diskQuotaMb * 2 ** 20), ...pathBinds(program.folders, cwd), '--chdir', cwd, ...userns, ...namespaces, '--', ...argv];
+    report.layers.push(
+      'network-namespace (no network)',
+      'mount-namespace (system folders read-only, the workspace the only writable bind)',
+      'pid-namespace (own /proc)',
+      'ipc+uts namespaces',
+      'dev=minimal (null zero full random urandom tty pts shm)',
+      `private /tmp and /dev/shm (tmpfs, ${diskQuotaMb}MiB each)`
+    );
   } else {
-    // bash, not sh: bash's `ulimit -f` counts 1024-byte blocks, dash's counts 512-byte blocks.
-    const shell = findOnPath('bash', process.env.PATH ?? '/usr/bin:/bin');
-    if (!shell) throw new Error('sandbox: neither prlimit nor bash is available to set resource limits; install util-linux');
-    argv = [shell, '-c', `ulimit -t ${cpuSeconds} -v ${memoryMb * 1024} -f ${fileSizeMb * 1024} && exec "$@"`, 'sandbox', ...argv];
-  }
-  limits.push(`cpu=${cpuSeconds}s`, `as=${memoryMb}MiB`, `fsize=${fileSizeMb}MiB`);
-
-  let network: IsolationReport['network'] = 'unrestricted';
-  let filesystem: IsolationReport['filesystem'] = 'unrestricted';
-  const probe = options.isolation === 'limits-only' ? { usable: false, reason: 'bubblewrap skipped (isolation: limits-only)' } : probeBubblewrap();
-  if (probe.usable) {
-    const bwrap = findOnPath('bwrap', process.env.PATH ?? '')!;
-    const binds = [...systemBinds(), ...programBinds(program), '--bind', cwd, cwd];
-    argv = [bwrap, ...binds, '--chdir', cwd, '--unshare-net', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--', ...argv];
-    network = 'none';
-    filesystem = 'workspace-only';
-  } else {
-    missing.push(`network isolation: ${probe.reason}`, `filesystem isolation: ${probe.reason}`);
+    report.missing.push(`network isolation: ${probe.reason}`, `filesystem isolation: ${probe.reason}`, `pid namespace: ${probe.reason}`);
   }
 
-  const started = Date.now();
-  const child = spawn(argv[0], argv.slice(1), { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  const stdout = new TailBuffer(maxOutput);
-  const stderr = new TailBuffer(maxOutput);
-  child.stdout.on('data', (c: Buffer) => stdout.push(c));
-  child.stderr.on('data', (c: Buffer) => stderr.push(c));
+  // bubblewrap's own processes (outer, pid 1, nested) are in the cgroup too.
+  const cgroup = createRunCgroup(`nanoresearch-sandbox-${process.pid}-${randomBytes(4).toString('hex')}`, maxProcesses + (bwrap ? 4 : 0), memoryMb * 2 ** 20);
+  report.limits.push(...cgroup.applied, `disk=${diskQuotaMb}MiB (workspace, polled every ${QUOTA_POLL_MS}ms)`);
+  if (!nproc && !cgroup.applied.some(a => a.startsWith('pids'))) {
+    report.missing.push("process cap: neither a uid of its own nor a pids cgroup is available, so a fork storm is bounded only by the lab user's limits");
+  }
+  report.missing.push(...cgroup.missing.map(m => (m.startsWith('memory') ? `${m} (memory is capped per process only)` : m)));
+  argv = [...joinCgroups(cgroup.procsFiles), ...argv];
 
-  let timedOut = false;
-  const killGroup = () => {
-    try {
-      if (child.pid) process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // The group is already gone.
+  const killReach = uid !== undefined ? 'kill=every process of the run uid' : cgroup.procsFiles.length ? 'kill=cgroup' : bwrap ? 'kill=pid namespace' : undefined;
+  if (killReach) report.layers.push(killReach);
+  else report.missing.push('complete kill: without a uid of its own, a cgroup or a pid namespace, a process that leaves the session and its parent can outlive the run');
+
+  const workspaceOwner = statSync(cwd);
+  try {
+    if (uid !== undefined) {
+      try {
+        chownTree(cwd, uid, uid);
+        if (hostTmp) chownTree(hostTmp, uid, uid);
+      } catch (error) {
+        throw new Error(`sandbox: cannot hand the workspace ${cwd} to the run's unprivileged uid (${(error as Error).message}); keep workspaces on a local file system that supports chown`);
+      }
     }
-  };
-  const timer = setTimeout(() => {
-    timedOut = true;
-    killGroup();
-  }, options.timeoutMs);
-  const { exitCode, signal } = await new Promise<{ exitCode: number | null; signal: string | null }>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, sig) => resolve({ exitCode: code, signal: sig }));
-  }).finally(() => clearTimeout(timer));
-  // Leftover grandchildren outside bwrap's pid namespace must not outlive the run.
-  killGroup();
-
-  return {
-    exitCode,
-    signal,
-    timedOut,
-    stdout: stdout.text(),
-    stderr: stderr.text(),
-    wallMs: Date.now() - started,
-    isolation: { network, filesystem, limits, missing }
-  };
+    if (hostTmp) chmodSync(hostTmp, 0o700);
+    const run = await execute({
+      argv,
+      cwd,
+      env,
+      timeoutMs: options.timeoutMs,
+      maxOutputBytes: options.maxOutputBytes ?? 64 * 1024,
+      quotaDirs: [cwd, ...(hostTmp ? [hostTmp] : [])],
+      quotaBytes: diskQuotaMb * 2 ** 20,
+      killTree: treeKiller(uid, cgroup),
+      alive: pid => [...new Set([...(uid !== undefined ? processesOfUid(uid) : processTree(pid)), ...cgroup.members()])]
+    });
+    if (run.survivors.length) report.missing.push(`complete kill: ${run.survivors.length} process(es) of the run outlived it (pids ${run.survivors.join(', ')})`);
+    return {
+      exitCode: run.exitCode,
+      signal: run.signal,
+      timedOut: run.stoppedBy === 'wall-clock',
+      stoppedBy: run.stoppedBy,
+      memoryLimitHit: cgroup.oomKills() > 0,
+      stdout: run.stdout,
+      stderr: run.stderr,
+      wallMs: run.wallMs,
+      isolation: { network: bwrap ? 'none' : 'unrestricted', filesystem: bwrap ? 'workspace-only' : 'unrestricted', ...report }
+    };
+  } finally {
+    await cgroup.remove();
+    // Leave the workspace owned as it was found; only what the run's uid owns is handed back.
+    if (uid !== undefined) chownTree(cwd, workspaceOwner.uid, workspaceOwner.gid, uid);
+    if (hostTmp) rmSync(hostTmp, { recursive: true, force: true });
+  }
 }
 
 /** One-line descriptions of an isolation report, for stage cards and logs. */
@@ -262,6 +287,7 @@ export function describeIsolation(isolation: IsolationReport): string[] {
   return [
     `network: ${isolation.network}`,
     `filesystem: ${isolation.filesystem}`,
+    ...(isolation.layers?.length ? [`layers: ${isolation.layers.join(', ')}`] : []),
     `limits: ${isolation.limits.join(', ')}`,
     ...isolation.missing.map(m => `missing: ${m}`)
   ];

@@ -6,9 +6,8 @@
  * rendering of the computed facts when it states a number that is not in them.
  */
 import type { ExperimentBlueprint } from '@nanoresearch/schema';
-import { readFileSync } from 'fs';
-import * as path from 'path';
 import { checkGrounding } from '../grounding';
+import { readBytesInside } from '../sandbox/workspace-fs';
 import type { StageContext, StageResult } from '../orchestrator/types';
 import { askText, markdownTable, previousOutput, sha256 } from './common';
 import type { ExperimentOutput, Metrics } from './experiment';
@@ -29,6 +28,8 @@ export interface Comparison {
 export interface AnalysisOutput {
   metrics: Metrics;
   manifest: Record<string, unknown>;
+  /** The experiment's data facts (row, column and class counts), passed on for the paper. */
+  data_facts: ExperimentOutput['data_facts'];
   runs: string[];
   metric_names: string[];
   primary_metric: string;
@@ -58,7 +59,7 @@ export function fmt(x: number): string {
 }
 
 /** The computed part of the analysis: no model involved. */
-export function analyzeMetrics(metrics: Metrics, blueprint?: ExperimentBlueprint): Omit<AnalysisOutput, 'text' | 'phrased_by_model' | 'manifest'> {
+export function analyzeMetrics(metrics: Metrics, blueprint?: ExperimentBlueprint): Omit<AnalysisOutput, 'text' | 'phrased_by_model' | 'manifest' | 'data_facts'> {
   const runs = Object.keys(metrics);
   const metricNames = [...new Set(runs.flatMap(r => Object.keys(metrics[r])))];
   const primary = blueprint?.metrics.find(m => m.primary && metricNames.includes(m.name))?.name ?? blueprint?.metrics.find(m => metricNames.includes(m.name))?.name ?? metricNames[0];
@@ -86,7 +87,7 @@ export function analyzeMetrics(metrics: Metrics, blueprint?: ExperimentBlueprint
 }
 
 /** The computed facts in plain sentences: the fallback when the model's phrasing is not grounded. */
-export function renderFacts(a: Omit<AnalysisOutput, 'text' | 'phrased_by_model' | 'manifest'>): string {
+export function renderFacts(a: Omit<AnalysisOutput, 'text' | 'phrased_by_model' | 'manifest' | 'data_facts'>): string {
   const lines = a.metric_names.map(m => `Best ${m}: ${a.best_run[m]} (${fmt(a.metrics[a.best_run[m]][m])}).`);
   for (const c of a.comparisons) {
     lines.push(`${c.method_run} vs ${c.baseline_run} on ${c.metric}: ${fmt(c.method_value)} vs ${fmt(c.baseline_value)}, difference ${fmt(c.difference)} (${c.method_better ? 'better' : 'not better'} for a metric to ${c.goal}).`);
@@ -98,8 +99,7 @@ export async function analysis(ctx: StageContext): Promise<StageResult> {
   const exp = previousOutput<ExperimentOutput>(ctx, 'experiment');
   const blueprint = ctx.previous.planning as ExperimentBlueprint | undefined;
   ctx.progress('reading measured results', 0, 2);
-  const file = path.join(ctx.workspace, exp.metrics_path);
-  const raw = readFileSync(file);
+  const raw = readBytesInside(ctx.workspace, exp.metrics_path);
   const recorded = exp.artifacts.find(a => a.path === exp.metrics_path);
   if (recorded && recorded.sha256 !== sha256(raw)) {
     throw new Error(`${exp.metrics_path} changed after the experiment recorded it (sha256 mismatch); re-run the experiment stage`);
@@ -116,10 +116,10 @@ export async function analysis(ctx: StageContext): Promise<StageResult> {
     'You phrase an analysis of measured experiment results. Use ONLY the numbers given below, exactly as written; do not compute new numbers, do not add any other number. Two short paragraphs (at most 150 words), plain text.',
     `Results table (measured):\n${computed.table}\n\nComputed facts:\n${facts}${blueprint ? `\n\nObjective: ${blueprint.objective}` : ''}`
   );
-  const grounding = checkGrounding(draft, { metrics, comparisons: computed.comparisons, manifest: exp.manifest });
+  const grounding = checkGrounding(draft, { metrics, comparisons: computed.comparisons, manifest: exp.manifest, data: exp.data_facts ?? {} });
   const phrased = draft.length > 0 && grounding.ungrounded.length === 0;
   const text = phrased ? draft : facts;
-  const output: AnalysisOutput = { ...computed, manifest: exp.manifest, text, phrased_by_model: phrased };
+  const output: AnalysisOutput = { ...computed, manifest: exp.manifest, data_facts: exp.data_facts ?? {}, text, phrased_by_model: phrased };
   const trajectory = phrased
     ? 'The analysis text was phrased by the model and every number in it is grounded.'
     : `The model's phrasing stated numbers not in the results (${grounding.ungrounded.map(n => n.text).join(', ') || 'empty answer'}); the computed facts are used instead.`;

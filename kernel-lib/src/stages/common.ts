@@ -1,9 +1,10 @@
 /** Helpers every stage shares: prompts with guidance, JSON calls, previous outputs, files. */
 import { createHash } from 'crypto';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'fs';
+import { existsSync } from 'fs';
 import * as path from 'path';
 import type { ChatMessage, JsonSchema, Role } from '../llm';
 import type { StageContext, StageName } from '../orchestrator/types';
+import { listInside, readInside, writeInside } from '../sandbox/workspace-fs';
 
 /**
  * The system prompt of a stage call: what the model is asked to be, then the stage's guidance
@@ -125,12 +126,10 @@ export function sha256(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-/** Writes a file under the workspace, creating folders. */
+/** Writes a file under the workspace, creating folders; never through a link generated code left there. */
 export function writeWorkspaceFile(ctx: StageContext, relative: string, content: string): string {
-  const file = path.join(ctx.workspace, relative);
-  mkdirSync(path.dirname(file), { recursive: true });
-  writeFileSync(file, content);
-  return file;
+  writeInside(ctx.workspace, relative, content);
+  return path.join(ctx.workspace, relative);
 }
 
 /** A Markdown table. */
@@ -155,17 +154,48 @@ export function isFatal(error: unknown): boolean {
  * and first rows, so a plan and a script use the real file and column names.
  */
 export function describeDataFiles(workspace: string): string {
-  const dir = path.join(workspace, 'data');
-  if (!existsSync(dir)) return '';
+  if (!existsSync(path.join(workspace, 'data'))) return '';
   const lines: string[] = [];
-  for (const name of readdirSync(dir).sort()) {
-    const file = path.join(dir, name);
-    const stat = lstatSync(file);
-    if (!stat.isFile()) continue;
-    if (/\.(csv|tsv)$/i.test(name)) {
-      const rows = readFileSync(file, 'utf8').split(/\r?\n/).filter(Boolean);
-      lines.push(`- data/${name} (${rows.length - 1} rows). First lines:\n${rows.slice(0, 4).map(r => `    ${r.slice(0, 200)}`).join('\n')}`);
-    } else lines.push(`- data/${name} (${stat.size} bytes)`);
+  for (const entry of dataFiles(workspace)) {
+    if (/\.(csv|tsv)$/i.test(entry.path)) {
+      const rows = readInside(workspace, `data/${entry.path}`).split(/\r?\n/).filter(Boolean);
+      lines.push(`- data/${entry.path} (${rows.length - 1} rows). First lines:\n${rows.slice(0, 4).map(r => `    ${r.slice(0, 200)}`).join('\n')}`);
+    } else lines.push(`- data/${entry.path} (${entry.bytes} bytes)`);
   }
   return lines.join('\n');
+}
+
+/** The regular files directly in `<workspace>/data` (a link or device there is skipped, never followed). */
+function dataFiles(workspace: string) {
+  return listInside(workspace, 'data').filter(e => e.kind === 'file' && !e.path.includes('/'));
+}
+
+/** Facts about one data file, counted in code: numbers a paper may quote about its data. */
+export interface DataFacts {
+  rows: number;
+  columns: number;
+  numeric_columns: number;
+  /** Distinct values of the last non-numeric column (the label, for a classification CSV). */
+  classes?: number;
+  label_column?: string;
+}
+
+/** The facts of each CSV under `<dir>/data`, by file name. */
+export function dataFactsOf(dir: string): Record<string, DataFacts> {
+  if (!existsSync(path.join(dir, 'data'))) return {};
+  const facts: Record<string, DataFacts> = {};
+  for (const { path: name } of dataFiles(dir)) {
+    if (!/\.csv$/i.test(name)) continue;
+    const [header, ...rows] = readInside(dir, `data/${name}`).split(/\r?\n/).filter(Boolean).map(line => line.split(','));
+    if (!header) continue;
+    const numeric = header.map((_, i) => rows.length > 0 && rows.every(r => r[i] !== undefined && r[i].trim() !== '' && Number.isFinite(Number(r[i]))));
+    const label = numeric.lastIndexOf(false);
+    facts[name] = {
+      rows: rows.length,
+      columns: header.length,
+      numeric_columns: numeric.filter(Boolean).length,
+      ...(label >= 0 && { classes: new Set(rows.map(r => r[label])).size, label_column: header[label] })
+    };
+  }
+  return facts;
 }

@@ -14,14 +14,15 @@
  * in the artifacts table with their sha256 and size.
  */
 import type { ExperimentBlueprint, IdeationOutput } from '@nanoresearch/schema';
-import { existsSync, readdirSync, readFileSync, statSync, cpSync, mkdirSync, rmSync, writeFileSync } from 'fs';
+import { existsSync, mkdirSync, rmSync } from 'fs';
 import * as path from 'path';
 import { newId, nowIso } from '../ids';
 import type { LearnedMemory, StageContext, StageResult } from '../orchestrator/types';
 import { describeIsolation, runInSandbox, SandboxResult } from '../sandbox';
 import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
 import { experimentPython } from '../sandbox/python-env';
-import { askText, describeDataFiles, errorMessage, fencedCode, markdownTable, previousOutput, sha256 } from './common';
+import { copyInside, listInside, readBytesInside, readInside, writeInside, WorkspacePathError } from '../sandbox/workspace-fs';
+import { askText, dataFactsOf, describeDataFiles, errorMessage, fencedCode, markdownTable, previousOutput, sha256, type DataFacts } from './common';
 
 export const MAX_EXPERIMENT_ATTEMPTS = 3;
 
@@ -57,6 +58,8 @@ export interface ExperimentOutput {
   artifacts: ArtifactRecord[];
   isolation: SandboxResult['isolation'];
   stdout_tail: string;
+  /** Row, column and class counts of the data files, counted in code (the paper may quote them). */
+  data_facts: Record<string, DataFacts>;
 }
 
 /** The generated program: one Python file, written by the 'coding' role as a fenced block. */
@@ -75,41 +78,70 @@ const CODE_MAX_TOKENS = 1200;
 const TRACEBACK_CHARS = 1800;
 const STDOUT_CHARS = 600;
 
-/** What the program must write, with a skeleton: a small model copies a shape far better than it follows a description. */
+/** What the program must write. */
 const CONTRACT = [
   'The program must write two files:',
   '- results/metrics.json: {"<run_id>": {"<metric>": <number>}} with one entry per run of the plan (run ids and metric names exactly as in the plan, finite numbers);',
   '- results/manifest.json: {"dataset": ..., "config": {...}, "runs": [...]} recording seeds, split sizes and hyper-parameters.',
-  'Skeleton:',
-  '```python',
-  'import json, os',
-  'os.makedirs("results", exist_ok=True)',
-  'metrics = {}  # metrics["<run_id>"] = {"<metric>": value}',
-  '# ... load data, split with a fixed seed, fit each run, measure ...',
-  'json.dump(metrics, open("results/metrics.json", "w"), indent=2)',
-  'json.dump({"dataset": "...", "config": {"seed": 0, "test_size": 0.3}, "runs": list(metrics)}, open("results/manifest.json", "w"), indent=2)',
-  '```',
-  'Fix random seeds. There is no network. Read data only from data/. Answer with the whole program in one ```python block and nothing else.'
+  'Fix random seeds. There is no network. Read data only from data/. Use only functions and methods that exist in the listed packages; no placeholders.',
+  'Answer with the whole program in one ```python block and nothing else.'
 ].join('\n');
+
+/**
+ * A complete program of the contract's shape, adapted to the data and runs of the plan by the
+ * model: a small model copies a working shape far better than it follows a description.
+ */
+function exampleProgram(sklearn: boolean): string {
+  const body = sklearn
+    ? [
+        'import json, os',
+        'import pandas as pd',
+        'from sklearn.model_selection import train_test_split',
+        'from sklearn.dummy import DummyClassifier',
+        'from sklearn.metrics import accuracy_score',
+        'os.makedirs("results", exist_ok=True)',
+        'df = pd.read_csv("data/<file>.csv")',
+        'y = df["<label column>"].values',
+        'X = df.drop(columns=["<label column>"]).select_dtypes("number").values',
+        'X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)',
+        'runs = {"<run_id>": DummyClassifier(strategy="most_frequent")}  # one estimator per run of the plan',
+        'metrics = {}',
+        'for run_id, model in runs.items():',
+        '    pred = model.fit(X_train, y_train).predict(X_test)',
+        '    metrics[run_id] = {"accuracy": float(accuracy_score(y_test, pred))}',
+        'json.dump(metrics, open("results/metrics.json", "w"), indent=2)',
+        'config = {"seed": 0, "test_size": 0.3, "n_train": len(y_train), "n_test": len(y_test)}',
+        'json.dump({"dataset": "data/<file>.csv", "config": config, "runs": list(metrics)}, open("results/manifest.json", "w"), indent=2)'
+      ]
+    : [
+        'import json, os, random',
+        'os.makedirs("results", exist_ok=True)',
+        'random.seed(0)',
+        'metrics = {}  # metrics["<run_id>"] = {"<metric>": value}, one entry per run of the plan',
+        '# ... load data/<file>, split with the seed, fit and measure each run ...',
+        'json.dump(metrics, open("results/metrics.json", "w"), indent=2)',
+        'json.dump({"dataset": "data/<file>", "config": {"seed": 0}, "runs": list(metrics)}, open("results/manifest.json", "w"), indent=2)'
+      ];
+  return ['Example of the shape (replace every <...>, add the plan\'s runs and metrics):', '```python', ...body, '```'].join('\n');
+}
 
 /** Checks the artifact contract; returns the parsed files or the reason the run failed. */
 export function readArtifacts(dir: string): { metrics?: Metrics; manifest?: Record<string, unknown>; error: string } {
-  const metricsFile = path.join(dir, 'results', 'metrics.json');
-  const manifestFile = path.join(dir, 'results', 'manifest.json');
-  if (!existsSync(metricsFile)) return { error: 'results/metrics.json was not written' };
-  if (!existsSync(manifestFile)) return { error: 'results/manifest.json was not written' };
-  let metrics: unknown;
-  let manifest: unknown;
-  try {
-    metrics = JSON.parse(readFileSync(metricsFile, 'utf8'));
-  } catch (e) {
-    return { error: `results/metrics.json is not valid JSON: ${errorMessage(e)}` };
-  }
-  try {
-    manifest = JSON.parse(readFileSync(manifestFile, 'utf8'));
-  } catch (e) {
-    return { error: `results/manifest.json is not valid JSON: ${errorMessage(e)}` };
-  }
+  // Read without following links: generated code may leave results/*.json pointing at a host file.
+  const read = (file: string): { json?: unknown; error?: string } => {
+    if (!existsSync(path.join(dir, file)) && !isLink(dir, file)) return { error: `${file} was not written` };
+    try {
+      return { json: JSON.parse(readInside(dir, file, { maxBytes: ARTIFACT_MAX_BYTES })) };
+    } catch (e) {
+      return { error: e instanceof WorkspacePathError ? e.message : `${file} is not valid JSON: ${errorMessage(e)}` };
+    }
+  };
+  const metricsRead = read('results/metrics.json');
+  if (metricsRead.error) return { error: metricsRead.error };
+  const manifestRead = read('results/manifest.json');
+  if (manifestRead.error) return { error: manifestRead.error };
+  const metrics = metricsRead.json;
+  const manifest = manifestRead.json;
   if (!metrics || typeof metrics !== 'object' || Array.isArray(metrics) || !Object.keys(metrics).length) {
     return { error: 'results/metrics.json must be a non-empty object {"<run>": {"<metric>": number}}' };
   }
@@ -132,19 +164,15 @@ function safeRelative(p: string): string {
   return normal;
 }
 
-function writeProject(dir: string, project: GeneratedProject): void {
-  for (const f of project.files) {
-    const file = path.join(dir, safeRelative(f.path));
-    mkdirSync(path.dirname(file), { recursive: true });
-    writeFileSync(file, f.content);
-  }
+/** A results file larger than this is not an artifact the stage reads (a run that dumps gigabytes is refused). */
+const ARTIFACT_MAX_BYTES = 16 * 1024 * 1024;
+
+function isLink(dir: string, file: string): boolean {
+  return listInside(dir).some(e => e.path === file && e.kind === 'symlink');
 }
 
-function listFiles(dir: string, under = ''): string[] {
-  if (!existsSync(path.join(dir, under))) return [];
-  return readdirSync(path.join(dir, under), { withFileTypes: true }).flatMap(e =>
-    e.isDirectory() ? listFiles(dir, path.join(under, e.name)) : e.isFile() ? [path.join(under, e.name)] : []
-  );
+function writeProject(dir: string, project: GeneratedProject): void {
+  for (const f of project.files) writeInside(dir, safeRelative(f.path), f.content);
 }
 
 /** The failure mode of an attempt in a few words, for memory conditions. */
@@ -174,7 +202,7 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
   const dir = path.join(ctx.workspace, relDir);
   mkdirSync(dir, { recursive: true });
   // Datasets the researcher put in the project's data/ folder are copied in: the sandbox sees only this folder.
-  if (existsSync(path.join(ctx.workspace, 'data'))) cpSync(path.join(ctx.workspace, 'data'), path.join(dir, 'data'), { recursive: true });
+  if (existsSync(path.join(ctx.workspace, 'data'))) copyInside(ctx.workspace, 'data', dir, 'data');
 
   const minutes = Math.min(ctx.profile.resources.max_experiment_minutes ?? 10, 60);
   const memoryMb = Math.round(Math.min(ctx.profile.resources.memory_gb ?? 2, 16) * 1024);
@@ -213,7 +241,7 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
             quoteUntrusted('traceback', last.stderr.slice(-TRACEBACK_CHARS)),
             last.stdout.trim() ? quoteUntrusted('stdout', last.stdout.slice(-STDOUT_CHARS)) : '',
             quoteUntrusted('previous program', project.files[0].content),
-            'Find the cause in the traceback and return the complete fixed program. It must differ from the previous one.'
+            'Find the cause in the traceback and return the complete fixed program. It must differ from the previous one. Where custom code fails, use the standard estimator or function the example shows.'
           ]
             .filter(Boolean)
             .join('\n\n');
@@ -222,7 +250,7 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
         ctx,
         'coding',
         attempt === 1 ? 'experiment-code' : 'experiment-fix',
-        `You write a small, self-contained, runnable Python program that carries out the experiment plan exactly and measures every run. ${UNTRUSTED_SYSTEM_RULE}\n\n${CONTRACT}`,
+        `You write a small, self-contained, runnable Python program that carries out the experiment plan exactly and measures every run. ${UNTRUSTED_SYSTEM_RULE}\n\n${CONTRACT}\n\n${exampleProgram('sklearn' in python.packages && 'pandas' in python.packages)}`,
         user,
         CODE_MAX_TOKENS
       )
@@ -273,19 +301,22 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
 
   const isolation = last?.isolation ?? { network: 'unrestricted' as const, filesystem: 'unrestricted' as const, limits: [], missing: ['the code never ran'] };
   const recorded: ArtifactRecord[] = [];
-  for (const rel of listFiles(dir)) {
-    const full = path.join(dir, rel);
+  const entries = listInside(dir);
+  const links = entries.filter(e => e.kind === 'symlink' || e.kind === 'other').map(e => e.path);
+  if (links.length) log.push(`Not recorded (links or special files the code left, never followed): ${links.join(', ')}`);
+  for (const rel of entries.filter(e => e.kind === 'file').map(e => e.path)) {
+    const bytes = readBytesInside(dir, rel);
     const kind: ArtifactRecord['kind'] =
-      rel === path.join('results', 'metrics.json')
+      rel === 'results/metrics.json'
         ? 'metrics'
-        : rel === path.join('results', 'manifest.json')
+        : rel === 'results/manifest.json'
           ? 'manifest'
-          : rel.startsWith('results' + path.sep)
+          : rel.startsWith('results/')
             ? 'result'
-            : rel.startsWith('data' + path.sep)
+            : rel.startsWith('data/')
               ? 'data'
               : 'code';
-    recorded.push({ path: path.join(relDir, rel), kind, sha256: sha256(readFileSync(full)), bytes: statSync(full).size });
+    recorded.push({ path: path.join(relDir, rel), kind, sha256: sha256(bytes), bytes: bytes.length });
   }
   await ctx.store.write(async q => {
     for (const a of recorded) {
@@ -306,7 +337,8 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
     manifest_path: path.join(relDir, 'results', 'manifest.json'),
     artifacts: recorded,
     isolation,
-    stdout_tail: last?.stdout.slice(-2000) ?? ''
+    stdout_tail: last?.stdout.slice(-2000) ?? '',
+    data_facts: dataFactsOf(dir)
   };
   const metricRows = Object.entries(output.metrics).flatMap(([run, values]) => Object.entries(values).map(([metric, value]) => ({ run, metric, value })));
   const bundleOutputs = { metrics: metricRows, isolation: describeIsolation(isolation) };

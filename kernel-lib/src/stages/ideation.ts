@@ -109,7 +109,8 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
     'gaps-and-hypotheses',
     [
       'You are a careful research scientist. From the retrieved papers only, extract evidence (paper_key must be one of the keys shown),',
-      'name the gaps they leave, and propose 2 or 3 testable hypotheses that fit the researcher\'s resources, each one sentence.',
+      'name the gaps they leave, and propose 2 or 3 testable hypotheses that fit the researcher\'s resources, each one sentence',
+      'naming the method, what it is compared with, the data and the measure, e.g. "On <data>, <method> reaches a higher <metric> than <baseline>."',
       'Answer JSON {"evidence": [{"paper_key", "finding"}], "gaps": [...], "hypotheses": [{"statement", "rationale"}]}.'
     ].join(' '),
     `Research topic: ${topic}\n\nRetrieved papers:\n${paperDigest(shown)}`,

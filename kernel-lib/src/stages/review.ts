@@ -114,7 +114,8 @@ export async function review(ctx: StageContext): Promise<StageResult> {
     for (; rounds < MAX_REVISION_ROUNDS; rounds++) {
       const weak = reviews
         .filter(r => r.score < REVIEW_THRESHOLD && !stalled.has(r.section))
-        .sort((a, b) => a.score - b.score)
+        // Sections not yet revised first, then the weakest: each round spends its revisions where none was tried.
+        .sort((a, b) => Number(Boolean(a.revised)) - Number(Boolean(b.revised)) || a.score - b.score)
         .slice(0, MAX_SECTIONS_PER_ROUND);
       if (!weak.length) break;
       ctx.progress(`revising ${weak.length} weak section(s), round ${rounds + 1}`, draft.sections.length, total);

@@ -55,7 +55,7 @@ export function bibliographyOf(ideation: IdeationOutput | undefined): Paper[] {
 }
 
 export function groundingArtifactsOf(analysisOut: AnalysisOutput): GroundingArtifacts {
-  return { metrics: analysisOut.metrics, comparisons: analysisOut.comparisons, manifest: analysisOut.manifest };
+  return { metrics: analysisOut.metrics, comparisons: analysisOut.comparisons, manifest: analysisOut.manifest, data: analysisOut.data_facts ?? {} };
 }
 
 export function sectionContext(ctx: StageContext, draft: PaperDraft, analysisOut: AnalysisOutput): string {
@@ -70,6 +70,7 @@ export function sectionContext(ctx: StageContext, draft: PaperDraft, analysisOut
     `Measured results table:\n${analysisOut.table}`,
     `Computed comparisons:\n${renderFacts(analysisOut)}`,
     `Run manifest (config values you may quote): ${JSON.stringify(analysisOut.manifest)}`,
+    Object.keys(analysisOut.data_facts ?? {}).length ? `Data files (counted; you may quote): ${renderDataFacts(analysisOut.data_facts)}` : '',
     `Bibliography (cite as [@key], only these keys):\n${draft.bibliography.map(p => `- ${p.key}: ${p.title} (${p.year ?? 'n.d.'})`).join('\n') || '(none retrieved: cite nothing)'}`
   ]
     .filter(Boolean)
@@ -78,18 +79,41 @@ export function sectionContext(ctx: StageContext, draft: PaperDraft, analysisOut
 
 /** Length of each section: short enough for a small model to stay on topic and grounded. */
 const SECTION_WORDS: Record<SectionName, string> = {
-  abstract: 'one paragraph, at most 120 words',
-  introduction: 'one or two paragraphs, at most 200 words',
-  related_work: 'one paragraph, at most 150 words',
-  method: 'one or two paragraphs, at most 180 words',
-  experiments: 'one or two paragraphs, at most 200 words',
-  conclusion: 'one paragraph, at most 120 words'
+  abstract: 'one paragraph of at most 100 words',
+  introduction: 'one paragraph of at most 150 words',
+  related_work: 'one paragraph of at most 120 words',
+  method: 'one paragraph of at most 150 words',
+  experiments: 'one paragraph of at most 150 words',
+  conclusion: 'one paragraph of at most 100 words'
 };
 const TITLE_MAX_TOKENS = 40;
-const SECTION_MAX_TOKENS = 360;
+/** Room for the longest section asked for (150 words) with a margin: a section is never cut mid-sentence by the cap in practice. */
+const SECTION_MAX_TOKENS = 450;
+const SENTENCE_MAX_TOKENS = 90;
 
 export const NUMBER_RULES =
   'Every number you write must appear in the measured results table, the computed comparisons or the run manifest (rounding allowed). Write no other number: spell out small counts in words, give no years, no estimates, no numbers from memory. Cite only with [@key] using keys from the bibliography. Write Markdown paragraphs without headings.';
+
+function renderDataFacts(facts: AnalysisOutput['data_facts']): string {
+  return Object.entries(facts)
+    .map(([file, f]) => `${file}: ${f.rows} rows, ${f.columns} columns (${f.numeric_columns} numeric)${f.classes !== undefined ? `, ${f.classes} classes in column ${f.label_column}` : ''}`)
+    .join('; ');
+}
+
+/** The sentences of `text` that contain any of `numbers` (as written in the draft). */
+function sentencesStating(text: string, numbers: string[]): string[] {
+  // A sentence ends at . ! or ? followed by space and a capital: "0.8571" and "e.g. the" stay whole.
+  const sentences = text.split(/(?<=[.!?])\s+(?=[A-Z(\[])|\n+/);
+  return [...new Set(sentences.map(s => s.trim()).filter(s => s && numbers.some(n => s.includes(n))))];
+}
+
+/** A section cut by the token cap ends at its last complete sentence, not mid-word. */
+export function wholeSentences(text: string): string {
+  const trimmed = text.trim();
+  if (/[.!?)\]"]$/.test(trimmed)) return trimmed;
+  const last = Math.max(trimmed.lastIndexOf('. '), trimmed.lastIndexOf('.\n'), trimmed.lastIndexOf('! '), trimmed.lastIndexOf('? '));
+  return last > 0 ? trimmed.slice(0, last + 1) : trimmed;
+}
 
 /** The measured results table, appended to the experiments section by code (its numbers are the artifacts'). */
 function experimentsText(text: string, analysisOut: AnalysisOutput): string {
@@ -128,7 +152,7 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
       `Write the ${SECTION_HEADINGS[name]} section (${SECTION_WORDS[name]}). ${SECTION_BRIEFS[name]}\n\nPreviously written sections (keep consistent):\n${before || '(none yet)'}`,
       SECTION_MAX_TOKENS
     );
-    draft.sections.push({ name, text: name === 'experiments' ? experimentsText(text, analysisOut) : text });
+    draft.sections.push({ name, text: name === 'experiments' ? experimentsText(wholeSentences(text), analysisOut) : wholeSentences(text) });
   }
 
   ctx.progress('checking that every number is grounded', SECTIONS.length + 1, total);
@@ -137,18 +161,26 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
   const log: string[] = [];
   if (ungrounded.length) {
     log.push(`Ungrounded numbers in the first draft: ${ungrounded.map(u => `${u.text} (${u.section})`).join(', ')}`);
+    // Only the sentences that state the numbers are rewritten: a small model asked to rewrite a
+    // whole section brings new numbers in as often as it takes the old ones out.
     for (const name of [...new Set(ungrounded.map(u => u.section))] as SectionName[]) {
       const section = draft.sections.find(s => s.name === name)!;
       const bad = ungrounded.filter(u => u.section === name).map(u => u.text);
-      const text = await askText(
-        ctx,
-        'writing',
-        `revise-section:${name}`,
-        `You revise sections of a research paper so that every number in them is measured. ${NUMBER_RULES}\n\n${material}`,
-        `The ${SECTION_HEADINGS[name]} section below states numbers that appear in no artifact: ${bad.join(', ')}. Rewrite it with each of them removed or replaced by a measured value from the material; change nothing else.\n\nSection to revise:\n${name === 'experiments' ? section.text.replace(analysisOut.table, '').trim() : section.text}`,
-        SECTION_MAX_TOKENS
-      );
-      section.text = name === 'experiments' ? experimentsText(text, analysisOut) : text;
+      const prose = name === 'experiments' ? section.text.replace(analysisOut.table, '').trim() : section.text;
+      let revised = prose;
+      for (const sentence of sentencesStating(prose, bad)) {
+        const numbers = bad.filter(b => sentence.includes(b));
+        const replacement = await askText(
+          ctx,
+          'writing',
+          `revise-section:${name}`,
+          `You correct sentences of a research paper so that every number in them is measured. ${NUMBER_RULES}\n\n${material}`,
+          `This sentence of the ${SECTION_HEADINGS[name]} section states ${numbers.join(', ')}, which no artifact holds:\n\n${sentence}\n\nRewrite it with each such number replaced by the measured value from the material, or left out. Answer with the sentence only.`,
+          SENTENCE_MAX_TOKENS
+        );
+        revised = revised.replace(sentence, wholeSentences(replacement.split('\n')[0]));
+      }
+      section.text = name === 'experiments' ? experimentsText(revised, analysisOut) : revised;
       rewritten.push(name);
     }
     ungrounded = groundSections(draft, artifacts);

@@ -72,3 +72,26 @@ export class StoreMigrationError extends Error {
     );
   }
 }
+
+/**
+ * A store could not be made sound after an unclean shutdown: DuckDB could not replay its
+ * write-ahead log, or a table rebuilt from its rows still fails the index check.
+ */
+export class StoreRecoveryError extends Error {
+  override readonly name = 'StoreRecoveryError';
+  constructor(
+    readonly file: string,
+    readonly problems: string[],
+    readonly cause?: unknown
+  ) {
+    super(
+      cause === undefined
+        ? `The store ${file} still fails its index check after rebuilding: ${problems.join('; ')}. ` +
+            `Nothing was deleted. Keep a copy of ${file}, then export what it holds with the DuckDB CLI ` +
+            `(EXPORT DATABASE) and report the problem with the DuckDB version.`
+        : `DuckDB could not replay the write-ahead log of ${file}: ${problems.join('; ')}. ` +
+            `The writes since the last checkpoint are in ${file}.wal. Keep a copy of both files; moving ${file}.wal ` +
+            `aside opens the store without those writes (they are lost). Report the DuckDB error with its version.`
+    );
+  }
+}

@@ -13,11 +13,16 @@
  * One lease exists per file per process (see `leaseFor`), so a process never has two DuckDB
  * instances on one file and every Store on that file shares the lock, the write queue and
  * the statistics.
+ *
+ * Every release runs CHECKPOINT before closing, so a cleanly released file has no write-ahead
+ * log; one found right after opening means the last holder died holding the file, and the
+ * store is checked and repaired before any work runs on it (recovery.ts).
  */
 import { AsyncLocalStorage } from 'async_hooks';
 import * as path from 'path';
 import { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
-import { StoreLockedError, messageOf } from './errors';
+import { StoreLockedError, StoreRecoveryError, messageOf } from './errors';
+import { StoreRecovery, isReplayFailure, recoverStore, walBytes, walOf } from './recovery';
 import { WaiterMarkers } from './waiters';
 
 export interface LeaseOptions {
@@ -44,8 +49,20 @@ export interface StoreStats {
 const INITIAL_BACKOFF_MS = 5;
 const MAX_BACKOFF_MS = 200;
 
-/** Settings applied on every open so that DuckDB never reaches the network for extensions. */
-const OFFLINE_CONFIG = { autoinstall_known_extensions: 'false', autoload_known_extensions: 'false', threads: '1' };
+/**
+ * Settings applied on every open: DuckDB never reaches the network for extensions, and never
+ * touches a file but the store's own (its WAL and spill folder included). The store reads and
+ * writes only its tables, so with external access off no query, however written (user SQL in
+ * particular), can read host files (read_text, read_csv), write them (COPY, EXPORT DATABASE) or
+ * ATTACH another database. DuckDB applies this to the whole instance and cannot turn it back
+ * on while the instance runs.
+ */
+const INSTANCE_CONFIG = {
+  autoinstall_known_extensions: 'false',
+  autoload_known_extensions: 'false',
+  enable_external_access: 'false',
+  threads: '1'
+};
 const OFFLINE_SET = 'SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;';
 
 function isLockError(error: unknown): boolean {
@@ -66,9 +83,13 @@ export class FileLease {
   /** Open Store objects using this lease; the lease leaves the registry when it reaches 0. */
   users = 0;
   readonly stats: StoreStats = { acquisitions: 0, lockWaits: 0, maxWaitMs: 0, totalWaitMs: 0 };
+  /** Recoveries this process ran after finding the file not closed cleanly. */
+  readonly recoveries: StoreRecovery[] = [];
 
   private instance: DuckDBInstance | null = null;
   private acquiring: Promise<void> | null = null;
+  /** The checkpoint and close of the last instance, while it runs; nothing opens the file meanwhile. */
+  private releasing: Promise<void> | null = null;
   private active = 0;
   private heldSince = 0;
   private idleTimer: NodeJS.Timeout | null = null;
@@ -131,7 +152,7 @@ export class FileLease {
       this.drained ??= new Promise(resolve => (this.resolveDrained = resolve));
       await this.drained;
     }
-    this.release();
+    await this.release();
   }
 
   private async enter(nested: boolean): Promise<DuckDBInstance> {
@@ -157,11 +178,15 @@ export class FileLease {
           continue;
         }
         if (this.active === 0) {
-          this.release();
+          await this.release();
           continue;
         }
         // Held too long: let in-flight work finish, then release and queue behind the others.
         this.drained = new Promise(resolve => (this.resolveDrained = resolve));
+        continue;
+      }
+      if (this.releasing) {
+        await this.releasing;
         continue;
       }
       this.acquiring ??= this.acquire().finally(() => (this.acquiring = null));
@@ -179,29 +204,32 @@ export class FileLease {
     this.active--;
     if (this.active > 0) return;
     if (this.drained) {
-      this.release();
       const resolve = this.resolveDrained;
       this.drained = null;
       this.resolveDrained = null;
-      resolve?.();
+      void this.release().then(() => resolve?.());
       return;
     }
     this.idleTimer = setTimeout(() => {
       this.idleTimer = null;
-      if (this.active === 0) this.release();
+      if (this.active === 0) void this.release();
     }, this.options.idleReleaseMs);
   }
 
-  private release(): void {
+  /** Checkpoints and closes the instance; resolves once the file is free (never rejects). */
+  private release(): Promise<void> {
     if (this.idleTimer) {
       clearTimeout(this.idleTimer);
       this.idleTimer = null;
     }
     const instance = this.instance;
-    if (!instance) return;
+    if (!instance) return this.releasing ?? Promise.resolve();
     this.instance = null;
-    // All connections are closed (active is 0), so closing the instance drops the OS lock.
-    instance.closeSync();
+    const closing = closeCleanly(instance, this.file).finally(() => {
+      if (this.releasing === closing) this.releasing = null;
+    });
+    this.releasing = closing;
+    return closing;
   }
 
   private async acquire(): Promise<void> {
@@ -214,9 +242,10 @@ export class FileLease {
       for (;;) {
         let instance: DuckDBInstance;
         try {
-          instance = await DuckDBInstance.fromCache(this.file, OFFLINE_CONFIG);
+          instance = await DuckDBInstance.fromCache(this.file, INSTANCE_CONFIG);
         } catch (error) {
           const elapsed = Date.now() - started;
+          if (isReplayFailure(error)) throw new StoreRecoveryError(this.file, [messageOf(error)], error);
           if (!isLockError(error)) throw error;
           if (elapsed >= this.options.lockTimeoutMs) {
             this.recordWait(elapsed);
@@ -230,6 +259,7 @@ export class FileLease {
           continue;
         }
         await applyOfflineSettings(instance);
+        await this.recoverIfUnclean(instance);
         this.instance = instance;
         this.heldSince = Date.now();
         this.stats.acquisitions++;
@@ -241,10 +271,50 @@ export class FileLease {
     }
   }
 
+  /** Runs the recovery when the last holder left a write-ahead log, i.e. died holding the file. */
+  private async recoverIfUnclean(instance: DuckDBInstance): Promise<void> {
+    const bytes = walBytes(this.file);
+    if (bytes === null) return;
+    try {
+      this.recoveries.push(await recoverStore(instance, this.file, bytes));
+    } catch (error) {
+      instance.closeSync();
+      throw error;
+    }
+  }
+
   private recordWait(ms: number): void {
     this.stats.lockWaits++;
     this.stats.totalWaitMs += ms;
     this.stats.maxWaitMs = Math.max(this.stats.maxWaitMs, ms);
+  }
+}
+
+/**
+ * CHECKPOINT, then close: the write-ahead log goes into the file and is removed, so the next
+ * opener sees a clean file and DuckDB has nothing to replay. A failed checkpoint loses nothing
+ * (every commit is in the log, which the next open replays); it is reported and the file closed.
+ */
+async function closeCleanly(instance: DuckDBInstance, file: string): Promise<void> {
+  try {
+    const connection = await instance.connect();
+    try {
+      await connection.run('CHECKPOINT');
+    } finally {
+      connection.disconnectSync();
+    }
+  } catch (error) {
+    process.emitWarning(
+      `CHECKPOINT of ${file} failed before closing it: ${messageOf(error)}. The committed writes are safe in ` +
+        `${walOf(file)} and are replayed (and the store checked) on the next open.`,
+      { code: 'NANORESEARCH_STORE_CHECKPOINT' }
+    );
+  }
+  // All connections are closed (active is 0), so closing the instance drops the OS lock.
+  try {
+    instance.closeSync();
+  } catch (error) {
+    process.emitWarning(`Closing ${file} failed: ${messageOf(error)}`, { code: 'NANORESEARCH_STORE_CLOSE' });
   }
 }
 

@@ -266,6 +266,74 @@ export const migrations: readonly Migration[] = [
         scope VARCHAR
       )`
     ]
+  },
+  {
+    // Before stage runs become unique per (run_id, stage, attempt) (next migration), a store
+    // that already holds repeats gets them renumbered after the last attempt of their stage, in
+    // start order, so no row (nor what refers to it by id) is lost. This runs in its own
+    // transaction, apart from the CREATE INDEX: DuckDB has mis-indexed rows updated in the
+    // transaction that indexes them (duckdb/duckdb#21394).
+    version: 4,
+    name: 'renumber repeated stage run attempts',
+    up: [
+      `UPDATE stage_runs SET attempt = renumbered.attempt
+         FROM (
+           SELECT repeats.id, last.attempt + row_number() OVER (PARTITION BY repeats.run_id, repeats.stage ORDER BY repeats.started_at NULLS LAST, repeats.id) AS attempt
+             FROM (
+               SELECT id, run_id, stage, started_at,
+                      row_number() OVER (PARTITION BY run_id, stage, attempt ORDER BY started_at NULLS LAST, id) AS copy
+                 FROM stage_runs WHERE attempt IS NOT NULL
+             ) repeats
+             JOIN (SELECT run_id, stage, max(attempt) AS attempt FROM stage_runs GROUP BY run_id, stage) last
+               ON last.run_id = repeats.run_id AND last.stage = repeats.stage
+            WHERE repeats.copy > 1
+         ) renumbered
+        WHERE stage_runs.id = renumbered.id`
+    ]
+  },
+  {
+    // One row per attempt of a stage in a run, by constraint: a second 'done' row for the same
+    // attempt (two kernels resuming one run, a retried write) is refused instead of written.
+    version: 5,
+    name: 'stage runs unique per attempt',
+    up: ['CREATE UNIQUE INDEX stage_runs_run_stage_attempt ON stage_runs (run_id, stage, attempt)']
+  },
+  {
+    // What each open after an unclean shutdown found and did (store/recovery.ts), so any
+    // process (the Lab, the sidebar) can show it; rows a rebuild set aside are kept in `rebuilt`.
+    version: 6,
+    name: 'store recoveries',
+    up: [
+      `CREATE TABLE store_recoveries (
+        id VARCHAR PRIMARY KEY,
+        recovered_at TIMESTAMP NOT NULL,
+        pid INTEGER NOT NULL,
+        wal_bytes BIGINT NOT NULL,
+        keys_checked INTEGER NOT NULL,
+        problems JSON NOT NULL,
+        rebuilt JSON NOT NULL,
+        ms DOUBLE NOT NULL,
+        message VARCHAR NOT NULL
+      )`
+    ]
+  },
+  {
+    // Who is running each project (store/run-lease.ts): one row while a process runs stages of
+    // the project, kept fresh by its heartbeat and deleted when it stops. A second kernel on the
+    // same project waits or is told who holds it; a dead holder's row is taken over.
+    version: 7,
+    name: 'run leases',
+    up: [
+      `CREATE TABLE run_leases (
+        project_id VARCHAR PRIMARY KEY,
+        holder_id VARCHAR NOT NULL,
+        holder_pid INTEGER NOT NULL,
+        holder_host VARCHAR NOT NULL,
+        run_id VARCHAR,
+        acquired_at TIMESTAMP NOT NULL,
+        heartbeat_at TIMESTAMP NOT NULL
+      )`
+    ]
   }
 ];
 

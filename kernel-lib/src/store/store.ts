@@ -10,7 +10,8 @@ import { FileLease, StoreStats, dropLease, leaseFor } from './file-lease';
 import { migrate } from './migrate';
 import { Migration, migrations as libraryMigrations } from './migrations';
 import { ConnectionQueryable, Queryable, execute, rowsOf } from './queryable';
-import { SqlResult, assertReadOnlyQuery } from './user-sql';
+import { StoreRecovery } from './recovery';
+import { SqlResult, assertReadOnlyQuery, explainFileAccess } from './user-sql';
 import { Params } from './values';
 
 export interface StoreOptions {
@@ -90,6 +91,14 @@ export class Store {
   }
 
   /**
+   * What this process found and did when it opened the file after an unclean shutdown (each
+   * with a `message` to show). Every process's recoveries are also in the `store_recoveries` table.
+   */
+  get recoveries(): readonly StoreRecovery[] {
+    return [...this.lease.recoveries];
+  }
+
+  /**
    * Runs `fn` in a READ ONLY transaction: it sees one consistent snapshot and cannot write.
    * Reads do not wait for this process's queued writes.
    */
@@ -134,9 +143,11 @@ export class Store {
   }
 
   /**
-   * Runs one user query read-only. Anything that could change the store (writes, DDL,
-   * ATTACH, COPY, INSTALL/LOAD, SET, PRAGMA statements, several statements) is refused with
-   * StoreReadOnlyError before it runs.
+   * Runs one user query read-only. Anything but a single SELECT-type statement (writes, DDL,
+   * ATTACH, COPY, EXPORT, INSTALL/LOAD, SET, PRAGMA, several statements) is refused with
+   * StoreReadOnlyError by the parser, before it is prepared; a query reading or writing a host
+   * file (read_text, read_csv, ...) is refused by DuckDB itself, since the store's instance has
+   * external access off (file-lease.ts), and reported as StoreReadOnlyError too.
    */
   async sql(query: string, params?: Params): Promise<SqlResult> {
     this.checkOpen();
@@ -151,7 +162,7 @@ export class Store {
         return { columns, rows };
       } catch (error) {
         await rollbackQuietly(connection);
-        throw error;
+        throw explainFileAccess(error, query);
       }
     });
   }

@@ -1,11 +1,13 @@
 /**
  * User-facing SQL: `store.sql()` runs one read-only query and `formatTable` shows its result
- * in a notebook. Whether a query is read-only is decided by DuckDB's own parser and binder
- * (the prepared statement's type), before anything runs, and the query then runs inside a
- * READ ONLY transaction as a second guard.
+ * in a notebook. Whether a query is read-only is decided by DuckDB's own parser before the
+ * query is prepared: preparing already binds it, and binding runs table functions' bind steps
+ * (read_csv sniffs its file) and creates EXPORT DATABASE's folder. The query then runs inside a
+ * READ ONLY transaction on an instance with external access off (file-lease.ts), so it can
+ * neither change the store nor touch a host file.
  */
-import { DuckDBConnection, DuckDBPreparedStatement, StatementType } from '@duckdb/node-api';
-import { StoreReadOnlyError } from './errors';
+import { DuckDBConnection } from '@duckdb/node-api';
+import { StoreReadOnlyError, messageOf } from './errors';
 import { Row, abbreviate } from './values';
 
 /** What `store.sql()` returns. */
@@ -25,28 +27,21 @@ function refusal(kind: string, query: string): StoreReadOnlyError {
   );
 }
 
-/** Names DuckDB's statement types the way a user wrote them (INSTALL and LOAD share a type). */
-function kindOf(type: StatementType, query: string): string {
-  const first = /^\s*([A-Za-z]+)/.exec(query)?.[1]?.toUpperCase();
-  if (type === StatementType.LOAD && first) return first;
-  return StatementType[type] ?? first ?? 'unknown';
-}
-
 /**
- * True when DuckDB's parser says the text is not a SELECT. Used when binding fails (a write
- * to a missing table, say), so that the refusal, not a catalog error, is what the user sees.
+ * How the user wrote a non-SELECT statement, for the message: its first keyword, or for
+ * `WITH … INSERT/UPDATE/DELETE` the statement after the common table expressions.
  */
-async function parserSaysNotSelect(connection: DuckDBConnection, query: string): Promise<boolean> {
-  // json_serialize_sql takes only a constant string, so the text is quoted as a SQL literal.
-  const result = await connection.run(`SELECT json_serialize_sql('${query.replace(/'/g, "''")}') AS tree`);
-  const rows = await result.getRowObjectsJS();
-  const tree = JSON.parse(String(rows[0]?.tree)) as { error?: boolean; error_message?: string };
-  return tree.error === true && /only select statements/i.test(tree.error_message ?? '');
+function kindOf(query: string): string {
+  const first = /^\s*\(*\s*([A-Za-z]+)/.exec(query)?.[1]?.toUpperCase() ?? 'non-SELECT';
+  if (first !== 'WITH') return first;
+  return /\b(INSERT|UPDATE|DELETE|MERGE)\b/i.exec(query)?.[1]?.toUpperCase() ?? first;
 }
 
 /**
- * Throws StoreReadOnlyError unless `query` is exactly one SELECT-type statement. Runs
- * nothing: statements are only parsed and prepared.
+ * Throws StoreReadOnlyError unless `query` is exactly one SELECT-type statement. Only parses:
+ * nothing is bound, prepared or run. DuckDB's `json_serialize_sql` serialises SELECT
+ * statements only (DESCRIBE, SHOW, SUMMARIZE and FROM-first queries parse as SELECT) and
+ * reports any other statement as not one.
  */
 export async function assertReadOnlyQuery(connection: DuckDBConnection, query: string): Promise<void> {
   const extracted = await connection.extractStatements(query);
@@ -56,21 +51,29 @@ export async function assertReadOnlyQuery(connection: DuckDBConnection, query: s
       'MULTI'
     );
   }
-  let prepared: DuckDBPreparedStatement;
-  try {
-    prepared = await extracted.prepare(0);
-  } catch (error) {
-    if (await parserSaysNotSelect(connection, query)) {
-      const first = /^\s*([A-Za-z]+)/.exec(query)?.[1]?.toUpperCase() ?? 'non-SELECT';
-      throw refusal(first, query);
-    }
-    throw error;
-  }
-  try {
-    if (prepared.statementType !== StatementType.SELECT) throw refusal(kindOf(prepared.statementType, query), query);
-  } finally {
-    prepared.destroySync();
-  }
+  // json_serialize_sql takes only a constant string, so the text is quoted as a SQL literal.
+  const result = await connection.run(`SELECT json_serialize_sql('${query.replace(/'/g, "''")}') AS tree`);
+  const rows = await result.getRowObjectsJS();
+  const tree = JSON.parse(String(rows[0]?.tree)) as { error?: boolean; error_message?: string };
+  if (tree.error !== true) return;
+  if (/only select statements/i.test(tree.error_message ?? '')) throw refusal(kindOf(query), query);
+  throw new Error(`store.sql() could not parse "${abbreviate(query)}": ${tree.error_message}`);
+}
+
+/**
+ * DuckDB's refusal of a file access (external access is off) as a StoreReadOnlyError saying
+ * why; any other error is returned as it is.
+ */
+export function explainFileAccess(error: unknown, query: string): unknown {
+  const message = messageOf(error);
+  if (!/file system operations are disabled by configuration/i.test(message)) return error;
+  const file = /Cannot access (?:file|directory) "([^"]*)"/i.exec(message)?.[1];
+  return new StoreReadOnlyError(
+    `Refused "${abbreviate(query)}": store.sql() reads the store's tables only and cannot read or write files` +
+      `${file ? ` (${file})` : ''}. To look at a file, open it outside the store (e.g. with the DuckDB CLI); ` +
+      `to bring data into the store, use the library. DuckDB said: ${message.split('\n')[0]}`,
+    'FILE_ACCESS'
+  );
 }
 
 function cellText(value: unknown, maxChars: number): string {

@@ -48,14 +48,23 @@ export interface ScriptUsage {
 /**
  * What a script answers:
  * - a string: the assistant message content;
- * - `{ content, usage?, finishReason?, delayMs? }`: content with explicit usage (default: about one
- *   token per 4 characters), finish reason (default `stop`) and a delay before answering;
+ * - `{ content, usage?, finishReason?, delayMs?, dripMs?, chunked? }`: content (null: a message
+ *   without content) with explicit usage (default: about one token per 4 characters), finish
+ *   reason (default `stop`), a delay before answering, the body sent one byte every `dripMs`
+ *   after the headers (a stalling server), and `chunked` to leave out content-length;
  * - `{ status, body?, headers?, delayMs? }`: an HTTP error (body default: OpenAI's error shape);
  * - `{ reset: true }`: the connection is destroyed without an answer (a connection reset).
  */
 export type ScriptReply =
   | string
-  | { content: string; usage?: Partial<ScriptUsage>; finishReason?: string; delayMs?: number }
+  | {
+      content: string | null;
+      usage?: Partial<ScriptUsage>;
+      finishReason?: string;
+      delayMs?: number;
+      dripMs?: number;
+      chunked?: boolean;
+    }
   | { status: number; body?: unknown; headers?: Record<string, string>; delayMs?: number }
   | { reset: true };
 
@@ -74,6 +83,8 @@ export interface RecordedRequest {
   body: Record<string, unknown> | undefined;
   /** The reply given (`undefined` for GET /v1/models and malformed requests). */
   reply?: ScriptReply;
+  /** Body bytes written, and whether the whole body went out before the client closed the connection. */
+  sent?: { bytes: number; complete: boolean };
 }
 
 export interface ScriptedLlmServer {
@@ -163,10 +174,12 @@ export async function startScriptedLlmServer(script: LlmScript, opts: { port?: n
     const scripted = typeof reply === 'string' ? undefined : reply;
     const usage = {
       prompt_tokens: scripted?.usage?.prompt_tokens ?? estimateTokens(scriptRequest.messages),
-      completion_tokens: scripted?.usage?.completion_tokens ?? Math.ceil(content.length / 4)
+      completion_tokens: scripted?.usage?.completion_tokens ?? Math.ceil((content ?? '').length / 4)
     };
     counter += 1;
-    sendJson(res, 200, {
+    const sent = { bytes: 0, complete: false };
+    recorded.sent = sent;
+    await sendBody(res, 200, {
       id: `chatcmpl-scripted-${counter}`,
       object: 'chat.completion',
       created: Math.floor(Date.now() / 1000),
@@ -180,7 +193,7 @@ export async function startScriptedLlmServer(script: LlmScript, opts: { port?: n
         }
       ],
       usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens }
-    });
+    }, { dripMs: scripted?.dripMs, chunked: scripted?.chunked, sent });
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -268,6 +281,37 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
+}
+
+/** Bytes written per write() when a body is sent at full speed. */
+const SEND_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * Sends a JSON body in chunks, waiting for the socket to drain, or one byte every `dripMs`;
+ * stops when the client goes away. `sent` counts what went out.
+ */
+async function sendBody(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  opts: { dripMs?: number; chunked?: boolean; sent: { bytes: number; complete: boolean } }
+): Promise<void> {
+  const data = Buffer.from(JSON.stringify(body));
+  res.writeHead(status, { 'content-type': 'application/json', ...(!opts.chunked && { 'content-length': data.length }) });
+  res.flushHeaders();
+  const closed = new Promise<void>(resolve => res.once('close', resolve));
+  res.on('error', () => undefined);
+  const step = opts.dripMs ? 1 : SEND_CHUNK_BYTES;
+  for (let at = 0; at < data.length; at += step) {
+    if (res.destroyed) return;
+    const drained = res.write(data.subarray(at, at + step));
+    opts.sent.bytes += Math.min(step, data.length - at);
+    if (opts.dripMs) await Promise.race([new Promise(r => setTimeout(r, opts.dripMs)), closed]);
+    else if (!drained) await Promise.race([new Promise(r => res.once('drain', r)), closed]);
+  }
+  if (res.destroyed) return;
+  res.end();
+  opts.sent.complete = true;
 }
 
 function readBody(req: IncomingMessage): Promise<Buffer> {

@@ -9,7 +9,7 @@ import { existsSync, promises as fs } from 'fs';
 import * as path from 'path';
 import type { AdapterManifest } from '@nanoresearch/schema';
 import { LiveDisplay, type DisplayWriter } from '../display';
-import { exportSdpo } from '../feedback';
+import { exportSdpo, trainingCoverage } from '../feedback';
 import type { Store } from '../store';
 
 /** One row of the adapters table. */
@@ -135,7 +135,11 @@ export async function train(target: TrainTarget, options: TrainOptions = {}): Pr
   const count = await (options.exportExamples ?? exportSdpo)(store, examplesFile);
   if (count === 0) {
     await fs.rm(examplesFile, { force: true });
-    throw new TrainingError('no SDPO examples yet: give feedback on a stage (stage.feedback(...)) before training', '');
+    const coverage = await trainingCoverage(store);
+    const why = coverage.feedback
+      ? `none of the ${coverage.feedback} feedback item(s) can train the planner: ${Object.entries(coverage.reasons).map(([reason, n]) => `${n} on ${reason}`).join('; ')}. Give feedback on a stage whose plan the planner made (its card lists the plan), then train`
+      : 'there is no feedback yet: give feedback on a stage (stage.feedback("...") or the card\'s feedback box), then train';
+    throw new TrainingError(`nothing to train on: ${why}`, '');
   }
   const previous = options.fresh ? null : await activeAdapter(store);
   const version = await nextVersion(store);

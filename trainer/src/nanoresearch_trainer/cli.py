@@ -107,7 +107,7 @@ def run_sdpo(args: argparse.Namespace, emit) -> dict[str, Any]:
         "parent_version": parent, "created_at": created,
     }
     emit({"event": "saving", "out": str(out)})
-    path = save_adapter(model, out, manifest)
+    path = save_adapter(model, out, manifest, base)
     return json.loads((path / "manifest.json").read_text())
 
 

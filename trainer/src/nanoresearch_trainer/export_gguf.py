@@ -59,15 +59,28 @@ def write_gguf_lora(path: str | Path, tensors: Mapping[str, np.ndarray], *, arch
     writer.close()
 
 
-def export_peft_model(model: torch.nn.Module, path: str | Path) -> None:
-    """Write the active LoRA adapter of a PeftModel as a GGUF LoRA adapter."""
+def gguf_architecture(base: str | Path | None, model_type: str) -> str:
+    """The architecture llama.cpp knows the base model by: the base GGUF's general.architecture when the base
+    is a GGUF (transformers' model_type can differ, e.g. gemma3_text for llama.cpp's gemma3), else model_type."""
+    if base is not None and str(base).endswith(".gguf"):
+        import gguf
+
+        field = gguf.GGUFReader(str(base)).fields.get("general.architecture")
+        if field is not None:
+            return bytes(field.parts[field.data[0]]).decode("utf-8")
+    return model_type
+
+
+def export_peft_model(model: torch.nn.Module, path: str | Path, base: str | Path | None = None) -> None:
+    """Write the active LoRA adapter of a PeftModel as a GGUF LoRA adapter for the base model `base`."""
     from peft import get_peft_model_state_dict
 
     config = model.base_model.model.config
+    architecture = gguf_architecture(base, config.model_type)
     lora = model.peft_config[model.active_adapter]
     if getattr(lora, "use_rslora", False):
         raise ValueError("rsLoRA scaling (alpha/sqrt(r)) has no GGUF equivalent; train without use_rslora")
-    tensors = gguf_lora_tensors(get_peft_model_state_dict(model), architecture=config.model_type,
+    tensors = gguf_lora_tensors(get_peft_model_state_dict(model), architecture=architecture,
                                 n_head=config.num_attention_heads,
                                 n_kv_head=getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
-    write_gguf_lora(path, tensors, architecture=config.model_type, alpha=float(lora.lora_alpha))
+    write_gguf_lora(path, tensors, architecture=architecture, alpha=float(lora.lora_alpha))

@@ -197,7 +197,8 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def save_adapter(model: torch.nn.Module, out: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
+def save_adapter(model: torch.nn.Module, out: str | os.PathLike[str], manifest: dict[str, Any],
+                 base: str | os.PathLike[str] | None = None) -> Path:
     """Write peft/ (safetensors), adapter.gguf and manifest.json into DIR.tmp-<pid>, fsync, then rename onto
     DIR. Until the final rename the previous DIR is untouched, so a killed run leaves it intact."""
     out = Path(out).resolve()
@@ -206,7 +207,7 @@ def save_adapter(model: torch.nn.Module, out: str | os.PathLike[str], manifest: 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     model.save_pretrained(str(tmp / "peft"), safe_serialization=True)
-    export_peft_model(model, tmp / "adapter.gguf")
+    export_peft_model(model, tmp / "adapter.gguf", base)
     manifest = {**manifest, "files": {"peft_dir": "peft", "gguf": "adapter.gguf"}}
     validate_manifest(manifest)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

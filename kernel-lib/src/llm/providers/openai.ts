@@ -1,20 +1,32 @@
-import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from 'openai';
+import OpenAI, { APIConnectionError, APIError } from 'openai';
 import type { ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
 import type { JsonMode } from '../types';
 import { ProviderFailure, retryAfterFromHeaders } from '../retry';
 import { schemaInstruction } from '../validate';
+import { ResponseTooLargeError, cappedFetch } from './capped-fetch';
 import { withSystemInstruction, type Provider, type ProviderCall, type ProviderResult } from './types';
 
 export interface OpenAiProviderOptions {
   baseURL?: string;
   apiKey?: string;
   jsonMode: JsonMode;
+  /** Limit for one attempt, from connecting to the last byte of the answer. */
   timeoutMs: number;
+  /** Largest response body read. */
+  maxResponseBytes: number;
 }
+
+/**
+ * The client's own time-out (which stops at the response headers) is set this much later than
+ * the AbortSignal that covers headers and body, so the signal is what ends a slow attempt.
+ */
+const CLIENT_TIMEOUT_SLACK_MS = 1_000;
 
 /**
  * Any OpenAI-compatible chat-completions server (OpenAI, vLLM, llama.cpp server, the scripted
  * test server). The client's own retries are off: the LLM layer retries with its own policy.
+ * Each attempt runs under an AbortSignal for min(timeoutMs, what is left of the call's
+ * deadline), covering the headers and the body (capped-fetch.ts reads the body under it).
  */
 export class OpenAiProvider implements Provider {
   readonly name = 'openai' as const;
@@ -26,25 +38,30 @@ export class OpenAiProvider implements Provider {
       // Local OpenAI-compatible servers accept any key; the client refuses to start without one.
       apiKey: options.apiKey || 'no-key',
       maxRetries: 0,
-      timeout: options.timeoutMs
+      timeout: options.timeoutMs + CLIENT_TIMEOUT_SLACK_MS,
+      fetch: cappedFetch(options.maxResponseBytes)
     });
   }
 
   async generate(call: ProviderCall): Promise<ProviderResult> {
     const body = this.requestBody(call);
+    const left = call.deadlineAt === undefined ? Infinity : call.deadlineAt - Date.now();
+    const limit = { ms: Math.max(0, Math.min(this.options.timeoutMs, left)), byDeadline: left < this.options.timeoutMs };
+    const signal = AbortSignal.timeout(limit.ms);
     let completion: OpenAI.Chat.Completions.ChatCompletion;
-    const started = Date.now();
     try {
-      completion = await this.client.chat.completions.create(body);
+      completion = await this.client.chat.completions.create(body, { signal, timeout: limit.ms + CLIENT_TIMEOUT_SLACK_MS });
     } catch (err) {
-      throw this.classify(err, call.model, Date.now() - started);
+      throw this.classify(err, call.model, signal.aborted ? limit : undefined);
     }
     const choice = completion.choices?.[0];
     if (!choice) {
       throw new ProviderFailure(`The server at ${this.where()} returned no choices for model "${call.model}"`, true);
     }
+    const text = choice.message?.content;
+    if (typeof text !== 'string' || text.trim() === '') throw this.emptyAnswer(call, choice);
     return {
-      text: choice.message?.content ?? '',
+      text,
       model: completion.model || call.model,
       truncated: choice.finish_reason === 'length',
       usage: {
@@ -78,17 +95,51 @@ export class OpenAiProvider implements Provider {
     };
   }
 
-  private classify(err: unknown, model: string, elapsedMs: number): ProviderFailure {
-    const where = this.where();
-    // The client reports its own timeout as a plain connection error when the abort error comes
-    // from another realm (jest's sandbox), so the elapsed time decides as well.
-    const timedOut = err instanceof APIConnectionTimeoutError || (err instanceof APIConnectionError && elapsedMs >= this.options.timeoutMs);
-    if (timedOut) {
+  /**
+   * An answer without text. Empty or null content is never a result (it would be cached as
+   * one): a refusal or an answer cut off before any text is final, anything else may be a
+   * transient server fault and is retried.
+   */
+  private emptyAnswer(call: ProviderCall, choice: OpenAI.Chat.Completions.ChatCompletion.Choice): ProviderFailure {
+    const what = `The LLM server at ${this.where()} returned ${choice.message?.content == null ? 'no content (null)' : 'an empty answer'} for model "${call.model}"`;
+    const refusal = choice.message?.refusal;
+    if (refusal) return new ProviderFailure(`${what}; the model refused: ${refusal}`, false, undefined, 'Rephrase the request');
+    if (choice.finish_reason === 'length') {
       return new ProviderFailure(
-        `The LLM server at ${where} did not answer within ${this.options.timeoutMs} ms`,
-        true,
+        `${what}: the token limit (${call.maxTokens ?? 'server default'}) was reached before any text`,
+        false,
         undefined,
-        'Raise timeoutMs (NANORESEARCH_LLM_TIMEOUT_MS) or check the server load',
+        'Raise maxTokens (a reasoning model may spend its tokens before answering)'
+      );
+    }
+    return new ProviderFailure(`${what} (finish_reason ${choice.finish_reason})`, true, undefined, 'If it persists, check the server and the model');
+  }
+
+  /** `limit` is set when this attempt's AbortSignal fired: the attempt ran out of time. */
+  private classify(err: unknown, model: string, limit?: { ms: number; byDeadline: boolean }): ProviderFailure {
+    const where = this.where();
+    // Checked on our own signal, not the error's class: the abort error may come from another
+    // realm (jest's sandbox, a notebook's vm context) and the client then reports it as a plain connection error.
+    if (limit) {
+      const which = limit.byDeadline ? `, what was left of the call's deadline` : '';
+      return new ProviderFailure(
+        `The LLM server at ${where} did not answer within ${limit.ms} ms${which} (headers and body)`,
+        !limit.byDeadline,
+        undefined,
+        limit.byDeadline
+          ? 'Raise deadlineMs in the LLM configuration or check the server load'
+          : 'Raise timeoutMs (NANORESEARCH_LLM_TIMEOUT_MS) or check the server load',
+        undefined,
+        { cause: err }
+      );
+    }
+    const tooLarge = causes(err).find((e): e is ResponseTooLargeError => (e as Error)?.name === 'ResponseTooLargeError');
+    if (tooLarge) {
+      return new ProviderFailure(
+        `The LLM server at ${where} sent an answer for model "${model}" that was refused: ${tooLarge.message}`,
+        false,
+        undefined,
+        'Ask for a shorter answer (maxTokens), or raise maxResponseBytes in the LLM configuration',
         undefined,
         { cause: err }
       );
@@ -134,6 +185,13 @@ function hintForStatus(status: number, model: string, code: unknown): string {
     return 'The server rejected the request; if it does not support response_format, set NANORESEARCH_JSON_MODE=json_object or none';
   if (status === 429) return 'The server is rate limiting: lower the request rate or raise the limit';
   return 'The server failed; check its logs';
+}
+
+/** An error and its causes, outermost first. */
+function causes(err: unknown): unknown[] {
+  const chain: unknown[] = [];
+  for (let e: unknown = err; e && chain.length < 8; e = (e as { cause?: unknown }).cause) chain.push(e);
+  return chain;
 }
 
 function describeCause(err: Error): string {

@@ -11,6 +11,8 @@ export interface ProviderCall {
   schemaName: string;
   adapterPath?: string | null;
   seed?: number;
+  /** Epoch ms by which this attempt must have ended: the whole call's deadline. */
+  deadlineAt?: number;
 }
 
 export interface ProviderResult {
