@@ -6,6 +6,7 @@ import type { StageRun } from '@nanoresearch/schema';
 import { getArchetype } from '../src/profiles';
 import type { StageContext, StageFn } from '../src/orchestrator';
 import { schemaErrors } from '../src/validate';
+import { Lab } from '../src/lab';
 import { openTestLab, requestText, selectFirstPlanner, shownBundles, trivialStage, type TestLab, type TrivialStageLog } from './lab-fixture';
 
 const TOPIC = 'Tabular classification with small MLPs';
@@ -15,6 +16,33 @@ describe('orchestrator', () => {
   afterEach(async () => {
     await t?.close();
     t = undefined;
+  });
+
+  test('two kernels on one project: the second is refused while the first runs, and no stage runs twice', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>(resolve => (release = resolve));
+    let runs = 0;
+    const slow: StageFn = async ctx => {
+      runs++;
+      await gate;
+      return { status: 'done', output: { ok: true }, summary: 'done', bundleOutputs: {}, trajectory: '', markdown: `${ctx.stage}` };
+    };
+    t = await openTestLab({ stages: () => ({ ideation: slow }) });
+    const first = (await t.lab.project('Leases')).ideate();
+    // A second Lab on the same home, as a second kernel would open it.
+    const second = await Lab.open({ home: t.home, llm: t.lab.llm, display: null, stages: { ideation: slow } });
+    try {
+      await new Promise(resolve => setTimeout(resolve, 300));
+      await expect((await second.project('Leases')).ideate()).rejects.toThrow(/is being run by process \d+/);
+      release();
+      expect((await first).status).toBe('done');
+      expect(runs).toBe(1);
+      const rows = await t.lab.store.read(q => q.all<{ status: string }>("select status from stage_runs where stage = 'ideation'"));
+      expect(rows).toEqual([{ status: 'done' }]);
+    } finally {
+      release();
+      await second.close();
+    }
   });
 
   test('a stage runs Retrieve → Plan → Stage → Update and its state and usage are stored', async () => {

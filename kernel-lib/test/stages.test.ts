@@ -98,7 +98,7 @@ describe('stage functions', () => {
     const ideas = server.chatRequests.filter(q => task(q) === 'gaps-and-hypotheses');
     expect(ideas).toHaveLength(2);
     const schema = ideas[0].response_format as { json_schema: { schema: { properties: { evidence: { items: { properties: { paper_key: { enum: string[] } } } } } } } };
-    expect(schema.json_schema.schema.properties.evidence.items.properties.paper_key.enum).toEqual(out.papers.slice(0, 8).map(p => p.key));
+    expect(schema.json_schema.schema.properties.evidence.items.properties.paper_key.enum).toEqual(out.papers!.slice(0, 8).map(p => p.key));
     expect(out.hypotheses.map(h => h.novelty.verdict)).toEqual(['novel', 'incremental']);
     expect(out.hypotheses[0].novelty.closest_work.length).toBeGreaterThan(0);
     expect(out.selected_hypothesis_id).toBe('H1');
@@ -224,6 +224,22 @@ describe('stage functions', () => {
     expect(out.artifacts.map(a => a.path)).not.toContainEqual(expect.stringMatching(/passwd/));
     expect(r.trajectory).toMatch(/Not recorded \(links or special files the code left, never followed\): results\/passwd.txt/);
     expect(readFileSync(outside, 'utf8')).toBe('{"leaked": {"accuracy": 1}}');
+  });
+
+  test('experiment: a run of the plan that metrics.json does not measure fails the attempt, and the fix is asked for it', async () => {
+    const oneRun = 'import json, os\nos.makedirs("results", exist_ok=True)\njson.dump({"centroid": {"accuracy": 0.5}}, open("results/metrics.json", "w"))\njson.dump({"dataset": "flowers", "config": {}, "runs": ["centroid"]}, open("results/manifest.json", "w"))\n';
+    const script = researchScript();
+    let calls = 0;
+    script.coding = () => fenced(++calls === 1 ? oneRun : EXPERIMENT_PROGRAM);
+    const server = await startScriptedLlmServer(routeByModel(script));
+    servers.push(server);
+    const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'k', models: ROLE_MODELS, maxRetries: 0 });
+    const r = await experiment(context('experiment', llm, { ideation: chain.ideation, planning: chain.planning }));
+    const out = r.output as ExperimentOutput;
+    expect(out.attempts[0].error).toBe('results/metrics.json has no entry for run(s) majority of the plan (it has centroid): measure every run of the plan under its run_id');
+    expect(JSON.stringify(server.chatRequests.find(q => task(q) === 'experiment-fix')!.messages)).toContain('no entry for run(s) majority');
+    expect(r.status).toBe('done');
+    expect(Object.keys(out.metrics).sort()).toEqual(['centroid', 'majority']);
   });
 
   test('experiment: a fix that returns the failing program unchanged is refused without running it', async () => {

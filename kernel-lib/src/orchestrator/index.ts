@@ -16,7 +16,7 @@ import type { MemoryBank } from '../memory';
 import { Planner, STAGE_TASKS, type PlannerAdapter } from '../planner';
 import { retrieve } from '../retrieval';
 import type { SkillBank } from '../skills';
-import type { Queryable, Store } from '../store';
+import { acquireRunLease, type Queryable, type RunLease, type Store } from '../store';
 import { loadStageBundle, renderGuidance, stageBundle, stageMarkdown, stageTitle } from './bundle';
 import type { Ablation, StageContext, StageFn, StageName, StageResult, StageRunInput } from './types';
 
@@ -44,6 +44,8 @@ export interface OrchestratorOptions {
 export interface RunStageOptions {
   /** The run this stage belongs to; default: the project's latest run (a new one if it has none). */
   runId?: string;
+  /** The project's run lease when the caller holds it (runStages); else the stage takes it for itself. */
+  lease?: RunLease;
   /** Called with the stage's card data at each change (start, progress, end). */
   onProgress?: (bundle: StageBundle) => void;
   signal?: AbortSignal;
@@ -103,30 +105,47 @@ export class Orchestrator {
     options: RunStagesOptions = {}
   ): Promise<StageOutcome[]> {
     const stages = stageRange(options.from, options.to);
-    const run = options.restart ? await this.newRun(project) : await this.currentRun(project);
-    const latest = await this.latestStageRuns(run.id);
-    const outcomes: StageOutcome[] = [];
-    let resuming = true;
-    for (const stage of stages) {
-      const done = latest.get(stage);
-      if (resuming && done?.status === 'done') {
-        outcomes.push(await this.storedOutcome(done.id));
-        continue;
+    // One runner per project: a second kernel is refused, naming the holder, before it reads what to resume.
+    const lease = await acquireRunLease(this.options.store, project.id);
+    try {
+      const run = options.restart ? await this.newRun(project) : await this.currentRun(project);
+      const latest = await this.latestStageRuns(run.id);
+      const outcomes: StageOutcome[] = [];
+      let resuming = true;
+      for (const stage of stages) {
+        const done = latest.get(stage);
+        if (resuming && done?.status === 'done') {
+          outcomes.push(await this.storedOutcome(done.id));
+          continue;
+        }
+        resuming = false;
+        const outcome = await this.runStage(project, stage, stageFunctions[stage], {
+          runId: run.id,
+          lease,
+          onProgress: options.onProgress,
+          signal: options.signal
+        });
+        outcomes.push(outcome);
+        if (outcome.run.status !== 'done' || lease.lost) break;
       }
-      resuming = false;
-      const outcome = await this.runStage(project, stage, stageFunctions[stage], {
-        runId: run.id,
-        onProgress: options.onProgress,
-        signal: options.signal
-      });
-      outcomes.push(outcome);
-      if (outcome.run.status !== 'done') break;
+      return outcomes;
+    } finally {
+      await lease.release();
     }
-    return outcomes;
   }
 
-  /** Runs one stage as a new attempt in the project's latest run (or `options.runId`). */
+  /** Runs one stage as a new attempt in the project's latest run (or `options.runId`), holding the project's run lease. */
   async runStage(project: Project, stage: StageName, fn: StageFn, options: RunStageOptions = {}): Promise<StageOutcome> {
+    if (options.lease) return this.runLeasedStage(project, stage, fn, options);
+    const lease = await acquireRunLease(this.options.store, project.id);
+    try {
+      return await this.runLeasedStage(project, stage, fn, { ...options, lease });
+    } finally {
+      await lease.release();
+    }
+  }
+
+  private async runLeasedStage(project: Project, stage: StageName, fn: StageFn, options: RunStageOptions): Promise<StageOutcome> {
     const { store, llm } = this.options;
     const startedAt = Date.now();
     const runId = options.runId ?? (await this.currentRun(project)).id;
@@ -416,7 +435,8 @@ export class Orchestrator {
         'select max(attempt) as attempts from stage_runs where run_id = $1 and stage = $2',
         [runId, stage]
       );
-      // An earlier attempt still 'running' belongs to a process that ended (crash, kernel restart).
+      // This process holds the project's run lease, so an earlier attempt still 'running' belongs
+      // to a process that ended (crash, kernel restart) before leases, or whose lease was taken over.
       await q.run(
         `update stage_runs set status = 'failed', error = 'interrupted: the process running it ended', finished_at = $3
           where run_id = $1 and stage = $2 and status in ('pending', 'running')`,

@@ -104,7 +104,8 @@ function exampleProgram(sklearn: boolean): string {
         'y = df["<label column>"].values',
         'X = df.drop(columns=["<label column>"]).select_dtypes("number").values',
         'X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)',
-        'runs = {"<run_id>": DummyClassifier(strategy="most_frequent")}  # one estimator per run of the plan',
+        '# one estimator per run of the plan, keyed by its run_id:',
+        'runs = {"<baseline run_id>": DummyClassifier(strategy="most_frequent"), "<method run_id>": <the method\'s estimator>}',
         'metrics = {}',
         'for run_id, model in runs.items():',
         '    pred = model.fit(X_train, y_train).predict(X_test)',
@@ -162,6 +163,16 @@ function safeRelative(p: string): string {
   const normal = path.posix.normalize(p.replace(/\\/g, '/'));
   if (path.posix.isAbsolute(normal) || normal.startsWith('..')) throw new Error(`generated file path '${p}' leaves the experiment folder`);
   return normal;
+}
+
+/** The artifacts, or an error naming the runs of the plan that metrics.json does not measure. */
+function withPlannedRuns(artifacts: ReturnType<typeof readArtifacts>, blueprint: ExperimentBlueprint): ReturnType<typeof readArtifacts> {
+  if (artifacts.error || !artifacts.metrics) return artifacts;
+  const missing = blueprint.experiment_matrix.map(r => r.run_id).filter(id => !(id in artifacts.metrics!));
+  if (!missing.length) return artifacts;
+  return {
+    error: `results/metrics.json has no entry for run(s) ${missing.join(', ')} of the plan (it has ${Object.keys(artifacts.metrics).join(', ')}): measure every run of the plan under its run_id`
+  };
 }
 
 /** A results file larger than this is not an artifact the stage reads (a run that dumps gigabytes is refused). */
@@ -280,7 +291,7 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
         ? { error: `timed out after ${minutes} minutes` }
         : last.exitCode !== 0
           ? { error: `exited with ${last.exitCode ?? last.signal}: ${last.stderr.trim().split('\n').slice(-1)[0] ?? ''}` }
-          : readArtifacts(dir);
+          : withPlannedRuns(readArtifacts(dir), blueprint);
     attempts.push({ attempt, exitCode: last.exitCode, timedOut: last.timedOut, wallMs: last.wallMs, error: artifacts.error, ...(project.notes ? { notes: project.notes } : {}) });
     if (!artifacts.error) {
       log.push(`Attempt ${attempt} succeeded in ${last.wallMs} ms.`);
