@@ -285,12 +285,13 @@ describe('stage functions', () => {
     chain.writing = out;
   });
 
-  test('writing: an invented number is flagged, one rewrite is tried, and the paper is not done', async () => {
+  test('writing: an invented number is flagged, its sentence rewritten twice at most, and the paper is not done', async () => {
     const { server, llm } = await team({ inventNumber: true });
     const r = await writing(context('writing', llm, { ...chain }));
     expect(r.status).toBe('failed');
     expect(r.error).toMatch(/^failed: ungrounded numbers: 12\.5% \(abstract/);
     expect(r.bundleOutputs.ungrounded_numbers).toEqual([expect.stringMatching(/^12\.5% \(abstract, line 1\)/)]);
+    // The second pass asks about the same sentence again: answered from the response cache, not paid twice.
     expect(server.chatRequests.filter(q => task(q) === 'revise-section:abstract')).toHaveLength(1);
     expect((r.output as WritingOutput).rewritten).toEqual(['abstract']);
   });

@@ -59,7 +59,9 @@ async function main(): Promise<void> {
     console.log(`${m.model.padEnd(38)} ${String(m.calls).padStart(5)} ${String(m.prompt_tokens).padStart(11)} ${String(m.completion_tokens).padStart(11)} ${m.seconds.toFixed(0).padStart(6)}`);
   }
   if (trainS !== null) console.log(`\nfeedback + lab.train() after the last stage: ${trainS.toFixed(0)} s`);
-  console.log(`\nquickstart total (Run All, kernel start included): ${totalS.toFixed(0)} s on ${os.cpus().length} cores; store in ${home}`);
+  const done = stages.filter(s => s.status === 'done').length;
+  console.log(`\nstages done: ${done} of ${stages.length}${done === 6 ? ' (all six)' : ''}`);
+  console.log(`quickstart total (Run All, kernel start included): ${totalS.toFixed(0)} s on ${os.cpus().length} cores; store in ${home}`);
 }
 
 main().catch(error => {

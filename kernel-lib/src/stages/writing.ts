@@ -90,6 +90,7 @@ const TITLE_MAX_TOKENS = 40;
 /** Room for the longest section asked for (150 words) with a margin: a section is never cut mid-sentence by the cap in practice. */
 const SECTION_MAX_TOKENS = 450;
 const SENTENCE_MAX_TOKENS = 90;
+const SENTENCE_FIX_PASSES = 2;
 
 export const NUMBER_RULES =
   'Every number you write must appear in the measured results table, the computed comparisons or the run manifest (rounding allowed). Write no other number: spell out small counts in words, give no years, no estimates, no numbers from memory. Cite only with [@key] using keys from the bibliography. Write Markdown paragraphs without headings.';
@@ -107,9 +108,25 @@ function sentencesStating(text: string, numbers: string[]): string[] {
   return [...new Set(sentences.map(s => s.trim()).filter(s => s && numbers.some(n => s.includes(n))))];
 }
 
-/** A section cut by the token cap ends at its last complete sentence, not mid-word. */
+/**
+ * A section as the paper takes it: headings the model added dropped (the paper has its own),
+ * a sentence it repeated kept once (greedy decoding loops), and text cut by the token cap ended
+ * at its last complete sentence.
+ */
 export function wholeSentences(text: string): string {
-  const trimmed = text.trim();
+  const seen = new Set<string>();
+  const kept = text
+    .split('\n')
+    .filter(line => !/^\s*#{1,6}\s/.test(line))
+    .join('\n')
+    .split(/(?<=[.!?])(?=\s+[A-Z(\[])/)
+    .filter(sentence => {
+      const key = sentence.trim().toLowerCase();
+      if (key.length > 20 && seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+  const trimmed = kept.join('').replace(/\n{3,}/g, '\n\n').trim();
   if (/[.!?)\]"]$/.test(trimmed)) return trimmed;
   const last = Math.max(trimmed.lastIndexOf('. '), trimmed.lastIndexOf('.\n'), trimmed.lastIndexOf('! '), trimmed.lastIndexOf('? '));
   return last > 0 ? trimmed.slice(0, last + 1) : trimmed;
@@ -163,28 +180,31 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
     log.push(`Ungrounded numbers in the first draft: ${ungrounded.map(u => `${u.text} (${u.section})`).join(', ')}`);
     // Only the sentences that state the numbers are rewritten: a small model asked to rewrite a
     // whole section brings new numbers in as often as it takes the old ones out.
-    for (const name of [...new Set(ungrounded.map(u => u.section))] as SectionName[]) {
-      const section = draft.sections.find(s => s.name === name)!;
-      const bad = ungrounded.filter(u => u.section === name).map(u => u.text);
-      const prose = name === 'experiments' ? section.text.replace(analysisOut.table, '').trim() : section.text;
-      let revised = prose;
-      for (const sentence of sentencesStating(prose, bad)) {
-        const numbers = bad.filter(b => sentence.includes(b));
-        const replacement = await askText(
-          ctx,
-          'writing',
-          `revise-section:${name}`,
-          `You correct sentences of a research paper so that every number in them is measured. ${NUMBER_RULES}\n\n${material}`,
-          `This sentence of the ${SECTION_HEADINGS[name]} section states ${numbers.join(', ')}, which no artifact holds:\n\n${sentence}\n\nRewrite it with each such number replaced by the measured value from the material, or left out. Answer with the sentence only.`,
-          SENTENCE_MAX_TOKENS
-        );
-        revised = revised.replace(sentence, wholeSentences(replacement.split('\n')[0]));
+    // Two passes at most: the second sees what the first still left ungrounded.
+    for (let pass = 0; pass < SENTENCE_FIX_PASSES && ungrounded.length; pass++) {
+      for (const name of [...new Set(ungrounded.map(u => u.section))] as SectionName[]) {
+        const section = draft.sections.find(s => s.name === name)!;
+        const bad = ungrounded.filter(u => u.section === name).map(u => u.text);
+        const prose = name === 'experiments' ? section.text.replace(analysisOut.table, '').trim() : section.text;
+        let revised = prose;
+        for (const sentence of sentencesStating(prose, bad)) {
+          const numbers = bad.filter(b => sentence.includes(b));
+          const replacement = await askText(
+            ctx,
+            'writing',
+            `revise-section:${name}`,
+            `You correct sentences of a research paper so that every number in them is measured. ${NUMBER_RULES}\n\n${material}`,
+            `This sentence of the ${SECTION_HEADINGS[name]} section states ${numbers.join(', ')}, which no artifact holds:\n\n${sentence}\n\nRewrite it with each such number replaced by the measured value from the material, or left out. Answer with the sentence only.`,
+            SENTENCE_MAX_TOKENS
+          );
+          revised = revised.replace(sentence, wholeSentences(replacement.split('\n')[0]));
+        }
+        section.text = name === 'experiments' ? experimentsText(revised, analysisOut) : revised;
+        if (!rewritten.includes(name)) rewritten.push(name);
       }
-      section.text = name === 'experiments' ? experimentsText(revised, analysisOut) : revised;
-      rewritten.push(name);
+      ungrounded = groundSections(draft, artifacts);
     }
-    ungrounded = groundSections(draft, artifacts);
-    log.push(ungrounded.length ? `Still ungrounded after one rewrite: ${ungrounded.map(u => `${u.text} (${u.section})`).join(', ')}` : 'The rewrite grounded every number.');
+    log.push(ungrounded.length ? `Still ungrounded after rewriting their sentences: ${ungrounded.map(u => `${u.text} (${u.section})`).join(', ')}` : 'Rewriting their sentences grounded every number.');
   } else log.push('Every number in the first draft is grounded in the artifacts.');
 
   const files = writePaperFiles(ctx, draft);
