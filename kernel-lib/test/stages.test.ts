@@ -13,7 +13,7 @@ import { analysis, experiment, ideation, planning, review, stageFunctions, writi
 import { MAX_SECTIONS_PER_ROUND } from '../src/stages/review';
 import type { AnalysisOutput, ExperimentOutput, ReviewOutput, WritingOutput } from '../src/stages';
 import { Store } from '../src/store';
-import { LiteratureFixtureServer, routeByModel, startLiteratureFixtureServer, startScriptedLlmServer, ScriptedLlmServer } from '../src/testing';
+import { LiteratureFixtureServer, routeByModel, startLiteratureFixtureServer, startScriptedLlmServer, ScriptedLlmServer, type LlmScript } from '../src/testing';
 import { schemaErrors } from '../src/validate';
 import { EXPERIMENT_PROGRAM, fenced, placeDataset, researchScript, ResearchScriptOptions, ROLE_MODELS, task } from './fixtures/e2e/research-script';
 
@@ -44,9 +44,11 @@ afterAll(async () => {
   await store.close();
 });
 
-/** A fresh scripted team and Llm (its own response cache) per test. */
-async function team(options: ResearchScriptOptions = {}) {
-  const server = await startScriptedLlmServer(routeByModel(researchScript(options)));
+/** A fresh scripted team and Llm (its own response cache) per test; `coding` replaces the coder. */
+async function team(options: ResearchScriptOptions = {}, coding?: LlmScript) {
+  const script = researchScript(options);
+  if (coding) script.coding = coding;
+  const server = await startScriptedLlmServer(routeByModel(script));
   servers.push(server);
   const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'test-key', models: ROLE_MODELS, maxRetries: 0 });
   return { server, llm };
@@ -190,12 +192,8 @@ describe('stage functions', () => {
   });
 
   test('experiment: a project that never meets the artifact contract fails after the bounded attempts', async () => {
-    const script = researchScript();
     let version = 0;
-    script.coding = () => fenced(`print("no results written, version ${++version}")\n`);
-    const server = await startScriptedLlmServer(routeByModel(script));
-    servers.push(server);
-    const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'k', models: ROLE_MODELS, maxRetries: 0 });
+    const { llm } = await team({}, () => fenced(`print("no results written, version ${++version}")\n`));
     const r = await experiment(context('experiment', llm, { ideation: chain.ideation, planning: chain.planning }));
     expect(r.status).toBe('failed');
     expect(r.error).toMatch(/after 3 attempts: results\/metrics.json was not written/);
@@ -207,12 +205,8 @@ describe('stage functions', () => {
     writeFileSync(outside, '{"leaked": {"accuracy": 1}}');
     const linkMetrics = `import os, json\nos.makedirs("results", exist_ok=True)\nos.symlink(${JSON.stringify(outside)}, "results/metrics.json")\njson.dump({"dataset": "x", "config": {}, "runs": []}, open("results/manifest.json", "w"))\n`;
     const linkExtra = `${EXPERIMENT_PROGRAM}\nos.symlink("/etc/passwd", "results/passwd.txt")\n`;
-    const script = researchScript();
     let calls = 0;
-    script.coding = () => fenced(++calls === 1 ? linkMetrics : linkExtra);
-    const server = await startScriptedLlmServer(routeByModel(script));
-    servers.push(server);
-    const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'k', models: ROLE_MODELS, maxRetries: 0 });
+    const { llm } = await team({}, () => fenced(++calls === 1 ? linkMetrics : linkExtra));
     const ctx = context('experiment', llm, { ideation: chain.ideation, planning: chain.planning });
     const r = await experiment(ctx);
     const out = r.output as ExperimentOutput;
@@ -228,12 +222,8 @@ describe('stage functions', () => {
 
   test('experiment: a run of the plan that metrics.json does not measure fails the attempt, and the fix is asked for it', async () => {
     const oneRun = 'import json, os\nos.makedirs("results", exist_ok=True)\njson.dump({"centroid": {"accuracy": 0.5}}, open("results/metrics.json", "w"))\njson.dump({"dataset": "flowers", "config": {}, "runs": ["centroid"]}, open("results/manifest.json", "w"))\n';
-    const script = researchScript();
     let calls = 0;
-    script.coding = () => fenced(++calls === 1 ? oneRun : EXPERIMENT_PROGRAM);
-    const server = await startScriptedLlmServer(routeByModel(script));
-    servers.push(server);
-    const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'k', models: ROLE_MODELS, maxRetries: 0 });
+    const { server, llm } = await team({}, () => fenced(++calls === 1 ? oneRun : EXPERIMENT_PROGRAM));
     const r = await experiment(context('experiment', llm, { ideation: chain.ideation, planning: chain.planning }));
     const out = r.output as ExperimentOutput;
     expect(out.attempts[0].error).toBe('results/metrics.json has no entry for run(s) majority of the plan (it has centroid): measure every run of the plan under its run_id');
@@ -243,11 +233,7 @@ describe('stage functions', () => {
   });
 
   test('experiment: a fix that returns the failing program unchanged is refused without running it', async () => {
-    const script = researchScript();
-    script.coding = () => fenced('open("data/missing.csv").read()\n');
-    const server = await startScriptedLlmServer(routeByModel(script));
-    servers.push(server);
-    const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'k', models: ROLE_MODELS, maxRetries: 0 });
+    const { llm } = await team({}, () => fenced('open("data/missing.csv").read()\n'));
     const r = await experiment(context('experiment', llm, { ideation: chain.ideation, planning: chain.planning }));
     const out = r.output as ExperimentOutput;
     expect(r.status).toBe('failed');
