@@ -11,6 +11,7 @@ import { createLlm } from '../src/llm';
 import type { StageContext, StageName, StageResult } from '../src/orchestrator/types';
 import { analysis, experiment, ideation, planning, review, stageFunctions, writing } from '../src/stages';
 import { MAX_SECTIONS_PER_ROUND } from '../src/stages/review';
+import { UNTRUSTED_SYSTEM_RULE } from '../src/llm/untrusted';
 import type { AnalysisOutput, ExperimentOutput, ReviewOutput, WritingOutput } from '../src/stages';
 import { Store } from '../src/store';
 import { LiteratureFixtureServer, routeByModel, startLiteratureFixtureServer, startScriptedLlmServer, ScriptedLlmServer, type LlmScript } from '../src/testing';
@@ -107,6 +108,15 @@ describe('stage functions', () => {
     expect(r.memories?.map(m => m.kind)).toEqual(['project_context', 'decision_history']);
     expect(ctx.steps.length).toBeGreaterThanOrEqual(4);
     expect(server.chatRequests.every(req => JSON.stringify(req.messages).includes('Prefers simple baselines'))).toBe(true);
+    // Abstracts reach the model only inside the quoted-data delimiters, under the system rule.
+    for (const req of server.chatRequests.filter(q => ['gaps-and-hypotheses', 'novelty-check'].includes(task(q)))) {
+      const [system, user] = req.messages.map(m => String(m.content));
+      expect(system).toContain(UNTRUSTED_SYSTEM_RULE);
+      const quoted = /<<<UNTRUSTED papers #(\w+)>>>\n([\s\S]*?)\n<<<END papers #\1>>>/.exec(user)![0];
+      const outside = user.replace(quoted, '');
+      for (const paper of out.papers!.filter(p => p.abstract)) expect(outside).not.toContain(paper.abstract!.slice(0, 40));
+      expect(quoted).toContain(out.papers![0].title);
+    }
     chain.ideation = out;
   });
 

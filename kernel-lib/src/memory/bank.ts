@@ -12,6 +12,7 @@ import { schemaErrors } from '../validate';
 import { indexDocuments, memoryDoc, memoryText, unindexDocuments } from '../retrieval/terms';
 import { ALWAYS_CANDIDATE_KINDS } from '../retrieval/weights';
 import { GLOBAL_KINDS, GLOBAL_SCOPE, MEMORY_KINDS, MemoryKind, decayFactor, MEMORY_COLUMNS, memoryFromRow } from './records';
+import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
 
 /** The part of a `Store` the bank uses. */
 export interface MemoryStore {
@@ -343,8 +344,9 @@ export class MemoryBank {
       const answer = await args.llm.completeJson<{ memories: ExtractedMemory[] }>({
         role: 'judge',
         messages: [
-          { role: 'system', content: FEEDBACK_SYSTEM_PROMPT },
-          { role: 'user', content: `Stage: ${args.stage}\nFeedback:\n${args.text}` }
+          { role: 'system', content: `${FEEDBACK_SYSTEM_PROMPT}\n${UNTRUSTED_SYSTEM_RULE}` },
+          // Feedback may be a colleague's, imported with their notebook: it is quoted, never obeyed.
+          { role: 'user', content: `Stage: ${args.stage}\nFeedback:\n${quoteUntrusted('feedback', args.text)}` }
         ],
         jsonSchema: FEEDBACK_MEMORIES_SCHEMA as unknown as Record<string, unknown>,
         temperature: 0,

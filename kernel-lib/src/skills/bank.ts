@@ -15,6 +15,7 @@ import { indexDocuments, skillDoc, skillText, unindexDocuments } from '../retrie
 import { skillFromRow, skillToRow, slugify } from './records';
 import { ReviewDecision, ReviewVerdict, SkillCandidate, reviewCandidate, unionInstructions } from './review';
 import { parseSkillMd, renderSkillMd } from './skill-md';
+import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
 
 /** The part of a `Store` the bank uses. */
 export interface SkillStore {
@@ -267,10 +268,11 @@ export class SkillBank {
       const answer = await args.llm.completeJson<{ skills: SkillCandidate[] }>({
         role: 'judge',
         messages: [
-          { role: 'system', content: DISTILL_SYSTEM_PROMPT },
+          { role: 'system', content: `${DISTILL_SYSTEM_PROMPT}\n${UNTRUSTED_SYSTEM_RULE}` },
           {
             role: 'user',
-            content: `Stage: ${args.stage}\n\nTrajectory:\n${args.trajectory.slice(0, 6000)}\n\nFeedback:\n${args.feedback?.trim() || '(none)'}`
+            // The trajectory holds model output and program output, the feedback may be a colleague's: both are quoted data.
+            content: `Stage: ${args.stage}\n\nTrajectory:\n${quoteUntrusted('trajectory', args.trajectory.slice(0, 6000))}\n\nFeedback:\n${args.feedback?.trim() ? quoteUntrusted('feedback', args.feedback.trim()) : '(none)'}`
           }
         ],
         jsonSchema: DISTILL_SCHEMA as unknown as Record<string, unknown>,

@@ -11,6 +11,7 @@ import type { IdeationOutput, Paper } from '@nanoresearch/schema';
 import { Literature, LiteratureStatus } from '../literature';
 import type { StageContext, StageResult } from '../orchestrator/types';
 import { schemaErrors } from '../validate';
+import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
 import { askJson, errorMessage, isFatal } from './common';
 
 type Hypothesis = IdeationOutput['hypotheses'][number];
@@ -66,10 +67,10 @@ function noveltySchema(keys: string[]): Record<string, unknown> {
   };
 }
 
-/** Papers for the prompt: key, title, year and a trimmed abstract. */
+/** Papers for the prompt: key, title, year and a trimmed abstract, quoted as data (a paper's text is not an instruction). */
 function paperDigest(papers: Paper[]): string {
   if (!papers.length) return '(no papers could be retrieved)';
-  return papers.map(p => `- [${p.key}] ${p.title} (${p.year ?? 'n.d.'})${p.abstract ? `: ${p.abstract.slice(0, 300)}` : ''}`).join('\n');
+  return quoteUntrusted('papers', papers.map(p => `- [${p.key}] ${p.title} (${p.year ?? 'n.d.'})${p.abstract ? `: ${p.abstract.slice(0, 300)}` : ''}`).join('\n'));
 }
 
 const RANK: Record<Verdict, number> = { novel: 3, incremental: 2, unverified: 1, 'not-novel': 0 };
@@ -111,6 +112,7 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
       'You are a careful research scientist. From the retrieved papers only, extract evidence (paper_key must be one of the keys shown),',
       'name the gaps they leave, and propose 2 or 3 testable hypotheses that fit the researcher\'s resources, each one sentence',
       'naming the method, what it is compared with, the data and the measure, e.g. "On <data>, <method> reaches a higher <metric> than <baseline>."',
+      UNTRUSTED_SYSTEM_RULE,
       'Answer JSON {"evidence": [{"paper_key", "finding"}], "gaps": [...], "hypotheses": [{"statement", "rationale"}]}.'
     ].join(' '),
     `Research topic: ${topic}\n\nRetrieved papers:\n${paperDigest(shown)}`,
@@ -141,7 +143,8 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
         [
           'You judge the novelty of a research hypothesis against the closest published work found by a search.',
           '"novel": no listed paper tests this; "incremental": a listed paper is close but differs in a way that matters; "not-novel": a listed paper already does it.',
-          'Score 0-10 (10 = clearly new). Name the closest papers by key. Answer JSON {"verdict", "score", "reason", "closest_keys"}.'
+          'Score 0-10 (10 = clearly new). Name the closest papers by key. Answer JSON {"verdict", "score", "reason", "closest_keys"}.',
+          UNTRUSTED_SYSTEM_RULE
         ].join(' '),
         `Hypothesis: ${h.statement}\n\nClosest work found:\n${paperDigest(closest.papers)}`,
         noveltySchema(closest.papers.map(p => p.key))

@@ -13,6 +13,7 @@ import type { AnalysisOutput } from './analysis';
 import { renderFacts } from './analysis';
 import { askText, previousOutput } from './common';
 import { citedKeys, PaperDraft, SECTION_HEADINGS, SECTIONS, SectionName, writePaperFiles } from './paper';
+import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
 
 export interface UngroundedNumber {
   section: string;
@@ -69,7 +70,8 @@ export function sectionContext(ctx: StageContext, draft: PaperDraft, analysisOut
     blueprint ? `Method: ${blueprint.method.name}: ${blueprint.method.description}\nBaselines: ${blueprint.baselines.map(b => b.name).join(', ')}\nDatasets: ${blueprint.datasets.map(d => d.name).join(', ')}` : '',
     `Measured results table:\n${analysisOut.table}`,
     `Computed comparisons:\n${renderFacts(analysisOut)}`,
-    `Run manifest (config values you may quote): ${JSON.stringify(analysisOut.manifest)}`,
+    // The manifest is written by generated code: quoted as data.
+    `Run manifest (config values you may quote): ${quoteUntrusted('run manifest', JSON.stringify(analysisOut.manifest))}`,
     Object.keys(analysisOut.data_facts ?? {}).length ? `Data files (counted; you may quote): ${renderDataFacts(analysisOut.data_facts)}` : '',
     `Bibliography (cite as [@key], only these keys):\n${draft.bibliography.map(p => `- ${p.key}: ${p.title} (${p.year ?? 'n.d.'})`).join('\n') || '(none retrieved: cite nothing)'}`
   ]
@@ -93,6 +95,7 @@ const SENTENCE_MAX_TOKENS = 90;
 const SENTENCE_FIX_PASSES = 2;
 
 export const NUMBER_RULES =
+  `${UNTRUSTED_SYSTEM_RULE} ` +
   'Every number you write must appear in the measured results table, the computed comparisons or the run manifest (rounding allowed). Write no other number: spell out small counts in words, give no years, no estimates, no numbers from memory. Cite only with [@key] using keys from the bibliography. Write Markdown paragraphs without headings.';
 
 function renderDataFacts(facts: AnalysisOutput['data_facts']): string {
