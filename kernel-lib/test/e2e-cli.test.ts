@@ -1,3 +1,5 @@
+import { execFileSync } from 'child_process';
+import * as path from 'path';
 import { main, stageRangeOf } from '../src/cli';
 
 describe('nanoresearch CLI', () => {
@@ -13,6 +15,12 @@ describe('nanoresearch CLI', () => {
   test('--help prints usage and exits 0', async () => {
     expect(await main(['--help'])).toBe(0);
     expect(out).toMatch(/Usage: nanoresearch run --topic/);
+  });
+
+  test('`npx nanoresearch --help` works from the repository root, resolving the built workspace command, never a registry package', () => {
+    const root = path.resolve(__dirname, '../..');
+    const help = execFileSync('npx', ['--no-install', 'nanoresearch', '--help'], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+    expect(help).toMatch(/Usage: nanoresearch run --topic/);
   });
 
   test('usage errors exit 2 with a clear message', async () => {
