@@ -45,10 +45,11 @@ afterAll(async () => {
   await store.close();
 });
 
-/** A fresh scripted team and Llm (its own response cache) per test; `coding` replaces the coder. */
-async function team(options: ResearchScriptOptions = {}, coding?: LlmScript) {
+/** A fresh scripted team and Llm (its own response cache) per test; `coding` replaces the coder, `judge` the judge. */
+async function team(options: ResearchScriptOptions = {}, coding?: LlmScript, judge?: LlmScript) {
   const script = researchScript(options);
   if (coding) script.coding = coding;
+  if (judge) script.judge = judge;
   const server = await startScriptedLlmServer(routeByModel(script));
   servers.push(server);
   const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'test-key', models: ROLE_MODELS, maxRetries: 0 });
@@ -144,6 +145,21 @@ describe('stage functions', () => {
     expect(r.status).toBe('failed');
     expect(r.error).toMatch(/judge failed/);
     expect((r.output as IdeationOutput).hypotheses.some(h => h.novelty.verdict === 'novel')).toBe(false);
+  });
+
+  test('ideation: a novelty score outside its scale is an error, never a verdict', async () => {
+    const outOfScale: LlmScript = req =>
+      task(req) === 'novelty-check'
+        ? JSON.stringify({ verdict: 'novel', score: 14, reason: 'Best idea ever.', closest_keys: [] })
+        : JSON.stringify({ skills: [] });
+    const { llm } = await team({}, undefined, outOfScale);
+    const r = await ideation(context('ideation', llm));
+    const out = r.output as IdeationOutput;
+    expect(r.status).toBe('failed');
+    for (const h of out.hypotheses) {
+      expect(h.novelty.verdict).toBe('unverified');
+      expect(h.novelty.reason).toMatch(/novelty judge failed: .*\/score: must be <= 10/);
+    }
   });
 
   test('planning: blueprint within budget, critique kept, no re-plan for minor issues', async () => {
