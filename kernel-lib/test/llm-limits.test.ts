@@ -123,7 +123,8 @@ describe('time limits', () => {
   const dripping: LlmScript = () => ({ content: 'a slow answer', dripMs: 1000 });
 
   test('an answer dripping one byte a second is cut at timeoutMs (headers and body), ±10%', async () => {
-    const { llm, server } = await scripted(dripping, { timeoutMs: 3000, maxRetries: 0 });
+    // A whole-call deadline well past the attempt's limit: the attempt's timeout is what must cut it.
+    const { llm, server } = await scripted(dripping, { timeoutMs: 3000, deadlineMs: 10_000, maxRetries: 0 });
     const started = Date.now();
     const err = await llm.complete({ role: 'writing', messages: user('a') }).catch(e => e);
     const elapsed = Date.now() - started;
