@@ -52,9 +52,13 @@ llm.stdout.on('data', chunk => {
     NANORESEARCH_LITERATURE_SOURCES: 'none',
     NANORESEARCH_LLM_MAX_RETRIES: '1'
   };
+  const prices = {};
   for (const role of ['planner', 'ideation', 'planning', 'coding', 'writing', 'review', 'judge']) {
     env[`NANORESEARCH_MODEL_${role.toUpperCase()}`] = `ui-${role}`;
+    prices[`ui-${role}`] = { inputPerMTok: 0, outputPerMTok: 0 };
   }
+  // The profiles cap the cost of a run, so every remote model needs a price: the scripted ones are free.
+  env.NANORESEARCH_LLM_PRICES = JSON.stringify(prices);
   const lab = spawn('jupyter', ['lab', '--config', path.join(__dirname, 'jupyter_server_test_config.py')], {
     cwd: __dirname,
     env,
