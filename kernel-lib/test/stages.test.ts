@@ -11,6 +11,7 @@ import { createLlm } from '../src/llm';
 import type { StageContext, StageName, StageResult } from '../src/orchestrator/types';
 import { analysis, experiment, ideation, planning, review, stageFunctions, writing } from '../src/stages';
 import { MAX_SECTIONS_PER_ROUND } from '../src/stages/review';
+import { withRunIds } from '../src/stages/planning';
 import { UNTRUSTED_SYSTEM_RULE } from '../src/llm/untrusted';
 import type { AnalysisOutput, ExperimentOutput, ReviewOutput, WritingOutput } from '../src/stages';
 import { Store } from '../src/store';
@@ -160,6 +161,18 @@ describe('stage functions', () => {
       expect(h.novelty.verdict).toBe('unverified');
       expect(h.novelty.reason).toMatch(/novelty judge failed: .*\/score: must be <= 10/);
     }
+  });
+
+  test('planning: run ids that are empty, repeated or not identifiers are made from the run\'s method', () => {
+    const log: string[] = [];
+    const plan = { experiment_matrix: [
+      { run_id: '.csv', method: 'Nearest centroid', dataset: 'iris' },
+      { run_id: '.csv', method: 'Majority class', dataset: 'iris' },
+      { run_id: 'majority_class', method: 'Majority class', dataset: 'iris', seed: 1 },
+      { run_id: 'ok-run', method: 'x', dataset: 'iris' }
+    ] } as unknown as ExperimentBlueprint;
+    expect(withRunIds(plan, log).experiment_matrix.map(r => r.run_id)).toEqual(['nearest_centroid', 'majority_class', 'majority_class_2', 'ok-run']);
+    expect(log).toHaveLength(3);
   });
 
   test('planning: blueprint within budget, critique kept, no re-plan for minor issues', async () => {

@@ -91,7 +91,13 @@ const CONTRACT = [
  * A complete program of the contract's shape, adapted to the data and runs of the plan by the
  * model: a small model copies a working shape far better than it follows a description.
  */
-function exampleProgram(sklearn: boolean): string {
+function exampleProgram(sklearn: boolean, blueprint: ExperimentBlueprint, data: Record<string, DataFacts>): string {
+  // The plan's own run ids and data file, so that what the model copies is already right.
+  const [file, facts] = Object.entries(data)[0] ?? ['<file>.csv', undefined];
+  const label = facts?.label_column ?? '<label column>';
+  const runs = blueprint.experiment_matrix
+    .map(r => `"${r.run_id}": ${/majority|most.frequent|dummy/i.test(r.method) ? 'DummyClassifier(strategy="most_frequent")' : `<estimator for ${r.method}>`}`)
+    .join(', ');
   const body = sklearn
     ? [
         'import json, os',
@@ -100,19 +106,19 @@ function exampleProgram(sklearn: boolean): string {
         'from sklearn.dummy import DummyClassifier',
         'from sklearn.metrics import accuracy_score',
         'os.makedirs("results", exist_ok=True)',
-        'df = pd.read_csv("data/<file>.csv")',
-        'y = df["<label column>"].values',
-        'X = df.drop(columns=["<label column>"]).select_dtypes("number").values',
+        `df = pd.read_csv("data/${file}")`,
+        `y = df["${label}"].values`,
+        `X = df.drop(columns=["${label}"]).select_dtypes("number").values`,
         'X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)',
         '# one estimator per run of the plan, keyed by its run_id:',
-        'runs = {"<baseline run_id>": DummyClassifier(strategy="most_frequent"), "<method run_id>": <the method\'s estimator>}',
+        `runs = {${runs}}`,
         'metrics = {}',
         'for run_id, model in runs.items():',
         '    pred = model.fit(X_train, y_train).predict(X_test)',
         '    metrics[run_id] = {"accuracy": float(accuracy_score(y_test, pred))}',
         'json.dump(metrics, open("results/metrics.json", "w"), indent=2)',
         'config = {"seed": 0, "test_size": 0.3, "n_train": len(y_train), "n_test": len(y_test)}',
-        'json.dump({"dataset": "data/<file>.csv", "config": config, "runs": list(metrics)}, open("results/manifest.json", "w"), indent=2)'
+        `json.dump({"dataset": "data/${file}", "config": config, "runs": list(metrics)}, open("results/manifest.json", "w"), indent=2)`
       ]
     : [
         'import json, os, random',
@@ -123,7 +129,7 @@ function exampleProgram(sklearn: boolean): string {
         'json.dump(metrics, open("results/metrics.json", "w"), indent=2)',
         'json.dump({"dataset": "data/<file>", "config": {"seed": 0}, "runs": list(metrics)}, open("results/manifest.json", "w"), indent=2)'
       ];
-  return ['Example of the shape (replace every <...>, add the plan\'s runs and metrics):', '```python', ...body, '```'].join('\n');
+  return ['Example of the shape (replace every <...> with real code, add the plan\'s metrics):', '```python', ...body, '```'].join('\n');
 }
 
 /** Checks the artifact contract; returns the parsed files or the reason the run failed. */
@@ -261,7 +267,7 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
         ctx,
         'coding',
         attempt === 1 ? 'experiment-code' : 'experiment-fix',
-        `You write a small, self-contained, runnable Python program that carries out the experiment plan exactly and measures every run. ${UNTRUSTED_SYSTEM_RULE}\n\n${CONTRACT}\n\n${exampleProgram('sklearn' in python.packages && 'pandas' in python.packages)}`,
+        `You write a small, self-contained, runnable Python program that carries out the experiment plan exactly and measures every run. ${UNTRUSTED_SYSTEM_RULE}\n\n${CONTRACT}\n\n${exampleProgram('sklearn' in python.packages && 'pandas' in python.packages, blueprint, dataFactsOf(dir))}`,
         user,
         CODE_MAX_TOKENS
       )

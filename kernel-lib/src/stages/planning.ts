@@ -58,6 +58,24 @@ function resourceText(profile: Profile): string {
   return parts.length ? parts.join(', ') : 'no explicit limits (keep it small: minutes on a laptop CPU)';
 }
 
+/**
+ * The plan with a usable run id on every row of its matrix: the id names the run in metrics.json
+ * and the paper, so one that is empty, repeated or not an identifier (a small model wrote ".csv"
+ * three times) is replaced by one made from the row's method, and the change is logged.
+ */
+export function withRunIds(blueprint: ExperimentBlueprint, log: string[]): ExperimentBlueprint {
+  const seen = new Set<string>();
+  const slug = (text: string) => text.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 40) || 'run';
+  const experiment_matrix = blueprint.experiment_matrix.map(row => {
+    let id = /^[A-Za-z][\w-]{0,39}$/.test(row.run_id) && !seen.has(row.run_id) ? row.run_id : slug(row.method);
+    for (let n = 2; seen.has(id); n++) id = `${slug(row.method)}_${n}`;
+    seen.add(id);
+    if (id !== row.run_id) log.push(`Run id "${row.run_id}" (${row.method}) renamed to "${id}": run ids must be unique identifiers.`);
+    return { ...row, run_id: id };
+  });
+  return { ...blueprint, experiment_matrix };
+}
+
 /** Budget violations found in code: they are fatal whatever the judge says. */
 export function budgetIssues(blueprint: ExperimentBlueprint, profile: Profile): Issue[] {
   const issues: Issue[] = [];
@@ -105,7 +123,7 @@ export async function planning(ctx: StageContext): Promise<StageResult> {
       `${base}\nhypothesis_id must be "${hypothesis.id}".${fatal.length ? `\n\nThe previous plan had fatal problems; fix each:\n${fatal.map(i => `- ${i.issue}${i.fix ? ` (fix: ${i.fix})` : ''}`).join('\n')}\n\nPrevious plan:\n${JSON.stringify(blueprint)}` : ''}`,
       request
     );
-    blueprint = { ...draft, hypothesis_id: hypothesis.id };
+    blueprint = withRunIds({ ...draft, hypothesis_id: hypothesis.id }, log);
 
     ctx.progress('critiquing the plan', revision * 2 + 1, (MAX_REPLANS + 1) * 2);
     const judged = await askJson<{ issues: Issue[] }>(
