@@ -116,7 +116,7 @@ describe('the quickstart notebook run headless with the embedded models', () => 
   }, EXECUTION_LIMIT_MS + 60_000);
 
   afterAll(() => {
-    if (home && !process.env.NANORESEARCH_KEEP_TEST_HOME) rmSync(home, { recursive: true, force: true });
+    if (home) rmSync(home, { recursive: true, force: true });
   });
 
   /** The final card of each stage cell (a card is updated in place; the last one shown is the result). */

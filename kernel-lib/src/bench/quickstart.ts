@@ -26,7 +26,8 @@ interface ModelRow {
   seconds: number;
 }
 
-async function main(): Promise<void> {
+/** Executes the quickstart in a fresh home; returns the home and the wall time in seconds. */
+function runQuickstart(): { home: string; totalS: number } {
   const repo = findRepoRoot(__dirname);
   if (!repo) throw new Error('run from the repository (models/ not found): npm run bench:quickstart');
   const home = mkdtempSync(path.join(os.tmpdir(), 'nr-bench-quickstart-'));
@@ -38,15 +39,21 @@ async function main(): Promise<void> {
     ['nbconvert', '--to', 'notebook', '--execute', '--ExecutePreprocessor.kernel_name=tslab', '--ExecutePreprocessor.timeout=900', '--output', path.join(home, 'executed.ipynb'), 'quickstart.ipynb'],
     { cwd: path.join(repo, 'notebooks'), env, stdio: 'inherit' }
   );
-  const totalS = (Date.now() - started) / 1000;
+  return { home, totalS: (Date.now() - started) / 1000 };
+}
+
+/** `--report <home>` prints the figures of a run already made (its store) without running again. */
+async function main(): Promise<void> {
+  const reportAt = process.argv.indexOf('--report');
+  const { home, totalS } = reportAt >= 0 ? { home: path.resolve(process.argv[reportAt + 1]), totalS: NaN } : runQuickstart();
   const store = await Store.open({ home });
   const { stages, models, trainS } = await store.read(async q => ({
     stages: await q.all<StageRow>('select stage, status, cast(started_at as varchar) started_at, cast(finished_at as varchar) finished_at from stage_runs order by started_at'),
     models: await q.all<ModelRow>(
-      `select model, count(*)::int calls, sum(prompt_tokens)::int prompt_tokens, sum(completion_tokens)::int completion_tokens,
-              round(sum(latency_ms) / 1000.0, 1)::double seconds from llm_calls where not cache_hit group by model order by seconds desc`
+      `select model, count(*)::int as calls, sum(prompt_tokens)::int as prompt_tokens, sum(completion_tokens)::int as completion_tokens,
+              round(sum(latency_ms) / 1000.0, 1)::double as seconds from llm_calls where not cache_hit group by model order by seconds desc`
     ),
-    trainS: (await q.get<{ s: number | null }>("select max(epoch(cast(created_at as timestamp))) - (select max(epoch(cast(finished_at as timestamp))) from stage_runs) s from adapters"))?.s ?? null
+    trainS: (await q.get<{ s: number | null }>('select max(epoch(cast(created_at as timestamp))) - (select max(epoch(cast(finished_at as timestamp))) from stage_runs) as s from adapters'))?.s ?? null
   }));
   await store.close();
   console.log('\nstage        status   wall s');
@@ -61,7 +68,8 @@ async function main(): Promise<void> {
   if (trainS !== null) console.log(`\nfeedback + lab.train() after the last stage: ${trainS.toFixed(0)} s`);
   const done = stages.filter(s => s.status === 'done').length;
   console.log(`\nstages done: ${done} of ${stages.length}${done === 6 ? ' (all six)' : ''}`);
-  console.log(`quickstart total (Run All, kernel start included): ${totalS.toFixed(0)} s on ${os.cpus().length} cores; store in ${home}`);
+  if (Number.isFinite(totalS)) console.log(`quickstart total (Run All, kernel start included): ${totalS.toFixed(0)} s on ${os.cpus().length} cores`);
+  console.log(`store in ${home}`);
 }
 
 main().catch(error => {

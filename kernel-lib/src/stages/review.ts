@@ -14,7 +14,7 @@ import type { StageContext, StageResult } from '../orchestrator/types';
 import { askJson, askText, bounded, errorMessage, isFatal, previousOutput } from './common';
 import { citedKeys, SECTION_HEADINGS, SectionName, writePaperFiles } from './paper';
 import type { AnalysisOutput } from './analysis';
-import { NUMBER_RULES, sectionContext, WritingOutput } from './writing';
+import { experimentsText, NUMBER_RULES, sectionContext, WritingOutput } from './writing';
 
 export const REVIEW_THRESHOLD = 7;
 export const MAX_REVISION_ROUNDS = 2;
@@ -128,7 +128,7 @@ export async function review(ctx: StageContext): Promise<StageResult> {
           `You revise sections of a research paper to fix a reviewer's issues. ${NUMBER_RULES}\n\nThe paper's material:\n${context}`,
           `Revise the ${SECTION_HEADINGS[section.name]} section.\n\nReviewer issues:\n${r.issues.map(i => `- ${i.problem} (impact: ${i.impact}; fix: ${i.fix})`).join('\n')}\n\nSection:\n${section.text}`
         );
-        const text = section.name === 'experiments' && !revised.includes(analysisOut.table) ? `${revised.trim()}\n\n${analysisOut.table}` : revised;
+        const text = section.name === 'experiments' && !revised.includes(analysisOut.table) ? experimentsText(revised, analysisOut) : revised;
         if (text.trim() === section.text.trim()) {
           stalled.add(section.name);
           log.push(`Round ${rounds + 1}: the revision of ${section.name} came back unchanged; no further rounds for it.`);

@@ -38,7 +38,7 @@ const SECTION_BRIEFS: Record<SectionName, string> = {
   introduction: 'Motivation, the gap in prior work, the hypothesis, contributions.',
   related_work: 'Prior work from the bibliography, grouped by theme, each cited.',
   method: 'The method and baselines as planned; no results.',
-  experiments: 'Setup (data, split, runs) and results. The measured results table is inserted below your text automatically; discuss it.',
+  experiments: 'The setup only: the data, the split and the runs, in prose. Do not restate any result: the measured results table and the computed comparisons are inserted below your text automatically.',
   conclusion: 'What the measured results support, limitations, next steps.'
 };
 
@@ -136,8 +136,12 @@ export function wholeSentences(text: string): string {
 }
 
 /** The measured results table, appended to the experiments section by code (its numbers are the artifacts'). */
-function experimentsText(text: string, analysisOut: AnalysisOutput): string {
-  return `${text.trim()}\n\n${analysisOut.table}`;
+/**
+ * The experiments section: the model's account of the setup, then the measured results table and
+ * the computed comparisons, written by code (a small model restating results invents numbers).
+ */
+export function experimentsText(text: string, analysisOut: AnalysisOutput): string {
+  return `${text.trim()}\n\n${analysisOut.table}\n\n${renderFacts(analysisOut)}`;
 }
 
 function groundSections(draft: PaperDraft, artifacts: GroundingArtifacts): UngroundedNumber[] {
@@ -188,7 +192,7 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
       for (const name of [...new Set(ungrounded.map(u => u.section))] as SectionName[]) {
         const section = draft.sections.find(s => s.name === name)!;
         const bad = ungrounded.filter(u => u.section === name).map(u => u.text);
-        const prose = name === 'experiments' ? section.text.replace(analysisOut.table, '').trim() : section.text;
+        const prose = name === 'experiments' ? section.text.replace(`${analysisOut.table}\n\n${renderFacts(analysisOut)}`, '').trim() : section.text;
         let revised = prose;
         for (const sentence of sentencesStating(prose, bad)) {
           const numbers = bad.filter(b => sentence.includes(b));
