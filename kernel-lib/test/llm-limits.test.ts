@@ -7,28 +7,11 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { BudgetExceededError, LlmError, UnpricedModelError, createLlm, type LlmCallRecord, type LlmConfig } from '../src/llm';
+import { BudgetExceededError, LlmError, UnpricedModelError, createLlm } from '../src/llm';
 import { Store } from '../src/store';
-import { sequence, startScriptedLlmServer, type LlmScript, type ScriptedLlmServer } from '../src/testing';
+import { scripted, user } from './scripted-llm';
+import { sequence, startScriptedLlmServer, type LlmScript } from '../src/testing';
 
-const user = (content: string) => [{ role: 'user' as const, content }];
-
-let server: ScriptedLlmServer | undefined;
-afterEach(async () => {
-  await server?.close();
-  server = undefined;
-});
-
-async function scripted(script: LlmScript, config: Partial<LlmConfig> = {}) {
-  server = await startScriptedLlmServer(script);
-  const rows: LlmCallRecord[] = [];
-  const llm = createLlm(
-    { provider: 'openai', baseURL: server.url, models: { default: 'writer-model' }, retryBaseDelayMs: 1, retryMaxDelayMs: 5, ...config },
-    undefined,
-    { onCall: row => rows.push(row) }
-  );
-  return { llm, rows, server };
-}
 
 /** Settles every promise; returns the values and the errors. */
 async function settleAll<T>(promises: Promise<T>[]): Promise<{ values: T[]; errors: unknown[] }> {
@@ -192,8 +175,8 @@ describe('empty answers', () => {
   test('null content is an error and is not cached: the same request goes out again', async () => {
     const home = fs.mkdtempSync(path.join(os.tmpdir(), 'nr-llm-limits-'));
     const store = await Store.open({ path: path.join(home, 'store.duckdb') });
+    const server = await startScriptedLlmServer(sequence([{ content: null }, 'real answer']));
     try {
-      server = await startScriptedLlmServer(sequence([{ content: null }, 'real answer']));
       const llm = createLlm({ provider: 'openai', baseURL: server.url, models: { default: 'writer-model' }, maxRetries: 0 }, store);
       const req = { role: 'writing' as const, messages: user('same') };
       const err = await llm.complete(req).catch(e => e);
@@ -205,6 +188,7 @@ describe('empty answers', () => {
       expect((await llm.complete(req)).cached).toBe(true);
       expect(server.chatRequests).toHaveLength(2);
     } finally {
+      await server.close();
       await store.close();
       fs.rmSync(home, { recursive: true, force: true });
     }

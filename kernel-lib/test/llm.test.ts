@@ -3,11 +3,10 @@ import {
   BudgetExceededError,
   createLlm,
   LlmError,
-  LlmOutputError,
-  type LlmCallRecord,
-  type LlmConfig
+  LlmOutputError
 } from '../src/llm';
-import { routeByModel, sequence, startScriptedLlmServer, type LlmScript, type ScriptedLlmServer } from '../src/testing';
+import { routeByModel, sequence, startScriptedLlmServer } from '../src/testing';
+import { scripted, user } from './scripted-llm';
 
 const plannerSchema = PlannerOutputSchema as Record<string, unknown>;
 const validPlan = {
@@ -17,32 +16,6 @@ const validPlan = {
   update_memory: [],
   update_skill: []
 };
-const user = (content: string) => [{ role: 'user' as const, content }];
-
-let server: ScriptedLlmServer | undefined;
-afterEach(async () => {
-  await server?.close();
-  server = undefined;
-});
-
-/** An Llm against a scripted server, with tiny retry delays and its accounting rows collected. */
-async function scripted(script: LlmScript, config: Partial<LlmConfig> = {}) {
-  server = await startScriptedLlmServer(script);
-  const rows: LlmCallRecord[] = [];
-  const llm = createLlm(
-    {
-      provider: 'openai',
-      baseURL: server.url,
-      models: { default: 'writer-model', planner: 'planner-model' },
-      retryBaseDelayMs: 1,
-      retryMaxDelayMs: 5,
-      ...config
-    },
-    undefined,
-    { onCall: row => rows.push(row) }
-  );
-  return { llm, rows, server };
-}
 
 describe('role → model routing', () => {
   test('each role is sent as its configured model, others as the default', async () => {
