@@ -61,8 +61,26 @@ function valueFor(schema, key) {
   }
 }
 
+/** Learning from feedback quotes the feedback (memory extraction, skill distillation); a stage's own Update does not. */
+const LEARNING_DELAY_MS = 3000;
+/** Feedback with this marker fails its first memory extraction (HTTP 400), so Retry has something to retry. */
+const FAIL_ONCE = 'FAIL-ONCE';
+let failedOnce = false;
+
 module.exports = function script(req) {
   const schema = req.response_format && req.response_format.json_schema && req.response_format.json_schema.schema;
-  const content = schema ? JSON.stringify(valueFor(schema, '')) : 'A short, concrete answer.';
-  return { content, usage: { prompt_tokens: 420, completion_tokens: 96 } };
+  const text = (req.messages || []).map(m => String(m.content)).join('\n');
+  const learning = /<<<UNTRUSTED feedback/.test(text);
+  const value = schema ? valueFor(schema, '') : null;
+  if (learning && value && Array.isArray(value.memories)) {
+    if (text.includes(FAIL_ONCE) && !failedOnce) {
+      failedOnce = true;
+      return { status: 400, body: { error: { message: 'scripted failure: the prompt is too long for this model', type: 'invalid_request_error' } } };
+    }
+    // One memory per feedback, so the learned state links something.
+    value.memories = [{ ...valueFor(schema.properties.memories.items, 'memory'), kind: 'user_constraint', content: 'Always include a linear baseline.' }];
+  }
+  const content = value ? JSON.stringify(value) : 'A short, concrete answer.';
+  // Learning takes a while (as with a real model), so the UI shows it queued and learning.
+  return { content, usage: { prompt_tokens: 420, completion_tokens: 96 }, ...(learning && { delayMs: LEARNING_DELAY_MS }) };
 };

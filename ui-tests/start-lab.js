@@ -59,6 +59,8 @@ llm.stdout.on('data', chunk => {
   }
   // The profiles cap the cost of a run, so every remote model needs a price: the scripted ones are free.
   env.NANORESEARCH_LLM_PRICES = JSON.stringify(prices);
+  // Workspaces in their default place, beside the notebook under the served root: the cards' links must open.
+  delete env.NANORESEARCH_WORKSPACES;
   const lab = spawn('jupyter', ['lab', '--config', path.join(__dirname, 'jupyter_server_test_config.py')], {
     cwd: __dirname,
     env,

@@ -1,6 +1,7 @@
 /**
  * The feedback service: one FeedbackSync per open notebook, flushed when feedback is added and
- * when the notebook's kernel becomes ready, so feedback given offline reaches the store later.
+ * when the notebook's kernel becomes ready, so feedback given offline reaches the store later;
+ * and one LearningTracker per notebook, which follows each item's background learning.
  */
 import { Notification } from '@jupyterlab/apputils';
 import type { ICellModel } from '@jupyterlab/cells';
@@ -8,14 +9,17 @@ import type { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { Signal } from '@lumino/signaling';
 import { FeedbackSync, IFlushResult } from './feedback';
 import { KernelReadyTrigger } from './kernelReady';
-import { FeedbackEntry, getStageMetadata } from './metadata';
+import { ILearningReply, ILearningState, LearningTracker } from './learning';
+import { FeedbackEntry, getStageMetadata, setStageMetadata, withSynced } from './metadata';
 import { CELL_METADATA_KEY } from './constants';
 import type { IFeedbackService, INanoBridge, IStageCellInfo } from './tokens';
 
 export class FeedbackService implements IFeedbackService {
   constructor(
     private readonly tracker: INotebookTracker,
-    private readonly bridge: INanoBridge
+    private readonly bridge: INanoBridge,
+    /** Opens the lab panel on a memory or skill (a command of the app). */
+    private readonly open: (kind: 'memories' | 'skills', query: string) => void = () => undefined
   ) {
     tracker.forEach(panel => this.watch(panel));
     tracker.widgetAdded.connect((_, panel) => this.watch(panel));
@@ -56,8 +60,39 @@ export class FeedbackService implements IFeedbackService {
 
   addToCell(panel: NotebookPanel, cell: ICellModel, text: string): FeedbackEntry {
     const { entry, flushed } = this.syncFor(panel).add(cell, text, this.bridge.author());
-    void flushed.then(result => this.report(result, true));
+    void flushed.then(result => {
+      this.report(result, true);
+      // Stored: follow what is learned from it.
+      void this.trackerFor(panel).refresh();
+    });
     return entry;
+  }
+
+  openLearned(kind: 'memories' | 'skills', query: string): void {
+    this.open(kind, query);
+  }
+
+  learningOf(feedbackId: string): ILearningState | undefined {
+    for (const tracker of this.trackers.values()) {
+      const state = tracker.stateOf(feedbackId);
+      if (state) {
+        return state;
+      }
+    }
+    return undefined;
+  }
+
+  async retryLearning(feedbackId: string): Promise<void> {
+    const panel = this.panelHolding(feedbackId);
+    if (!panel) {
+      Notification.error(`No open notebook holds feedback ${feedbackId}: open the notebook it was given in to retry.`, { autoClose: false });
+      return;
+    }
+    try {
+      await this.trackerFor(panel).retry(feedbackId);
+    } catch (reason) {
+      Notification.error(`Retry of learning failed: ${reason instanceof Error ? reason.message : String(reason)}`, { autoClose: false });
+    }
   }
 
   stageCells(panel: NotebookPanel): IStageCellInfo[] {
@@ -78,7 +113,46 @@ export class FeedbackService implements IFeedbackService {
   async syncNow(panel: NotebookPanel): Promise<IFlushResult> {
     const result = await this.syncFor(panel).flush();
     this.report(result, true);
+    void this.trackerFor(panel).refresh();
     return result;
+  }
+
+  /** The notebook whose stage cells hold this feedback id. */
+  private panelHolding(feedbackId: string): NotebookPanel | null {
+    let found: NotebookPanel | null = null;
+    this.tracker.forEach(panel => {
+      if (!found && this.stageCells(panel).some(c => c.metadata.feedback.some(f => f.id === feedbackId))) {
+        found = panel;
+      }
+    });
+    return found;
+  }
+
+  private trackerFor(panel: NotebookPanel): LearningTracker {
+    let tracker = this.trackers.get(panel);
+    if (!tracker) {
+      const client = (): ReturnType<INanoBridge['clientFor']> => this.bridge.clientFor(panel);
+      tracker = new LearningTracker({
+        // Entries of cells that ran: synced ones for their learning, unsynced ones in case the store already has them.
+        ids: () => this.stageCells(panel).flatMap(c => (c.metadata.stage_run_id ? c.metadata.feedback.map(f => f.id) : [])),
+        query: ids => client().call<ILearningReply>('feedback.learning', { ids }),
+        retry: id => client().call<ILearningState>('feedback.retry', { id }),
+        onStored: ids => this.markStored(panel, ids),
+        onChange: () => this.changed.emit(panel)
+      });
+      this.trackers.set(panel, tracker);
+    }
+    return tracker;
+  }
+
+  /** The store holds these ids: an entry it holds is never shown as unsynced. */
+  private markStored(panel: NotebookPanel, ids: string[]): void {
+    const stored = new Set(ids);
+    for (const info of this.stageCells(panel)) {
+      if (info.metadata.feedback.some(f => !f.synced && stored.has(f.id))) {
+        setStageMetadata(info.model, withSynced(info.metadata, ids));
+      }
+    }
   }
 
   private syncFor(panel: NotebookPanel): FeedbackSync {
@@ -114,10 +188,16 @@ export class FeedbackService implements IFeedbackService {
   private watch(panel: NotebookPanel): void {
     const trigger = new KernelReadyTrigger();
     const flushIfReady = (): void => {
-      const sync = this.syncFor(panel);
-      if (sync.hasPending()) {
-        void sync.flush().then(result => this.report(result, false));
-      }
+      // The author first: the kernel learns the setting before any feedback is signed in code.
+      void this.bridge
+        .resolveAuthor(panel)
+        .then(async () => {
+          const sync = this.syncFor(panel);
+          if (sync.hasPending()) {
+            this.report(await sync.flush(), false);
+          }
+          await this.trackerFor(panel).refresh();
+        });
     };
     const session = panel.sessionContext;
     session.kernelChanged.connect(() => trigger.kernelChanged());
@@ -135,6 +215,8 @@ export class FeedbackService implements IFeedbackService {
         cell.metadataChanged.connect((_, change) => {
           if (change.key === CELL_METADATA_KEY) {
             this.changed.emit(panel);
+            // Feedback that arrived with a stage bundle (given in code) is followed too.
+            void this.trackerFor(panel).refresh();
           }
         });
       };
@@ -152,8 +234,13 @@ export class FeedbackService implements IFeedbackService {
         flushIfReady();
       }
     });
-    panel.disposed.connect(() => this.syncs.delete(panel));
+    panel.disposed.connect(() => {
+      this.syncs.delete(panel);
+      this.trackers.get(panel)?.dispose();
+      this.trackers.delete(panel);
+    });
   }
 
   private readonly syncs = new Map<NotebookPanel, FeedbackSync>();
+  private readonly trackers = new Map<NotebookPanel, LearningTracker>();
 }

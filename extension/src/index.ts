@@ -20,7 +20,7 @@ import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { BridgeClient } from './bridge';
-import { StageCardRenderer } from './card';
+import { documentOpener, StageCardRenderer } from './card';
 import {
   CommandIDs,
   SETTINGS_PLUGIN_ID,
@@ -34,7 +34,7 @@ import { LabPanel } from './labPanel';
 import { getStageMetadata } from './metadata';
 import { describeImport, IImportCounts, kernelRelativePath } from './sharing';
 import { FeedbackSidebar } from './sidebar';
-import { StageCellWatcher, insertStageCell, nextStage } from './stageCells';
+import { StageCellWatcher, ensureStageKernel, insertStageCell, nextStage } from './stageCells';
 import { IFeedbackService, INanoBridge } from './tokens';
 
 export * from './tokens';
@@ -52,20 +52,29 @@ const corePlugin: JupyterFrontEndPlugin<INanoBridge> = {
   optional: [ISettingRegistry],
   activate: (app: JupyterFrontEnd, tracker: INotebookTracker, registry: ISettingRegistry | null): INanoBridge => {
     const settings = { author: '', defaultTopic: '' };
-    if (registry) {
-      void registry
-        .load(SETTINGS_PLUGIN_ID)
-        .then(loaded => {
-          const read = (): void => {
-            settings.author = (loaded.get('author').composite as string) ?? '';
-            settings.defaultTopic = (loaded.get('defaultTopic').composite as string) ?? '';
-          };
-          read();
-          loaded.changed.connect(read);
-        })
-        .catch(reason => console.error(`NanoResearch: settings could not be loaded: ${reason}`));
-    }
+    // The settings are read before any kernel is asked for the author, so it gets the setting.
+    const settingsLoaded = registry
+      ? registry
+          .load(SETTINGS_PLUGIN_ID)
+          .then(loaded => {
+            const read = (): void => {
+              const before = settings.author;
+              settings.author = ((loaded.get('author').composite as string) ?? '').trim();
+              settings.defaultTopic = (loaded.get('defaultTopic').composite as string) ?? '';
+              if (settings.author !== before) {
+                // Every kernel learns the new name, so feedback given in code follows it.
+                tracker.forEach(panel => void bridge.resolveAuthor(panel));
+              }
+            };
+            read();
+            loaded.changed.connect(read);
+          })
+          .catch(reason => console.error(`NanoResearch: settings could not be loaded: ${reason}`))
+      : Promise.resolve();
     const clients = new WeakMap<NotebookPanel, BridgeClient>();
+    // What the last kernel resolved (NANORESEARCH_AUTHOR, git, the OS user), kept across reloads
+    // so feedback given before a kernel runs is signed the same way.
+    let kernelAuthor = readStoredAuthor();
     const bridge: INanoBridge = {
       clientFor(panel: NotebookPanel): BridgeClient {
         let client = clients.get(panel);
@@ -76,7 +85,19 @@ const corePlugin: JupyterFrontEndPlugin<INanoBridge> = {
         return client;
       },
       currentPanel: () => tracker.currentWidget,
-      author: () => settings.author || app.serviceManager.user?.identity?.name || 'researcher',
+      author: () => settings.author || kernelAuthor || 'researcher',
+      async resolveAuthor(panel: NotebookPanel): Promise<string> {
+        await settingsLoaded;
+        try {
+          const resolved = await bridge.clientFor(panel).call<{ author: string }>('author.resolve', { setting: settings.author });
+          kernelAuthor = resolved.author;
+          storeAuthor(kernelAuthor);
+        } catch (reason) {
+          // No kernel yet, or not the TypeScript kernel: keep the name known so far.
+          console.warn(`NanoResearch: the kernel could not resolve the author: ${reason instanceof Error ? reason.message : String(reason)}`);
+        }
+        return bridge.author();
+      },
       defaultTopic: () => settings.defaultTopic
     };
     console.log('JupyterLab extension @nanoresearch/jupyterlab is activated!');
@@ -84,14 +105,37 @@ const corePlugin: JupyterFrontEndPlugin<INanoBridge> = {
   }
 };
 
+const AUTHOR_STORAGE_KEY = 'nanoresearch:kernel-author';
+
+function readStoredAuthor(): string {
+  try {
+    return window.localStorage.getItem(AUTHOR_STORAGE_KEY) ?? '';
+  } catch {
+    return ''; // storage disabled (private mode, a sandboxed frame)
+  }
+}
+
+function storeAuthor(author: string): void {
+  try {
+    window.localStorage.setItem(AUTHOR_STORAGE_KEY, author);
+  } catch {
+    // Not kept across reloads then; the next kernel answers again.
+  }
+}
+
+/** Opens the lab panel on a memory or skill (a link from a learned feedback item). */
+function openLearned(app: JupyterFrontEnd, kind: 'memories' | 'skills', query: string): void {
+  void app.commands.execute(CommandIDs.openLabPanel, { tab: kind, query });
+}
+
 const feedbackPlugin: JupyterFrontEndPlugin<IFeedbackService> = {
   id: '@nanoresearch/jupyterlab:feedback',
   description: 'Feedback on stage cells: cell metadata first, then the store; offline feedback is synced when a kernel starts.',
   autoStart: true,
   provides: IFeedbackService,
   requires: [INotebookTracker, INanoBridge],
-  activate: (_app: JupyterFrontEnd, tracker: INotebookTracker, bridge: INanoBridge): IFeedbackService =>
-    new FeedbackService(tracker, bridge)
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker, bridge: INanoBridge): IFeedbackService =>
+    new FeedbackService(tracker, bridge, (kind, query) => openLearned(app, kind, query))
 };
 
 const stageCellsPlugin: JupyterFrontEndPlugin<void> = {
@@ -99,8 +143,30 @@ const stageCellsPlugin: JupyterFrontEndPlugin<void> = {
   description: 'Commands that insert stage cells, stage badges, and metadata updates from stage bundles.',
   autoStart: true,
   requires: [INotebookTracker, INanoBridge],
-  optional: [ICommandPalette],
-  activate: (app: JupyterFrontEnd, tracker: INotebookTracker, bridge: INanoBridge, palette: ICommandPalette | null) => {
+  optional: [ICommandPalette, ISettingRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    bridge: INanoBridge,
+    palette: ICommandPalette | null,
+    registry: ISettingRegistry | null
+  ) => {
+    // The quickstart's defaults for the set-up cell of a new notebook, and the kernel it runs in.
+    const setup = { literatureSources: 'none', embeddedCallTimeoutMs: 600_000, kernelName: 'tslab' };
+    if (registry) {
+      void registry
+        .load(SETTINGS_PLUGIN_ID)
+        .then(loaded => {
+          const read = (): void => {
+            setup.literatureSources = (loaded.get('literatureSources').composite as string) ?? '';
+            setup.embeddedCallTimeoutMs = (loaded.get('embeddedCallTimeoutMs').composite as number) ?? 0;
+            setup.kernelName = ((loaded.get('kernelName').composite as string) ?? '').trim() || 'tslab';
+          };
+          read();
+          loaded.changed.connect(read);
+        })
+        .catch(reason => console.error(`NanoResearch: settings could not be loaded: ${reason}`));
+    }
     tracker.forEach(panel => new StageCellWatcher(panel, bridge));
     tracker.widgetAdded.connect((_, panel) => new StageCellWatcher(panel, bridge));
 
@@ -135,7 +201,24 @@ const stageCellsPlugin: JupyterFrontEndPlugin<void> = {
           }
           topic = answer.value.trim();
         }
-        insertStageCell(panel, stage, topic, bridge.author());
+        insertStageCell(panel, stage, topic, bridge.author(), setup);
+        if (!hasSetup) {
+          // A notebook getting its first stage cell runs them in the TypeScript kernel.
+          const specs = Object.keys(app.serviceManager.kernelspecs.specs?.kernelspecs ?? {});
+          void ensureStageKernel(panel, setup.kernelName, specs).then(
+            choice => {
+              if (choice === 'switched') {
+                Notification.info(`Stage cells run in the TypeScript kernel: this notebook now uses ${setup.kernelName}.`, { autoClose: 5000 });
+              } else if (choice === 'missing') {
+                Notification.warning(
+                  `The kernel '${setup.kernelName}' that runs stage cells is not installed: run \`npm run setup\` in the NanoResearch repository (it registers tslab), then pick it in Kernel › Change Kernel.`,
+                  { autoClose: false }
+                );
+              }
+            },
+            reason => Notification.error(`Could not switch this notebook to ${setup.kernelName}: ${reason instanceof Error ? reason.message : String(reason)}`)
+          );
+        }
       }
     });
     if (palette) {
@@ -153,13 +236,14 @@ const stageCardPlugin: JupyterFrontEndPlugin<void> = {
   autoStart: true,
   requires: [IRenderMimeRegistry],
   optional: [IFeedbackService],
-  activate: (_app: JupyterFrontEnd, rendermime: IRenderMimeRegistry, feedback: IFeedbackService | null) => {
+  activate: (app: JupyterFrontEnd, rendermime: IRenderMimeRegistry, feedback: IFeedbackService | null) => {
     rendermime.addFactory(
       {
         safe: true,
         mimeTypes: [STAGE_MIME_TYPE],
         defaultRank: 0,
-        createRenderer: options => new StageCardRenderer(options.mimeType, feedback)
+        createRenderer: options =>
+          new StageCardRenderer(options.mimeType, feedback, documentOpener(app.commands, options.resolver))
       },
       0
     );
@@ -204,7 +288,7 @@ const labPanelPlugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.openLabPanel, {
       label: 'Open NanoResearch Lab',
       caption: 'Browse and edit skills and memories, see planner adapters, query the store',
-      execute: () => {
+      execute: async args => {
         if (!widget || widget.isDisposed) {
           const created = new MainAreaWidget<LabPanel>({ content: new LabPanel(bridge) });
           created.id = 'nanoresearch-lab-panel';
@@ -216,6 +300,16 @@ const labPanelPlugin: JupyterFrontEndPlugin<void> = {
           app.shell.add(widget, 'main');
         }
         app.shell.activateById(widget.id);
+        // From a learned feedback item: its tab, searched for the memory or skill.
+        const tab = args.tab as 'memories' | 'skills' | undefined;
+        if (tab === 'memories' || tab === 'skills') {
+          await widget.content.showTab(tab);
+          const search = widget.content.node.querySelector<HTMLInputElement>('.jp-nr-search');
+          if (search && typeof args.query === 'string') {
+            search.value = args.query;
+            search.dispatchEvent(new Event('input'));
+          }
+        }
       }
     });
     palette?.addItem({ command: CommandIDs.openLabPanel, category: PALETTE_CATEGORY });
@@ -239,13 +333,19 @@ const sharingPlugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         let path = args.path as string | undefined;
-        if (!path && browser) {
-          const selected = Array.from(browser.selectedItems()).find(item => item.path.endsWith('.ipynb'));
-          path = selected?.path;
+        const selected = browser ? Array.from(browser.selectedItems()).find(item => item.path.endsWith('.ipynb'))?.path : undefined;
+        if (!path && args.fromFileBrowser === true) {
+          // From the file browser's context menu: the notebook right-clicked.
+          path = selected;
         }
         if (!path) {
-          const answer = await InputDialog.getText({ title: 'Notebook to import (path from the server root)', placeholder: 'shared/colleague.ipynb' });
-          if (!answer.button.accept || !answer.value) {
+          // From the palette or the menu: always ask, offering the file browser's selection.
+          const answer = await InputDialog.getText({
+            title: 'Notebook to import (path from the server root)',
+            placeholder: 'shared/colleague.ipynb',
+            text: selected ?? ''
+          });
+          if (!answer.button.accept || !answer.value?.trim()) {
             return;
           }
           path = answer.value.trim();
@@ -254,7 +354,7 @@ const sharingPlugin: JupyterFrontEndPlugin<void> = {
           const counts = await bridge
             .clientFor(panel)
             .call<IImportCounts>('notebook.import', { path: kernelRelativePath(panel.context.path, path) });
-          Notification.success(describeImport(path, counts), { autoClose: 6000 });
+          Notification.success(describeImport(path, counts), { autoClose: 8000 });
           return counts;
         } catch (reason) {
           Notification.error(`Import of ${path} failed: ${reason instanceof Error ? reason.message : String(reason)}`);
@@ -263,7 +363,12 @@ const sharingPlugin: JupyterFrontEndPlugin<void> = {
       }
     });
     palette?.addItem({ command: CommandIDs.importNotebook, category: PALETTE_CATEGORY });
-    app.contextMenu.addItem({ command: CommandIDs.importNotebook, selector: '.jp-DirListing-item[data-file-type="notebook"]', rank: 60 });
+    app.contextMenu.addItem({
+      command: CommandIDs.importNotebook,
+      args: { fromFileBrowser: true },
+      selector: '.jp-DirListing-item[data-file-type="notebook"]',
+      rank: 60
+    });
   }
 };
 

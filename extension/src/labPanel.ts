@@ -31,13 +31,54 @@ const TABS: Array<[Tab, string]> = [
   ['sql', 'SQL']
 ];
 
-/** The result rows as a table (columns in the order the query gave them). */
+/** The result rows as a table (columns in the order the query gave them); JSON values fold open. */
 export function sqlTable(result: ISqlResult): HTMLTableElement {
   return table(
     result.columns,
-    result.rows.map(row => result.columns.map(column => formatValue(row[column])))
+    result.rows.map(row =>
+      result.columns.map(column => {
+        const value = row[column];
+        return value !== null && typeof value === 'object' ? jsonTree(value as object) : formatValue(value);
+      })
+    )
   );
 }
+
+/** Characters of a folded JSON value's one-line preview. */
+const JSON_PREVIEW_CHARS = 80;
+
+/**
+ * A JSON value (a JSON column: a trajectory, a planner's output, usage) as a tree that folds:
+ * closed it is one line (its size and the start of its text), open it lists each key or item,
+ * nested objects folding the same way.
+ */
+export function jsonTree(value: object): HTMLElement {
+  const entries: Array<[string, unknown]> = Array.isArray(value) ? value.map((v, i) => [String(i), v]) : Object.entries(value);
+  const size = Array.isArray(value) ? `[${entries.length} item${entries.length === 1 ? '' : 's'}]` : `{${entries.length} key${entries.length === 1 ? '' : 's'}}`;
+  const text = JSON.stringify(value);
+  const preview = text.length > JSON_PREVIEW_CHARS ? `${text.slice(0, JSON_PREVIEW_CHARS - 1)}…` : text;
+  return h(
+    'details',
+    { class: 'jp-nr-json' },
+    h('summary', {}, h('span', { class: 'jp-nr-json-size' }, size), ' ', h('span', { class: 'jp-nr-json-preview' }, preview)),
+    h(
+      'ul',
+      { class: 'jp-nr-json-entries' },
+      entries.map(([key, v]) =>
+        h(
+          'li',
+          {},
+          h('span', { class: 'jp-nr-json-key' }, key),
+          ': ',
+          v !== null && typeof v === 'object' ? jsonTree(v as object) : h('span', { class: `jp-nr-json-${v === null ? 'null' : typeof v}` }, JSON.stringify(v))
+        )
+      )
+    )
+  );
+}
+
+/** Thrown (and caught) when a tab's data arrives after another tab was asked for. */
+const STALE = Symbol('stale tab request');
 
 export class LabPanel extends Widget {
   constructor(private readonly bridge: INanoBridge) {
@@ -67,24 +108,37 @@ export class LabPanel extends Widget {
       button.classList.toggle('jp-mod-current', button.dataset.tab === tab);
     }
     this.content.textContent = '';
+    // Only the last tab asked for is drawn: an earlier one's answer arriving later is dropped.
+    const request = ++this.requests;
+    const current = <T>(value: T): T | never => {
+      if (request !== this.requests) {
+        throw STALE;
+      }
+      return value;
+    };
     if (tab === 'sql') {
       this.renderSql();
       return;
     }
     try {
       if (tab === 'skills') {
-        this.renderSkills(await this.call<Skill[]>('skills.list', {}));
+        this.renderSkills(current(await this.call<Skill[]>('skills.list', {})));
       } else if (tab === 'memories') {
-        this.renderMemories(await this.call<Memory[]>('memories.list', {}));
+        this.renderMemories(current(await this.call<Memory[]>('memories.list', {})));
       } else if (tab === 'models') {
-        this.renderModels(await this.call<IModelsReport>('models.list', {}));
+        this.renderModels(current(await this.call<IModelsReport>('models.list', {})));
       } else {
-        this.renderAdapters(await this.call<Array<Record<string, unknown>>>('adapters.list', {}));
+        this.renderAdapters(current(await this.call<Array<Record<string, unknown>>>('adapters.list', {})));
       }
     } catch (reason) {
+      if (reason === STALE) {
+        return;
+      }
       this.setStatus(reason instanceof Error ? reason.message : String(reason), true);
     }
   }
+
+  private requests = 0;
 
   private call<T>(method: string, params: unknown): Promise<T> {
     const panel = this.bridge.currentPanel();

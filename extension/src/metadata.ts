@@ -61,7 +61,8 @@ export function setStageMetadata(cell: IMetadataHost, next: CellMetadata): void 
 
 /**
  * Applies a stage bundle that arrived in the cell's output: status, ids, and any feedback the
- * store already holds (given in code, or synced earlier) that the cell does not know yet.
+ * store already holds (given in code, or synced earlier) that the cell does not know yet, or
+ * still shows as unsynced.
  * Returns the new metadata, or undefined when nothing changed.
  */
 export function applyBundle(current: CellMetadata, bundle: StageBundle): CellMetadata | undefined {
@@ -79,6 +80,9 @@ export function applyBundle(current: CellMetadata, bundle: StageBundle): CellMet
     next.planner_call = null;
   }
   const known = new Set(next.feedback.map(f => f.id));
+  const inStore = new Set((bundle.feedback ?? []).map(f => f.id));
+  // The bundle lists what the store holds: an entry it lists is synced, whatever the cell said.
+  next.feedback = next.feedback.map(f => (!f.synced && inStore.has(f.id) ? { ...f, synced: true } : f));
   for (const f of bundle.feedback ?? []) {
     if (!known.has(f.id)) {
       next.feedback.push({ ...f, synced: true });

@@ -12,6 +12,8 @@ export interface IImportCounts {
   feedback: number;
   skipped: number;
   warnings?: string[];
+  /** The kernel's own sentence, saying exactly why when nothing was added (newer kernels). */
+  summary?: string;
 }
 
 /** The path of `target` as the kernel of the notebook at `notebookPath` sees it. */
@@ -22,6 +24,9 @@ export function kernelRelativePath(notebookPath: string, target: string): string
 
 /** One line for the notification after an import. */
 export function describeImport(path: string, counts: IImportCounts): string {
+  if (counts.summary) {
+    return counts.summary;
+  }
   const parts = [
     `${counts.stageRuns} stage run${counts.stageRuns === 1 ? '' : 's'}`,
     `${counts.plannerCalls} planner call${counts.plannerCalls === 1 ? '' : 's'}`,

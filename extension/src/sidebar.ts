@@ -1,12 +1,15 @@
 /**
  * The feedback sidebar: every stage cell of the current notebook with its feedback thread and
- * a box to add more. What is typed survives re-renders (drafts are kept per cell).
+ * a box to add more. Each entry says whether the store has it and what was learned from it
+ * (queued, learning, learned with links, failed with Retry). What is typed survives re-renders
+ * (drafts are kept per cell).
  */
 import type { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 import { FEEDBACK_SIDEBAR_ID, STAGE_LABELS } from './constants';
 import { h } from './dom';
+import { learningActions, renderLearning } from './learning';
 import type { FeedbackEntry } from './metadata';
 import type { IFeedbackService, IStageCellInfo } from './tokens';
 
@@ -137,9 +140,15 @@ export class FeedbackSidebar extends Widget {
   }
 
   private renderEntry(entry: FeedbackEntry): HTMLElement {
+    const learning = this.service.learningOf(entry.id);
     return h(
       'li',
-      { class: `jp-nr-entry${entry.synced ? '' : ' jp-nr-pending'}`, 'data-feedback-id': entry.id, 'data-synced': String(entry.synced) },
+      {
+        class: `jp-nr-entry${entry.synced ? '' : ' jp-nr-pending'}`,
+        'data-feedback-id': entry.id,
+        'data-synced': String(entry.synced),
+        'data-learning': learning?.status
+      },
       h(
         'div',
         { class: 'jp-nr-entry-meta' },
@@ -147,11 +156,12 @@ export class FeedbackSidebar extends Widget {
         h('span', { class: 'jp-nr-entry-time', title: entry.created_at }, shortTime(entry.created_at)),
         h(
           'span',
-          { class: 'jp-nr-entry-sync', title: entry.synced ? 'In the store' : 'Kept in the notebook; sent when the kernel runs' },
-          entry.synced ? '✓' : '● pending'
+          { class: 'jp-nr-entry-sync', title: entry.synced ? 'In the store (and an SDPO example where the plan was the planner\'s)' : 'Kept in the notebook; sent when the kernel runs' },
+          entry.synced ? '✓ stored' : '● pending'
         )
       ),
-      h('div', { class: 'jp-nr-entry-text' }, entry.text)
+      h('div', { class: 'jp-nr-entry-text' }, entry.text),
+      renderLearning(learning, learningActions(this.service))
     );
   }
 

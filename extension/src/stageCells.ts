@@ -6,7 +6,8 @@
  */
 import { Notification } from '@jupyterlab/apputils';
 import type { Cell, ICellModel, ICodeCellModel } from '@jupyterlab/cells';
-import type { NotebookPanel } from '@jupyterlab/notebook';
+import { NotebookActions, type NotebookPanel } from '@jupyterlab/notebook';
+import { Signal } from '@lumino/signaling';
 import type { PlannerCall, StageRun } from '@nanoresearch/schema';
 import { CELL_METADATA_KEY, STAGES, STAGE_LABELS, STAGE_MIME_TYPE, StageName } from './constants';
 import {
@@ -17,7 +18,8 @@ import {
   setStageMetadata,
   withTrajectory
 } from './metadata';
-import { isSetupSource, setupCode, stageCode } from './templates';
+import { renderStartingCard, statusLabel, tickClocks } from './card';
+import { isSetupSource, setupCode, stageCode, type ISetupDefaults } from './templates';
 import type { INanoBridge } from './tokens';
 
 /** What `stage.get` answers. */
@@ -40,7 +42,13 @@ export function nextStage(stages: StageName[]): StageName {
  * Inserts a stage cell below the active cell, and the set-up cell at the top if the notebook
  * has none. Returns the index of the new stage cell.
  */
-export function insertStageCell(panel: NotebookPanel, stage: StageName, topic: string, author?: string): number {
+export function insertStageCell(
+  panel: NotebookPanel,
+  stage: StageName,
+  topic: string,
+  author?: string,
+  defaults: ISetupDefaults = {}
+): number {
   const notebook = panel.content;
   const model = panel.model;
   if (!model) {
@@ -50,9 +58,9 @@ export function insertStageCell(panel: NotebookPanel, stage: StageName, topic: s
   if (!cells.some(cell => isSetupSource(cell.sharedModel.getSource()))) {
     const first = cells[0];
     if (first && first.type === 'code' && first.sharedModel.getSource().trim() === '') {
-      first.sharedModel.setSource(setupCode(topic));
+      first.sharedModel.setSource(setupCode(topic, defaults));
     } else {
-      model.sharedModel.insertCell(0, { cell_type: 'code', source: setupCode(topic), metadata: {} });
+      model.sharedModel.insertCell(0, { cell_type: 'code', source: setupCode(topic, defaults), metadata: {} });
     }
     if (notebook.activeCellIndex < 0) {
       notebook.activeCellIndex = 0;
@@ -67,6 +75,30 @@ export function insertStageCell(panel: NotebookPanel, stage: StageName, topic: s
   notebook.activeCellIndex = index;
   notebook.mode = 'command';
   return index;
+}
+
+/** What `ensureStageKernel` did. */
+export type KernelChoice = 'kept' | 'switched' | 'missing';
+
+/**
+ * Puts a notebook on the kernel stage cells run in (TypeScript, tslab): a new notebook starts on
+ * whatever kernel the launcher or the default picked (often JavaScript or Python), or none.
+ * `available` lists the kernelspec names the server has; without `kernelName` among them nothing
+ * changes ('missing', for the caller to say how to register it).
+ */
+export async function ensureStageKernel(panel: NotebookPanel, kernelName: string, available: readonly string[]): Promise<KernelChoice> {
+  const session = panel.sessionContext;
+  // Not `ready`: for a notebook on "No Kernel" that resolves only once a kernel starts.
+  await session.initialize();
+  const current = session.session?.kernel?.name;
+  if (current === kernelName) {
+    return 'kept';
+  }
+  if (!available.includes(kernelName)) {
+    return 'missing';
+  }
+  await session.changeKernel({ name: kernelName });
+  return 'switched';
 }
 
 /**
@@ -87,6 +119,19 @@ export class StageCellWatcher {
       return;
     }
     Array.from(model.cells).forEach(cell => this.watchCell(cell));
+    // A stage cell shows a card from the moment it is run, before the kernel's first one arrives.
+    NotebookActions.executionScheduled.connect((_, { notebook, cell }) => {
+      if (notebook === this.panel.content) {
+        this.showStarting(cell);
+      }
+    }, this);
+    NotebookActions.executed.connect((_, { notebook, cell }) => {
+      if (notebook === this.panel.content) {
+        this.clearStarting(cell.model);
+      }
+    }, this);
+    // The notebook's actions are global signals: this watcher stops listening when its notebook closes.
+    this.panel.disposed.connect(() => Signal.disconnectReceiver(this));
     model.cells.changed.connect((_, change) => {
       if (change.type === 'add' || change.type === 'set') {
         change.newValues.forEach(cell => this.watchCell(cell));
@@ -116,12 +161,45 @@ export class StageCellWatcher {
     outputs.stateChanged.connect(onOutputs);
   }
 
+  /** The "starting" card of a stage cell just run, with its clock moving, and the badge saying so. */
+  private showStarting(cell: Cell): void {
+    const metadata = getStageMetadata(cell.model);
+    if (!metadata || cell.model.type !== 'code') {
+      return;
+    }
+    this.clearStarting(cell.model);
+    const card = renderStartingCard(metadata.stage, Date.now());
+    const host = cell.node.querySelector(':scope > .jp-Cell-outputWrapper') ?? cell.node;
+    host.appendChild(card);
+    const timer = window.setInterval(() => tickClocks(card), 1000);
+    this.starting.set(cell.model, () => {
+      window.clearInterval(timer);
+      card.remove();
+    });
+    this.phases.set(cell.model, 'starting');
+    this.refreshBadges();
+  }
+
+  private clearStarting(cell: ICellModel): void {
+    const clear = this.starting.get(cell);
+    if (clear) {
+      this.starting.delete(cell);
+      clear();
+      if (this.phases.get(cell) === 'starting') {
+        this.phases.delete(cell);
+        this.refreshBadges();
+      }
+    }
+  }
+
   /** A stage bundle in the outputs updates the metadata (a cell that runs a stage becomes a stage cell). */
   private onOutputs(cell: ICodeCellModel): void {
     const bundle = findBundle(cell.outputs.toJSON() as Array<{ data?: unknown }>, STAGE_MIME_TYPE);
     if (!bundle) {
       return;
     }
+    // The kernel's card is there: the "starting" one goes.
+    this.clearStarting(cell);
     const current = getStageMetadata(cell) ?? newStageMetadata(bundle.stage, this.bridge.author());
     const next = applyBundle(current, bundle);
     if (next) {
@@ -129,6 +207,16 @@ export class StageCellWatcher {
     }
     const latest = next ?? current;
     const finished = bundle.status === 'done' || bundle.status === 'failed';
+    // The badge follows a running stage's phase (retrieving, planning, ...); the metadata keeps 'running'.
+    const phase = finished ? undefined : statusLabel(bundle);
+    if (phase !== this.phases.get(cell)) {
+      if (phase) {
+        this.phases.set(cell, phase);
+      } else {
+        this.phases.delete(cell);
+      }
+      this.refreshBadges();
+    }
     const embedded = latest.trajectory;
     if (finished && (!embedded || embedded.id !== bundle.stage_run_id || embedded.status !== bundle.status)) {
       void this.fetchTrajectory(cell, bundle.stage_run_id);
@@ -187,7 +275,8 @@ export class StageCellWatcher {
         badge.className = 'jp-nr-badge';
         wrapper.appendChild(badge);
       }
-      badge.textContent = `${STAGE_LABELS[metadata.stage]} · ${metadata.status}`;
+      const phase = this.phases.get(widget.model) === 'starting' || metadata.status === 'running' ? this.phases.get(widget.model) : undefined;
+      badge.textContent = `${STAGE_LABELS[metadata.stage]} · ${phase ?? metadata.status}`;
       badge.dataset.status = metadata.status;
     } else if (node.dataset.nanoresearchStage) {
       delete node.dataset.nanoresearchStage;
@@ -198,5 +287,9 @@ export class StageCellWatcher {
   }
 
   private readonly watched = new WeakSet<ICellModel>();
+  /** The phase of each cell whose stage is running in this session ('starting' before the kernel's first card). */
+  private readonly phases = new WeakMap<ICellModel, string>();
+  /** Removes the "starting" card of a cell run but not yet answered. */
+  private readonly starting = new WeakMap<ICellModel, () => void>();
   private readonly fetching = new Set<string>();
 }

@@ -5,13 +5,39 @@
  */
 import { STAGE_LABELS, STAGE_METHODS, StageName } from './constants';
 
+/** What the set-up cell carries from the settings: the quickstart's defaults. */
+export interface ISetupDefaults {
+  /** NANORESEARCH_LITERATURE_SOURCES when the environment does not set it ('' = leave it to the environment). */
+  literatureSources?: string;
+  /** The embedded model's per-call limit in ms when the environment does not set one (0 = none). */
+  embeddedCallTimeoutMs?: number;
+}
+
 /** The set-up code that every stage cell depends on. */
-export function setupCode(topic: string): string {
-  return [
-    'import { Lab } from "@nanoresearch/kernel";',
-    'const lab = await Lab.open();',
-    `const project = await lab.project(${JSON.stringify(topic)});`
-  ].join('\n');
+export function setupCode(topic: string, defaults: ISetupDefaults = {}): string {
+  const lines = ['import { Lab, llmConfigFromEnv } from "@nanoresearch/kernel";'];
+  const sources = defaults.literatureSources?.trim();
+  if (sources) {
+    lines.push(
+      '',
+      '// Literature sources (setting "Literature sources"; "none" = your imported corpus only).',
+      '// NANORESEARCH_LITERATURE_SOURCES set before JupyterLab started wins.',
+      `process.env.NANORESEARCH_LITERATURE_SOURCES ??= ${JSON.stringify(sources)};`
+    );
+  }
+  lines.push('', 'const llm = llmConfigFromEnv();');
+  const timeout = defaults.embeddedCallTimeoutMs;
+  if (timeout && timeout > 0) {
+    lines.push(
+      '// The embedded model gets a per-call limit (setting "Per-call limit of the embedded model"), so a call',
+      '// that runs away stops; NANORESEARCH_LLM_TIMEOUT_MS wins. An endpoint keeps its own limits.',
+      `const lab = await Lab.open({ llm: llm.provider === "local" ? { ...llm, timeoutMs: llm.timeoutMs ?? ${timeout} } : llm });`
+    );
+  } else {
+    lines.push('const lab = await Lab.open({ llm });');
+  }
+  lines.push(`const project = await lab.project(${JSON.stringify(topic)});`);
+  return lines.join('\n');
 }
 
 /** True when a cell's source already opens the lab and a project. */

@@ -8,6 +8,7 @@ import type { ISignal } from '@lumino/signaling';
 import type { CellMetadata } from '@nanoresearch/schema';
 import type { BridgeClient } from './bridge';
 import type { IFlushResult } from './feedback';
+import type { ILearningState } from './learning';
 import type { FeedbackEntry } from './metadata';
 
 /** The kernel bridge of each notebook, and the user's NanoResearch settings. */
@@ -16,8 +17,16 @@ export interface INanoBridge {
   clientFor(panel: NotebookPanel): BridgeClient;
   /** The notebook in focus (or last in focus), if any. */
   currentPanel(): NotebookPanel | null;
-  /** Who gives feedback: the `author` setting, else the Jupyter user's name. */
+  /**
+   * Who gives feedback: the `author` setting, else what the kernel resolved (NANORESEARCH_AUTHOR,
+   * git's user.name, the OS user; see resolveAuthor), remembered from the last kernel that answered.
+   */
   author(): string;
+  /**
+   * Tells the notebook's kernel the `author` setting (so feedback given in code signs the same)
+   * and learns the author it resolves; resolves with it, or with author() when there is no kernel.
+   */
+  resolveAuthor(panel: NotebookPanel): Promise<string>;
   /** Topic of the set-up cell when a command is not given one. */
   defaultTopic(): string;
 }
@@ -46,6 +55,12 @@ export interface IFeedbackService {
   stageCells(panel: NotebookPanel): IStageCellInfo[];
   /** Sends the notebook's unsynced feedback now. */
   syncNow(panel: NotebookPanel): Promise<IFlushResult>;
+  /** The learning state of a feedback item, when the kernel has reported one. */
+  learningOf(feedbackId: string): ILearningState | undefined;
+  /** Queues a failed learning job again, in the kernel of the notebook that holds the feedback. */
+  retryLearning(feedbackId: string): Promise<void>;
+  /** Shows a memory or skill a feedback item produced (the lab panel, searched for it). */
+  openLearned(kind: 'memories' | 'skills', query: string): void;
   /** Emitted when a notebook's stage cells or their feedback change. */
   readonly changed: ISignal<IFeedbackService, NotebookPanel>;
 }

@@ -1,5 +1,6 @@
 import * as path from 'path';
 import type { PlannerCall, StageRun } from '@nanoresearch/schema';
+import { resolveAuthor, setAuthorSetting } from './author';
 import { resolveDisplayWriter, type DisplayWriter } from './display';
 import { recordFeedback } from './feedback';
 import { Lab } from './lab';
@@ -28,6 +29,8 @@ export interface FeedbackAddParams {
 
 type Params = Record<string, unknown>;
 type Method = (lab: Lab, params: Params) => Promise<unknown>;
+/** A method that needs no store: answered without opening a Lab. */
+type LabFreeMethod = (params: Params, env: NodeJS.ProcessEnv) => Promise<unknown>;
 
 /**
  * What the JupyterLab extension calls through execute requests (tslab has no comms):
@@ -40,7 +43,9 @@ export class Bridge {
 
   constructor(
     private readonly options: {
-      /** Opens the lab of a home folder (default Lab.open); called once per home. */
+      /** The Lab the notebook opened, if any (default Lab.lastOpened): the bridge answers with it. */
+      findLab?: () => Lab | undefined;
+      /** Opens the bridge's own lab of a home folder when the notebook has none (default Lab.open); once per home. */
       openLab?: (home: string) => Promise<Lab>;
       /** Where replies go (default: the tslab kernel's display). */
       writer?: DisplayWriter | null;
@@ -76,20 +81,29 @@ export class Bridge {
 
   /** Runs `method` against the process-wide lab and resolves with its JSON result. */
   async call(method: string, params: Params = {}): Promise<unknown> {
+    const labFree = LAB_FREE_METHODS[method];
+    if (labFree) return labFree(params ?? {}, this.options.env ?? process.env);
     const run = METHODS[method];
     if (!run) {
-      throw new Error(`unknown bridge method '${method}': known are ${Object.keys(METHODS).join(', ')}`);
+      throw new Error(`unknown bridge method '${method}': known are ${[...Object.keys(LAB_FREE_METHODS), ...Object.keys(METHODS)].join(', ')}`);
     }
     return run(await this.lab(), params ?? {});
   }
 
-  /** The lab of this process's home ($NANORESEARCH_HOME, else .nanoresearch/), opened once. */
+  /**
+   * The Lab the notebook opened (its set-up cell's `Lab.open`, with the notebook's LLM limits),
+   * else one of the bridge's own at this process's home ($NANORESEARCH_HOME, else
+   * .nanoresearch/), opened once. The bridge's own Lab stores feedback and its learning jobs but
+   * does not run them: they wait for the notebook's Lab, which resumes them when it opens.
+   */
   lab(): Promise<Lab> {
+    const notebookLab = (this.options.findLab ?? Lab.lastOpened)();
+    if (notebookLab) return Promise.resolve(notebookLab);
     const env = this.options.env ?? process.env;
     const home = path.resolve(env.NANORESEARCH_HOME ?? '.nanoresearch');
     let lab = this.labs.get(home);
     if (!lab) {
-      const open = this.options.openLab ?? ((h: string) => Lab.open({ home: h }));
+      const open = this.options.openLab ?? ((h: string) => Lab.open({ home: h, learnInBackground: false }));
       lab = open(home);
       // A failed open is not cached: the next request tries again.
       lab.catch(() => this.labs.delete(home));
@@ -127,7 +141,30 @@ function withoutNulls<T>(row: Record<string, unknown>, keepNull: string[] = []):
   return Object.fromEntries(Object.entries(row).filter(([k, v]) => v !== null || keepNull.includes(k))) as T;
 }
 
+function requireStrings(params: Params, key: string): string[] {
+  const value = params[key];
+  if (!Array.isArray(value) || value.some(v => typeof v !== 'string')) {
+    throw new Error(`parameter '${key}' must be an array of strings`);
+  }
+  return value as string[];
+}
+
+const LAB_FREE_METHODS: Record<string, LabFreeMethod> = {
+  /**
+   * The author of feedback and shared notebooks. `setting` is the JupyterLab `author` setting
+   * ('' when unset): kept for this kernel process, so feedback given in code signs the same way.
+   */
+  'author.resolve': async (params, env) => {
+    if (params.setting !== undefined) {
+      if (typeof params.setting !== 'string') throw new Error("parameter 'setting' must be a string ('' when the setting is empty)");
+      setAuthorSetting(params.setting);
+    }
+    return resolveAuthor({ env });
+  }
+};
+
 const METHODS: Record<string, Method> = {
+  // Stores the feedback and its learning job, then answers: learning runs in the background.
   'feedback.add': async (lab, params) => {
     const p = params as unknown as FeedbackAddParams;
     const result = await recordFeedback(
@@ -140,10 +177,23 @@ const METHODS: Record<string, Method> = {
         origin: p.origin ?? 'sidebar',
         createdAt: p.created_at
       },
-      { llm: lab.llm, memory: lab.memory, skills: lab.skills }
+      { queue: lab.learning }
     );
-    return { id: result.feedback.id, created: result.created, notes: result.updateNotes };
+    return { id: result.feedback.id, created: result.created, learning: result.learning };
   },
+
+  // Which of these feedback ids the store holds, and the learning state of each.
+  'feedback.learning': async (lab, params) => {
+    const ids = requireStrings(params, 'ids');
+    const stored = ids.length
+      ? await lab.store.read(q =>
+          q.all<{ id: string }>(`select id from feedback where id in (${ids.map((_, i) => `$${i + 1}`).join(', ')})`, ids)
+        )
+      : [];
+    return { stored: stored.map(r => r.id), states: await lab.learningStates(ids) };
+  },
+
+  'feedback.retry': async (lab, params) => lab.retryLearning(requireString(params, 'id')),
 
   'stage.get': async (lab, params) => {
     const id = requireString(params, 'stage_run_id');

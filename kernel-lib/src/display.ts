@@ -133,3 +133,78 @@ export function runningMarkdown(bundle: StageBundle): string {
 export function displayTable(table: { markdown: string; html: string }, writer?: DisplayWriter | null): void {
   new LiveDisplay({ writer }).show({ 'text/html': table.html, 'text/markdown': table.markdown });
 }
+
+/** What a finished SDPO round's card shows. */
+export interface TrainingSummary {
+  version: string;
+  steps: number;
+  examples: number;
+  /** Examples the trainer used (some may be too long for the model's context). */
+  examplesUsed?: number;
+  finalLoss: number;
+  meanAdvantage: number;
+  /** The loss at each step, in order (the curve). */
+  losses: number[];
+  wallMs: number;
+  parentVersion?: string | null;
+}
+
+/**
+ * The result card of `lab.train()`: the new adapter's version, steps, examples, final loss and time,
+ * with the loss curve as a small plot (an SVG image, so JupyterLab's HTML sanitizer keeps it in a
+ * reopened notebook), and the same facts as Markdown for plain Jupyter and GitHub.
+ */
+export function trainingCard(summary: TrainingSummary): { html: string; markdown: string } {
+  const seconds = summary.wallMs / 1000;
+  const time = seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+  const used = summary.examplesUsed !== undefined && summary.examplesUsed !== summary.examples ? `${summary.examplesUsed} of ${summary.examples}` : String(summary.examples);
+  const facts: Array<[string, string]> = [
+    ['steps', String(summary.steps)],
+    ['examples', used],
+    ['final loss', summary.finalLoss.toFixed(4)],
+    ['mean advantage', summary.meanAdvantage.toFixed(4)],
+    ['time', time]
+  ];
+  if (summary.parentVersion) facts.push(['continued from', summary.parentVersion]);
+  const plot = summary.losses.length >= 2 ? `<img alt="loss per step" src="data:image/svg+xml;base64,${Buffer.from(lossCurveSvg(summary.losses)).toString('base64')}" style="display:block;margin-top:6px">` : '';
+  const html =
+    `<div class="nanoresearch-training" style="border:1px solid #8884;border-radius:6px;padding:8px 12px;max-width:440px;font-size:13px">` +
+    `<div style="font-weight:600;margin-bottom:4px">Planner adapter ${escapeHtml(summary.version)} trained · the planner now uses it</div>` +
+    `<table style="border-collapse:collapse">${facts.map(([k, v]) => `<tr><td style="padding:1px 12px 1px 0;opacity:.7">${escapeHtml(k)}</td><td style="padding:1px 0">${escapeHtml(v)}</td></tr>`).join('')}</table>` +
+    plot +
+    `</div>`;
+  const markdown =
+    `**Planner adapter ${summary.version} trained** — the planner now uses it.\n\n` +
+    `| ${facts.map(([k]) => k).join(' | ')} |\n| ${facts.map(() => '---').join(' | ')} |\n| ${facts.map(([, v]) => v).join(' | ')} |` +
+    (summary.losses.length ? `\n\nLoss per step: ${summary.losses.map(l => l.toFixed(3)).join(', ')}` : '');
+  return { html, markdown };
+}
+
+/** A small line plot of the loss per step (320×90), axes labelled with the first and last step and the loss range. */
+export function lossCurveSvg(losses: number[]): string {
+  const width = 320;
+  const height = 90;
+  const pad = { left: 44, right: 8, top: 8, bottom: 18 };
+  const min = Math.min(...losses);
+  const max = Math.max(...losses);
+  const span = max - min || 1;
+  const x = (i: number) => pad.left + ((width - pad.left - pad.right) * i) / Math.max(1, losses.length - 1);
+  const y = (v: number) => pad.top + (height - pad.top - pad.bottom) * (1 - (v - min) / span);
+  const points = losses.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
+  const label = (value: number) => (Math.abs(value) >= 100 ? value.toFixed(0) : value.toPrecision(3));
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="10" fill="#888">` +
+    `<line x1="${pad.left}" y1="${pad.top}" x2="${pad.left}" y2="${height - pad.bottom}" stroke="#8888"/>` +
+    `<line x1="${pad.left}" y1="${height - pad.bottom}" x2="${width - pad.right}" y2="${height - pad.bottom}" stroke="#8888"/>` +
+    `<text x="${pad.left - 4}" y="${pad.top + 8}" text-anchor="end">${label(max)}</text>` +
+    `<text x="${pad.left - 4}" y="${height - pad.bottom}" text-anchor="end">${label(min)}</text>` +
+    `<text x="${pad.left}" y="${height - 4}">step 1</text>` +
+    `<text x="${width - pad.right}" y="${height - 4}" text-anchor="end">step ${losses.length}</text>` +
+    `<polyline points="${points}" fill="none" stroke="#2f80ed" stroke-width="2"/>` +
+    `</svg>`
+  );
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, c => `&#${c.charCodeAt(0)};`);
+}

@@ -6,6 +6,8 @@
  * exported for scripts, the CLI, the JupyterLab extension's bridge and tests.
  */
 export { Lab, defaultAuthor, DEFAULT_ARCHETYPE } from './lab';
+export { resolveAuthor, setAuthorSetting } from './author';
+export type { ResolvedAuthor, AuthorSource } from './author';
 export type { LabOptions, ProjectOptions, FeedbackOptions } from './lab';
 export { Project } from './project';
 export type { StageCallOptions, ProjectRunOptions } from './project';
@@ -14,7 +16,7 @@ export { Stage } from './stage';
 export { Store, formatTable, StoreLockedError, StoreVersionError, StoreReadOnlyError } from './store';
 export type { StoreOptions, Queryable, SqlResult, Row } from './store';
 
-export { createLlm, llmConfigFromEnv, LlmError, LlmOutputError, BudgetExceededError } from './llm';
+export { createLlm, llmConfigFromEnv, LlmError, LlmOutputError, BudgetExceededError, CAPABLE_ENDPOINT_HINT } from './llm';
 export type { Llm, LlmConfig, LlmRequest, LlmResponse, Role, Budget, ChatMessage } from './llm';
 
 export { archetypes, getArchetype, validateProfile, renderProfileFor } from './profiles';
@@ -26,8 +28,8 @@ export type { RetrievalQuery, RetrievalResult, Scored } from './retrieval';
 
 export { Planner, buildPlannerInput, fallbackPlan, STAGE_TASKS } from './planner';
 export type { PlanRequest, PlanResult, PlannerAdapter } from './planner';
-export { recordFeedback, sdpoExamples, exportSdpo } from './feedback';
-export type { FeedbackInput, FeedbackResult, FeedbackLearners } from './feedback';
+export { recordFeedback, sdpoExamples, exportSdpo, LearningQueue } from './feedback';
+export type { FeedbackInput, FeedbackResult, FeedbackLearners, LearningState, LearningStatus } from './feedback';
 export { train, listAdapters, activeAdapter, useAdapter, trainerCommand, TrainingError } from './trainer';
 export type { AdapterRecord, ActiveAdapter, TrainOptions, TrainProgress, TrainTarget } from './trainer';
 export { Orchestrator, FULL_SYSTEM, stageRange, loadStageBundle, stageBundle, stageMarkdown } from './orchestrator';

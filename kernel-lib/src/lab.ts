@@ -1,12 +1,12 @@
 import { promises as fs } from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import type { Profile, Project as ProjectRecord } from '@nanoresearch/schema';
+import { resolveAuthor } from './author';
 import { displayTable, type DisplayWriter } from './display';
-import { exportSdpo, recordFeedback, type FeedbackResult } from './feedback';
+import { exportSdpo, LearningQueue, recordFeedback, type FeedbackResult, type LearningState } from './feedback';
 import { stableId, nowIso } from './ids';
 import { Literature } from './literature';
-import { createLlm, llmConfigFromEnv, modelsReport, type Llm, type LlmConfig, type ModelsReport } from './llm';
+import { CAPABLE_ENDPOINT_HINT, createLlm, llmConfigFromEnv, LlmError, LlmOutputError, modelsReport, type Llm, type LlmConfig, type ModelsReport } from './llm';
 import { MemoryBank } from './memory';
 import { Orchestrator, type Ablation, type StageFn, type StageName } from './orchestrator';
 import { archetypes, getArchetype, validateProfile } from './profiles';
@@ -21,8 +21,15 @@ import { activeAdapter, listAdapters, train, useAdapter, type AdapterRecord, typ
 export const DEFAULT_ARCHETYPE = 'evidence-first';
 
 export interface LabOptions {
-  /** Folder of the store and the projects' workspaces (default $NANORESEARCH_HOME, else .nanoresearch/). */
+  /** Folder of the store and the planner's adapters (default $NANORESEARCH_HOME, else .nanoresearch/). */
   home?: string;
+  /**
+   * Folder the projects' workspaces (experiments, results, paper) are created in: default
+   * $NANORESEARCH_WORKSPACES, else `nanoresearch/` in the current folder. In a notebook that is
+   * beside the notebook, a visible folder JupyterLab opens every file of (the store's home is
+   * often hidden or outside the folder JupyterLab serves).
+   */
+  workspaces?: string;
   /** The store file, when it is not `<home>/store.duckdb`. */
   path?: string;
   /** An LLM configuration, or a ready Llm (default: from the environment, see llmConfigFromEnv). */
@@ -33,24 +40,33 @@ export interface LabOptions {
   stages?: Partial<Record<StageName, StageFn>>;
   /** Where stage cards go: undefined = the tslab kernel when there is one, null = nowhere. */
   display?: DisplayWriter | null;
+  /**
+   * Run the background learning from feedback in this Lab (default true). The bridge opens a
+   * Lab of its own with false when the notebook has none yet: that Lab has not the notebook's
+   * LLM limits, so its jobs wait in the store for the notebook's Lab.
+   */
+  learnInBackground?: boolean;
 }
 
 export interface ProjectOptions {
   title?: string;
   /** An archetype name or a full profile; default: the lab's current profile. */
   profile?: string | Profile;
-  /** Folder for experiments and the paper (default <home>/projects/<project id>). */
+  /** Folder for experiments and the paper (default <workspaces>/<topic>-<id>, see LabOptions.workspaces). */
   workspace?: string;
 }
 
 export interface FeedbackOptions {
-  /** Default: $NANORESEARCH_AUTHOR, else the OS user name. */
+  /** Default: the JupyterLab `author` setting, else $NANORESEARCH_AUTHOR, else git's user.name, else the OS user (see resolveAuthor). */
   author?: string;
   /** 'code', 'sidebar' or the notebook it came from (default 'code'). */
   origin?: string;
   /** Makes a resend a no-op (the sidebar sends the id it wrote into the cell metadata). */
   id?: string;
 }
+
+/** Labs open in this process, oldest first: the bridge answers the extension with the notebook's own (see Lab.lastOpened). */
+const openLabs: Lab[] = [];
 
 /**
  * The notebook's entry point: one researcher's store, LLM, skill bank, memory and projects.
@@ -64,8 +80,12 @@ export interface FeedbackOptions {
  */
 export class Lab {
   readonly orchestrator: Orchestrator;
+  /** Learning from feedback, in the background (see feedback/learning.ts). */
+  readonly learning: LearningQueue;
   private readonly stageOverrides: Partial<Record<StageName, StageFn>>;
   private readonly displayWriter: DisplayWriter | null | undefined;
+  /** Where new projects' workspaces are created (LabOptions.workspaces). */
+  private readonly workspaces: string;
 
   private constructor(
     /** Folder of the store and the workspaces. */
@@ -80,6 +100,7 @@ export class Lab {
   ) {
     this.stageOverrides = options.stages ?? {};
     this.displayWriter = options.display;
+    this.workspaces = path.resolve(options.workspaces ?? process.env.NANORESEARCH_WORKSPACES ?? 'nanoresearch');
     this.orchestrator = new Orchestrator({
       store,
       llm,
@@ -89,6 +110,19 @@ export class Lab {
       activeAdapter: () => activeAdapter(store),
       display: options.display
     });
+    this.learning = new LearningQueue(store, { llm, memory, skills }, {
+      run: options.learnInBackground !== false,
+      isBusy: () => this.orchestrator.busy,
+      describe: error => describeLlmFailure(error, llm)
+    });
+  }
+
+  /**
+   * The Lab most recently opened in this process and not closed: in a notebook kernel, the one
+   * the set-up cell opened, with the notebook's LLM configuration and limits.
+   */
+  static lastOpened(): Lab | undefined {
+    return openLabs[openLabs.length - 1];
   }
 
   /** Opens (creating if needed) the store under `home` and sets the lab up. */
@@ -99,7 +133,11 @@ export class Lab {
       const llm = isLlm(options.llm) ? options.llm : createLlm(options.llm ?? llmConfigFromEnv(), store);
       const skills = await SkillBank.open(store);
       const memory = new MemoryBank(store);
-      return new Lab(home, store, llm, skills, memory, options);
+      const lab = new Lab(home, store, llm, skills, memory, options);
+      openLabs.push(lab);
+      // Resume learning jobs a dead kernel left unfinished, and any still queued.
+      lab.learning.kick();
+      return lab;
     } catch (error) {
       await store.close();
       throw error;
@@ -161,7 +199,7 @@ export class Lab {
         title: options.title?.trim() || cleanTopic,
         topic: cleanTopic,
         profile_id: profile.id,
-        workspace: path.resolve(options.workspace ?? path.join(this.home, 'projects', id)),
+        workspace: path.resolve(options.workspace ?? path.join(this.workspaces, workspaceName(cleanTopic, id))),
         status: 'active',
         created_at: now,
         updated_at: now
@@ -184,13 +222,31 @@ export class Lab {
     return result.rows;
   }
 
-  /** Feedback on a stage run (see Stage.feedback); idempotent by `options.id`. */
+  /**
+   * Feedback on a stage run (see Stage.feedback); idempotent by `options.id`. Returns once the
+   * feedback is stored; learning from it runs in the background (`learningStates`, `learningIdle`).
+   */
   async feedback(stageRunId: string, text: string, options: FeedbackOptions = {}): Promise<FeedbackResult> {
     return recordFeedback(
       this.store,
       { stageRunId, text, author: options.author ?? defaultAuthor(), origin: options.origin ?? 'code', id: options.id },
-      { llm: this.llm, memory: this.memory, skills: this.skills }
+      { queue: this.learning }
     );
+  }
+
+  /** The learning state (queued, learning, learned, failed) of each feedback id; null where there is no job. */
+  learningStates(feedbackIds: string[]): Promise<Record<string, LearningState | null>> {
+    return this.learning.states(feedbackIds);
+  }
+
+  /** Queues a failed learning job again (only the failed steps run). */
+  retryLearning(feedbackId: string): Promise<LearningState> {
+    return this.learning.retry(feedbackId);
+  }
+
+  /** Resolves when no learning job is left that this Lab can run now. */
+  learningIdle(): Promise<void> {
+    return this.learning.idle();
   }
 
   /** Writes the SDPO training examples (JSON Lines) to `file`; returns how many. */
@@ -244,8 +300,11 @@ export class Lab {
     return importNotebook(this, notebookPath);
   }
 
-  /** Releases the store file. */
+  /** Stops background learning (an unfinished job is resumed by the next Lab) and releases the store file. */
   async close(): Promise<void> {
+    const index = openLabs.indexOf(this);
+    if (index >= 0) openLabs.splice(index, 1);
+    await this.learning.close();
     await this.store.close();
   }
 
@@ -262,14 +321,31 @@ export class Lab {
   }
 }
 
-/** Who gives feedback when the caller does not say: $NANORESEARCH_AUTHOR, else the OS user. */
+/** Who gives feedback when the caller does not say (see resolveAuthor for the order). */
 export function defaultAuthor(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.NANORESEARCH_AUTHOR?.trim()) return env.NANORESEARCH_AUTHOR.trim();
-  try {
-    return os.userInfo().username || 'researcher';
-  } catch {
-    return 'researcher';
-  }
+  return resolveAuthor({ env }).author;
+}
+
+/**
+ * A learning step's error as the sidebar shows it: what happened, and with the embedded model,
+ * how to use a capable one (the real fix for a small model's malformed or slow answers).
+ */
+function describeLlmFailure(error: unknown, llm: Llm): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const modelCaused = error instanceof LlmError || error instanceof LlmOutputError;
+  return modelCaused && llm.config.provider === 'local' ? `${message}. ${CAPABLE_ENDPOINT_HINT}` : message;
+}
+
+/** A project's folder name: its topic in a few words (readable in the file browser), then its id's tail (unique). */
+export function workspaceName(topic: string, projectId: string): string {
+  const words = topic
+    .toLowerCase()
+    .normalize('NFKD')
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 48)
+    .replace(/-+$/, '');
+  return `${words || 'project'}-${projectId.slice(-6)}`;
 }
 
 function isLlm(value: LlmConfig | Llm | undefined): value is Llm {

@@ -65,7 +65,8 @@ export class Stage {
 
   /**
    * Gives feedback on this stage: stored (linked to the planner call, so it becomes an SDPO
-   * example), learned from (memories, skills), and shown on the stage card.
+   * example) and shown on the stage card at once; learning from it (memories, skills) runs in
+   * the background (`result.learning`, `lab.learningStates([id])`, `await lab.learningIdle()`).
    */
   async feedback(text: string, options: { author?: string; id?: string } = {}): Promise<FeedbackResult> {
     const result = await this.lab.feedback(this.id, text, { ...options, origin: 'code' });

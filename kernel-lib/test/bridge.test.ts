@@ -2,6 +2,7 @@
  * The kernel side of the extension's bridge: methods run against a real Lab (temporary store,
  * scripted LLM server) and their replies are displayed through an injected writer.
  */
+import { resolveAuthor } from '../src/author';
 import { Bridge, BRIDGE_MIME_TYPE, type BridgePayload } from '../src/bridge';
 import type { DisplayMessage } from '../src/display';
 import { schemaErrors } from '../src/validate';
@@ -98,6 +99,54 @@ describe('bridge.respond', () => {
     await bridge.respond('stage.get', { stage_run_id: 'sr_missing' });
     expect(lastPayload().error).toMatch(/no stage run 'sr_missing'/);
     expect(replies[replies.length - 1].data['text/plain']).toMatch(/^bridge stage.get: no stage run/);
+  });
+
+  it('answers feedback.add at once and reports the learning state (queued → learned) and which ids the store holds', async () => {
+    const params = { stage_run_id: stageRunId, id: 'fb_sidebar_learn', text: 'Prefer CPU-only methods.', author: 'ana', origin: 'notebook:study.ipynb' };
+    const started = Date.now();
+    await bridge.respond('feedback.add', params, 'br_l1');
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(lastPayload().result).toMatchObject({ id: 'fb_sidebar_learn', created: true, learning: { status: expect.stringMatching(/^(queued|learning)$/) } });
+    await t.lab.learningIdle();
+    await bridge.respond('feedback.learning', { ids: ['fb_sidebar_learn', 'fb_not_sent_yet'] }, 'br_l2');
+    expect(lastPayload().result).toEqual({
+      stored: ['fb_sidebar_learn'],
+      states: { fb_sidebar_learn: expect.objectContaining({ status: 'learned', error: null, memories: [], skills: [] }), fb_not_sent_yet: null }
+    });
+    // Retry is only for a failed job.
+    await bridge.respond('feedback.retry', { id: 'fb_sidebar_learn' });
+    expect(lastPayload().error).toMatch(/is learned, not failed/);
+    await bridge.respond('feedback.learning', { ids: 'fb_sidebar_learn' });
+    expect(lastPayload().error).toMatch(/'ids' must be an array of strings/);
+  });
+
+  it('answers with the Lab the notebook opened (its LLM limits), not one of its own', async () => {
+    const own = new Bridge({ writer: message => replies.push(message), env: { NANORESEARCH_HOME: '/nonexistent-home' } });
+    // t.lab is the Lab this process opened last, as a notebook's set-up cell would have.
+    expect(await own.lab()).toBe(t.lab);
+  });
+
+  it('resolves the author: the JupyterLab setting, then NANORESEARCH_AUTHOR, then git, then the OS user', async () => {
+    const withEnv = new Bridge({ openLab: async () => t.lab, writer: message => replies.push(message), env: { NANORESEARCH_AUTHOR: 'grace' } });
+    await withEnv.respond('author.resolve', { setting: '' });
+    expect(lastPayload().result).toEqual({ author: 'grace', source: 'NANORESEARCH_AUTHOR' });
+    await withEnv.respond('author.resolve', { setting: ' Ada Lovelace ' });
+    expect(lastPayload().result).toEqual({ author: 'Ada Lovelace', source: 'setting' });
+    // Feedback given in code now signs with the same name as the sidebar's.
+    const result = await t.lab.feedback(stageRunId, 'Cite the benchmark.');
+    expect(result.feedback.author).toBe('Ada Lovelace');
+    await withEnv.respond('author.resolve', { setting: '' });
+    expect(lastPayload().result).toEqual({ author: 'grace', source: 'NANORESEARCH_AUTHOR' });
+    await withEnv.respond('author.resolve', { setting: 3 });
+    expect(lastPayload().error).toMatch(/'setting' must be a string/);
+  });
+
+  it('orders the author sources: setting, NANORESEARCH_AUTHOR, git user.name, OS user', () => {
+    const git = () => 'Grace Hopper';
+    expect(resolveAuthor({ setting: 'Ada', env: { NANORESEARCH_AUTHOR: 'grace' }, git })).toEqual({ author: 'Ada', source: 'setting' });
+    expect(resolveAuthor({ setting: ' ', env: { NANORESEARCH_AUTHOR: ' grace ' }, git })).toEqual({ author: 'grace', source: 'NANORESEARCH_AUTHOR' });
+    expect(resolveAuthor({ setting: '', env: {}, git })).toEqual({ author: 'Grace Hopper', source: 'git' });
+    expect(resolveAuthor({ setting: '', env: {}, git: () => null })).toEqual({ author: require('os').userInfo().username, source: 'os' });
   });
 
   it('fails loudly outside a kernel when no writer is given', async () => {

@@ -145,6 +145,8 @@ export async function openTestLab(
   const displays: TestLab['displays'] = [];
   const lab = await Lab.open({
     home,
+    // Workspaces inside the temporary home, not in the folder jest runs in.
+    workspaces: path.join(home, 'projects'),
     llm: { provider: 'openai', baseURL: server.url, apiKey: 'test-key', models: MODELS, prices: FREE, maxRetries: 0, ...options.llm },
     stages: { ...allStages(trivialStage(log)), ...options.stages?.(log) },
     display: (message, update) => displays.push({ data: message.data, displayId: message.transient.display_id, update }),

@@ -2,9 +2,11 @@
  * The notebook API: Lab.open, profiles, projects, sql, author defaults, and the kernel display
  * detection (tslab's writer is used only when the kernel loaded it).
  */
+import { promises as fs } from 'fs';
 import * as path from 'path';
 import { STAGE_MIME_TYPE, type StageBundle } from '@nanoresearch/schema';
-import { Lab, defaultAuthor } from '../src/lab';
+import { Lab, defaultAuthor, workspaceName } from '../src/lab';
+import { resolveAuthor } from '../src/author';
 import { StageDisplay, kernelDisplayWriter, type DisplayMessage } from '../src/display';
 import { openTestLab, type TestLab } from './lab-fixture';
 
@@ -39,13 +41,14 @@ describe('Lab', () => {
     await expect(t.lab.useProfile({ id: 'p', name: 'P' } as never)).rejects.toThrow(/research/);
   });
 
-  test('project() gets or creates by topic and profile, with the workspace under home', async () => {
+  test('project() gets or creates by topic and profile, with a readable workspace in the workspaces folder', async () => {
     t = await openTestLab();
     const a = await t.lab.project('Tabular  classification with small MLPs', { title: 'MLPs' });
     const b = await t.lab.project('Tabular classification with small MLPs');
     expect(b.id).toBe(a.id);
     expect(b.title).toBe('MLPs');
-    expect(a.workspace).toBe(path.join(t.home, 'projects', a.id));
+    // openTestLab puts the workspaces under <home>/projects; the name is the topic, then the id's tail.
+    expect(a.workspace).toBe(path.join(t.home, 'projects', `tabular-classification-with-small-mlps-${a.id.slice(-6)}`));
     const other = await t.lab.project('Tabular classification with small MLPs', { profile: 'exploratory' });
     expect(other.id).not.toBe(a.id);
     expect(other.record.profile_id).not.toBe(a.record.profile_id);
@@ -53,6 +56,23 @@ describe('Lab', () => {
     expect(custom.workspace).toBe(path.join(t.home, 'gnn'));
     const count = await t.lab.store.read(q => q.get<{ n: number }>('select count(*) as n from projects'));
     expect(count!.n).toBe(3);
+  });
+
+  test('by default workspaces go to a visible nanoresearch/ folder in the current folder (beside the notebook in a kernel)', async () => {
+    t = await openTestLab();
+    const cwd = process.cwd();
+    process.chdir(t.home);
+    let lab: Lab | undefined;
+    try {
+      lab = await Lab.open({ home: path.join(t.home, '.hidden-home'), llm: t.lab.llm, display: null });
+      const project = await lab.project('Graph neural networks on molecules!');
+      expect(project.workspace).toBe(path.join(await fs.realpath(t.home), 'nanoresearch', `graph-neural-networks-on-molecules-${project.id.slice(-6)}`));
+      expect((await fs.stat(project.workspace)).isDirectory()).toBe(true);
+      expect(workspaceName('   ', 'prj_0123456789')).toBe('project-456789');
+    } finally {
+      await lab?.close();
+      process.chdir(cwd);
+    }
   });
 
   test('sql() returns rows and shows them as a table in a notebook', async () => {
@@ -68,7 +88,9 @@ describe('Lab', () => {
 
   test('the author defaults to NANORESEARCH_AUTHOR, then the OS user', () => {
     expect(defaultAuthor({ NANORESEARCH_AUTHOR: ' grace ' })).toBe('grace');
-    expect(defaultAuthor({})).toBe(require('os').userInfo().username);
+    // Without the variable: git's user.name where git has one, else the OS user.
+    expect(defaultAuthor({})).toBe(resolveAuthor({ env: {} }).author);
+    expect(['git', 'os']).toContain(resolveAuthor({ env: {} }).source);
   });
 });
 

@@ -202,7 +202,7 @@ describe('empty answers', () => {
 
     const cut = await scripted(() => ({ content: '', finishReason: 'length' }));
     await expect(cut.llm.complete({ role: 'writing', messages: user('a'), maxTokens: 4 })).rejects.toThrow(
-      /an empty answer .*: the token limit \(4\) was reached before any text.*Raise maxTokens/
+      /an empty answer .*: the token limit \(4\) was reached before any text.*choose a model that answers directly for this role \(NANORESEARCH_MODEL_<ROLE>, then restart the kernel\)/
     );
     expect(cut.server.chatRequests).toHaveLength(1);
   });

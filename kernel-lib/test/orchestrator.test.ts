@@ -7,6 +7,7 @@ import { getArchetype } from '../src/profiles';
 import type { StageContext, StageFn } from '../src/orchestrator';
 import { schemaErrors } from '../src/validate';
 import { Lab } from '../src/lab';
+import { CAPABLE_ENDPOINT_HINT, LlmOutputError, type Llm } from '../src/llm';
 import { openTestLab, requestText, selectFirstPlanner, shownBundles, trivialStage, type TestLab, type TrivialStageLog } from './lab-fixture';
 
 const TOPIC = 'Tabular classification with small MLPs';
@@ -133,7 +134,7 @@ describe('orchestrator', () => {
     const plan = await project.plan();
     expect(plan.status).toBe('failed');
     expect(plan.error).toBe(
-      'the planning stage needs the output of the ideation stage, which has not completed in this run; run ideation first'
+      'the planning stage needs the output of ideation: ideation has not run in this run; run it first (project.ideate()); then run planning again'
     );
     // Nothing was spent: no planner call, no stage call, no stored plan.
     expect(t.server.chatRequests).toHaveLength(0);
@@ -143,6 +144,50 @@ describe('orchestrator', () => {
 
     await project.ideate();
     expect((await project.plan()).status).toBe('done');
+  });
+
+  test('a stage whose prerequisite failed in this run says why it failed and to rerun it, not "run it first"', async () => {
+    t = await openTestLab({
+      stages: log => ({
+        ideation: trivialStage(log, { status: 'failed', error: 'no hypothesis survived the novelty check' }),
+        planning: Object.assign(trivialStage(log), { requires: ['ideation'] as const })
+      })
+    });
+    const project = await t.lab.project(TOPIC);
+    expect((await project.ideate()).status).toBe('failed');
+    const plan = await project.plan();
+    expect(plan.error).toBe(
+      'the planning stage needs the output of ideation: ideation failed in this run (no hypothesis survived the novelty check); ' +
+        'fix it and rerun it (project.ideate()); then run planning again'
+    );
+    expect(plan.error).not.toMatch(/run it first/);
+  });
+
+  test('a stage the embedded model failed says how to point the lab at a capable endpoint, once', async () => {
+    t = await openTestLab();
+    // The same Llm, reporting the embedded provider (the model itself is not needed to fail).
+    const embedded = Object.create(t.lab.llm, { config: { value: { ...t.lab.llm.config, provider: 'local' } } }) as Llm;
+    const lab = await Lab.open({
+      home: t.home,
+      workspaces: t.home,
+      llm: embedded,
+      display: null,
+      stages: {
+        ideation: async () => {
+          throw new LlmOutputError('ideation_output', ['/hypotheses: must NOT have fewer than 1 items'], '{"hypotheses": []}');
+        }
+      }
+    });
+    try {
+      const idea = await (await lab.project(TOPIC)).ideate();
+      expect(idea.error).toMatch(/^the ideation stage threw: The model's answer does not match the JSON schema "ideation_output"/);
+      expect(idea.error).toContain(`. ${CAPABLE_ENDPOINT_HINT}`);
+      expect(idea.error!.split(CAPABLE_ENDPOINT_HINT)).toHaveLength(2);
+      // The card shows the error once: the summary that repeats it is not a second line.
+      expect(idea.bundle.error).toBe(idea.error);
+    } finally {
+      await lab.close();
+    }
   });
 
   test('a stage left running by a dead process is marked interrupted and run again on resume', async () => {
@@ -187,7 +232,10 @@ describe('orchestrator', () => {
 
     expect(stages).toHaveLength(1);
     expect(stages[0].status).toBe('failed');
-    expect(stages[0].error).toMatch(/^stopped: the run's token budget ran out \(profile max_tokens_per_run 150\)\. LLM budget exceeded .*\(maxTokens\)/);
+    expect(stages[0].error).toMatch(/^stopped: the run's token budget ran out \(profile resources\.max_tokens_per_run 150\): LLM budget exceeded .*\(maxTokens\)/);
+    // The fix it names is a real option (the profile's resources), and the generic advice is not repeated.
+    expect(stages[0].error).toContain('lab.useProfile({ ...profile, resources: { ...profile.resources, max_tokens_per_run: 300 } })');
+    expect(stages[0].error).not.toContain('narrow the task');
     const rows = await t.lab.store.read(q => q.all<StageRun>('select stage, status from stage_runs'));
     expect(rows).toEqual([{ stage: 'ideation', status: 'failed' }]);
     const run = await t.lab.store.read(q => q.get<{ status: string }>('select status from runs'));
@@ -283,7 +331,7 @@ describe('orchestrator', () => {
       expect(Object.keys(d.data).sort()).toEqual(['application/vnd.nanoresearch.stage+json', 'text/markdown']);
     }
     const bundles = shownBundles(t.displays);
-    expect(bundles[0]).toMatchObject({ status: 'running', progress: { step: 'started' } });
+    expect(bundles[0]).toMatchObject({ status: 'running', progress: { phase: 'retrieving' } });
     const last = bundles[bundles.length - 1];
     expect(last).toMatchObject({ status: 'done', stage_run_id: idea.id, summary: 'ideation done', progress: null });
     for (const bundle of bundles) expect(schemaErrors('stage-bundle', bundle)).toEqual([]);

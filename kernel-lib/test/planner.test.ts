@@ -97,26 +97,24 @@ describe('planner', () => {
     expect(validateAgainst(schema, answer)).toEqual([]);
     expect(schemaErrors('planner-output', answer)).toEqual([]);
 
-    // A server that does not enforce the schema and names an id outside the candidates is re-asked with the allowed ids.
-    let asked = 0;
+    // A server that does not enforce the schema and names an id outside the candidates is a model error: no
+    // re-ask (y must be the answer to x itself, or x and y would not be a training pair), the fallback, the reason.
     t = await openTestLab({
-      scripts: {
-        planner: () =>
-          JSON.stringify({ ...answer, selected_skill_ids: asked++ === 0 ? ['invented-skill', 'seed-variance'] : ['seed-variance'], update_skill: [] })
-      }
+      scripts: { planner: () => JSON.stringify({ ...answer, selected_skill_ids: ['invented-skill', 'seed-variance'], update_skill: [] }) }
     });
     const result = await new Planner(t.lab.store, t.lab.llm).plan(request);
     const sent = t.server.chatRequests.filter(r => r.model === 'planner');
-    expect(sent).toHaveLength(2);
-    expect(requestText(sent[1])).toContain('must be one of');
-    expect(result.plan.selected_skill_ids).toEqual(['seed-variance']);
-    expect((await storedCall(t)).fallback).toBeNull();
+    expect(sent).toHaveLength(1);
+    expect(requestText(sent[0])).toContain(buildPlannerInput(request));
+    const call = await storedCall(t);
+    expect(call.fallback).toMatch(/^planner model error, used the top 3 of each: the answer does not match the call's schema: .*must be one of/);
+    expect(result.plan.selected_skill_ids).toEqual(['linear-baseline', 'ablation-grid', 'seed-variance']);
   });
 
-  test('malformed planner output (after the re-ask) falls back to the top 3 with the reason', async () => {
+  test('malformed planner output falls back to the top 3 with the reason, without a re-ask', async () => {
     t = await openTestLab({ scripts: { planner: () => 'I would pick the linear baseline skill.' } });
     const result = await new Planner(t.lab.store, t.lab.llm).plan(request);
-    expect(t.server.chatRequests.filter(r => r.model === 'planner')).toHaveLength(2); // asked, then re-asked once
+    expect(t.server.chatRequests.filter(r => r.model === 'planner')).toHaveLength(1);
     expect(result.plan).toEqual({
       selected_skill_ids: ['linear-baseline', 'ablation-grid', 'seed-variance'],
       selected_memory_ids: ['mem_a', 'mem_b', 'mem_c'],
@@ -125,7 +123,7 @@ describe('planner', () => {
       update_skill: []
     });
     const call = await storedCall(t);
-    expect(call.fallback).toMatch(/^planner model error, used the top 3 of each: The model's answer does not match the JSON schema/);
+    expect(call.fallback).toBe("planner model error, used the top 3 of each: the answer does not match the call's schema: the answer contains no JSON object");
     expect(call.y).toBe('I would pick the linear baseline skill.');
     expect(result.notes).toEqual([call.fallback]);
   });

@@ -1,13 +1,10 @@
 /**
  * The quickstart notebook that `npm start` opens, executed headless the way a user's "Run All"
  * does: the real tslab kernel, the compiled kernel-lib, the embedded models, no LLM endpoint and
- * no network. What must hold on every run: each stage ends with an honest, schema-valid card (done,
- * or failed with a reason), nothing after a failed stage claims results, a done experiment's
- * metrics come from a sandboxed run, a done paper has every number grounded, the feedback becomes
- * a memory and the store records what the cards show. Whether the small model carries every stage
- * to done is what `npm run bench:quickstart` reports (per stage, with times): a greedy 1.5B model
- * does on some topics and not on others, and a test must not depend on its luck.
- *
+ * no network. What must hold: every stage ends `done` with a schema-valid card, the experiment's
+ * metrics come from a sandboxed run whose files are in the workspace, every number of the paper is
+ * grounded, the feedback becomes a memory, training registers an adapter, and the store records
+ * what the cards show. `npm run bench:quickstart` prints the same run's per-stage times. *
  * Needs: scripts/setup (the builds, the tslab kernel in .venv, the models, .venv-experiment).
  * Takes about a quarter of an hour on 2 cores.
  */
@@ -17,6 +14,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { STAGE_MIME_TYPE, STAGES, type StageBundle } from '@nanoresearch/schema';
 import { llmConfigFromEnv, ggufPathFor } from '../src/llm';
+import { quickstartReport } from '../src/bench/quickstart';
 import { checkGrounding } from '../src/grounding';
 import { Store } from '../src/store';
 import { schemaErrors } from '../src/validate';
@@ -52,7 +50,8 @@ const readNotebook = (file: string): Notebook => JSON.parse(readFileSync(file, '
 
 /** The environment of a fresh `npm start`: no LLM endpoint, model, key or literature source configured. */
 function offlineEnv(home: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, NANORESEARCH_HOME: home };
+  // The projects' workspaces go under the test's home, not beside the repository's notebook.
+  const env: NodeJS.ProcessEnv = { ...process.env, NANORESEARCH_HOME: home, NANORESEARCH_WORKSPACES: path.join(home, 'workspaces') };
   for (const name of Object.keys(env)) {
     if (/^(NANORESEARCH_(LLM|MODEL|JSON_MODE|LITERATURE)|OPENAI_)/.test(name)) delete env[name];
   }
@@ -115,7 +114,9 @@ describe('the quickstart notebook run headless with the embedded models', () => 
     process.stdout.write(`quickstart notebook executed in ${(wallMs / 1000).toFixed(1)} s\n`);
   }, EXECUTION_LIMIT_MS + 60_000);
 
-  afterAll(() => {
+  afterAll(async () => {
+    // The same figures `npm run bench:quickstart` prints, so a CI log shows where the time went.
+    if (executed) process.stdout.write(`${await quickstartReport(home, wallMs / 1000)}\n`);
     if (home) rmSync(home, { recursive: true, force: true });
   });
 
@@ -144,41 +145,22 @@ describe('the quickstart notebook run headless with the embedded models', () => 
     expect(wallMs).toBeLessThan(EXECUTION_LIMIT_MS);
   });
 
-  test('every stage cell shows a schema-valid stage card that is done, or failed with a reason', () => {
+  test('every stage cell shows a schema-valid stage card, and every stage is done', () => {
     const byStage = cards();
     expect([...byStage.keys()]).toEqual([...STAGES]);
     for (const [stage, card] of byStage) {
       expect(schemaErrors('stage-bundle', card)).toEqual([]);
       expect(card.stage).toBe(stage);
-      expect(['done', 'failed']).toContain(card.status);
-      if (card.status === 'failed') expect(card.error?.trim()).toBeTruthy();
-    }
-    // The embedded models carry ideation and planning on this topic.
-    expect(byStage.get('ideation')!.status).toBe('done');
-    expect(byStage.get('planning')!.status).toBe('done');
-  });
-
-  test('no stage after a failed one claims results, and it names the stage that failed', () => {
-    const byStage = cards();
-    let failedBefore: string | null = null;
-    for (const stage of STAGES) {
-      const card = byStage.get(stage)!;
-      if (failedBefore) {
-        expect({ stage, status: card.status }).toEqual({ stage, status: 'failed' });
-        expect(card.error).toMatch(/needs the output of|stopped|budget/);
-        expect(card.outputs.metrics ?? []).toEqual([]);
-        expect(card.outputs.overall_score).toBeUndefined();
-      }
-      if (card.status === 'failed') failedBefore ??= stage;
+      expect({ stage, status: card.status, error: card.error }).toEqual({ stage, status: 'done', error: undefined });
     }
   });
 
-  test('a done experiment\'s metrics come from a sandboxed run whose files are in the workspace', async () => {
+  test('the experiment\'s metrics come from a sandboxed run whose files are in the workspace', async () => {
     const run = await withStore(store =>
       store.read(q => q.get<{ output: { metrics: Record<string, Record<string, number>>; metrics_path: string; isolation: { network: string; filesystem: string }; attempts: { exitCode: number | null }[] } }>("select output from stage_runs where stage = 'experiment' and status = 'done'"))
     );
-    if (!run) return expect(cards().get('experiment')!.outputs.metrics ?? []).toEqual([]);
-    const out = run.output;
+    expect(run).toBeDefined();
+    const out = run!.output;
     expect(Object.keys(out.metrics).length).toBeGreaterThan(0);
     expect(out.isolation).toMatchObject({ network: 'none', filesystem: 'workspace-only' });
     expect(out.attempts[out.attempts.length - 1].exitCode).toBe(0);
@@ -189,14 +171,13 @@ describe('the quickstart notebook run headless with the embedded models', () => 
     expect((card.outputs.metrics as unknown[]).length).toBeGreaterThan(0);
   });
 
-  test('a paper written to done has every number grounded in the measured artifacts, and its files', async () => {
+  test('the paper has every number grounded in the measured artifacts, and its files', async () => {
     const writing = await withStore(store =>
       store.read(q => q.get<{ status: string; output: { sections: { name: string; text: string }[]; ungrounded: unknown[]; grounding_artifacts: Parameters<typeof checkGrounding>[1]; paper_path: string; tex_path: string; bib_path: string } | null }>("select status, output from stage_runs where stage = 'writing'"))
     );
-    if (!writing?.output) return;
-    const out = writing.output;
-    // A failed paper names its ungrounded numbers; a done one has none, re-checked here from its sections.
-    if (writing.status === 'failed') return expect(out.ungrounded.length).toBeGreaterThan(0);
+    expect(writing?.status).toBe('done');
+    const out = writing!.output!;
+    // None recorded, and none found when the sections are checked again here.
     expect(out.ungrounded).toEqual([]);
     for (const section of out.sections) expect({ section: section.name, ungrounded: checkGrounding(section.text, out.grounding_artifacts).ungrounded }).toEqual({ section: section.name, ungrounded: [] });
     const project = await withStore(store => store.read(q => q.get<{ workspace: string }>('select workspace from projects')));

@@ -5,7 +5,8 @@ import { Store } from '../src/store';
 import { MemoryBank, memoryId } from '../src/memory';
 import { retrieve } from '../src/retrieval';
 import { stem, tokenize, termKey } from '../src/retrieval/tokenize';
-import { compactPostings } from '../src/retrieval/terms';
+import { forgetTermIndex, termIndexOf, termSnapshotOf } from '../src/retrieval/term-index';
+import type { StageName } from '../src/orchestrator/types';
 
 let dir: string;
 let store: Store;
@@ -150,47 +151,34 @@ describe('retrieve memories', () => {
 });
 
 describe('term tables', () => {
-  const stats = () =>
-    store.read(async q => ({
-      docs: await q.get<{ n_docs: number; total_len: number }>("SELECT n_docs, total_len FROM doc_stats WHERE doc_kind = 'memory'"),
-      df: await q.all<{ term: string; df: number }>("SELECT term, df FROM term_df WHERE doc_kind = 'memory' ORDER BY term"),
-      postings: await q.all<{ term_key: number; n: number }>('SELECT term_key, sum(len(postings))::INTEGER AS n FROM term_postings GROUP BY term_key')
-    }));
-
-  it('keep df and corpus totals equal to a recount after updates, retirement and reactivation', async () => {
-    const a = await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'a', content: 'Adam optimiser with warmup.', tags: ['optim'] }, NOW);
-    await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'b', content: 'Warmup for five epochs.' }, NOW);
-    await bank.update(a.id, { content: 'SGD optimiser with momentum.' });
-    let s = await stats();
-    expect(s.docs).toEqual({ n_docs: 2, total_len: 6 }); // sgd optimiser momentum + warmup five epoch
-    expect(s.df.find(t => t.term === 'warmup')?.df).toBe(1);
-    expect(s.df.find(t => t.term === 'momentum')?.df).toBe(1);
-    expect(s.df.find(t => t.term === 'adam')).toBeUndefined();
-    const recount = await store.read(q =>
-      q.all<{ term_key: number; n: number }>("SELECT term_key, count(*)::INTEGER AS n FROM doc_terms WHERE doc_kind = 'memory' GROUP BY term_key")
+  const indexRows = () =>
+    store.read(q =>
+      q.all<{ doc_id: string; scope: string; len: number; terms: string[]; tfs: number[] }>(
+        "SELECT doc_id, scope, len, terms, tfs FROM doc_index WHERE doc_kind = 'memory' ORDER BY doc_id"
+      )
     );
-    expect(new Map(s.postings.map(p => [Number(p.term_key), p.n]))).toEqual(new Map(recount.map(r => [Number(r.term_key), r.n])));
+
+  it('hold one row per active memory, in step with updates, retirement and reactivation', async () => {
+    const a = await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'a', content: 'Adam optimiser with warmup.', tags: ['optim'] }, NOW);
+    const b = await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'b', content: 'Warmup warmup for five epochs.' }, NOW);
+    await bank.update(a.id, { content: 'SGD optimiser with momentum.' });
+    let rows = await indexRows();
+    expect(rows.map(r => r.doc_id).sort()).toEqual([a.id, b.id].sort());
+    const byId = new Map(rows.map(r => [r.doc_id, r]));
+    expect(byId.get(a.id)).toMatchObject({ scope: 'p1', len: 3 }); // sgd optimiser momentum
+    expect(byId.get(a.id)?.terms).toEqual(expect.arrayContaining(['sgd', 'momentum', '#optim']));
+    expect(byId.get(a.id)?.terms).not.toContain('adam');
+    const warmup = byId.get(b.id)!;
+    expect(warmup.tfs[warmup.terms.indexOf('warmup')]).toBe(2);
 
     await bank.retire(a.id);
-    s = await stats();
-    expect(s.docs?.n_docs).toBe(1);
-    expect(s.df.find(t => t.term === 'momentum')).toBeUndefined();
+    rows = await indexRows();
+    expect(rows.map(r => r.doc_id)).toEqual([b.id]);
     const gone = await retrieve(store, { stage: 'planning', query: 'SGD momentum', projectId: 'p1', now: NOW });
     expect(gone.memories).toEqual([]);
     await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'a', content: 'SGD optimiser with momentum.' }, NOW);
     const back = await retrieve(store, { stage: 'planning', query: 'SGD momentum', projectId: 'p1', now: NOW });
     expect(back.memories.map(m => m.item.id)).toEqual([a.id]);
-  });
-
-  it('compaction merges posting rows without changing results', async () => {
-    for (let i = 0; i < 5; i++) await bank.remember({ kind: 'data_strategy', projectId: 'p1', key: `s${i}`, content: `Cache features of split ${i} to parquet.` }, NOW);
-    const before = await retrieve(store, { stage: 'experiment', query: 'cache parquet features', projectId: 'p1', now: NOW });
-    const rowsBefore = await store.read(q => q.get<{ n: number }>("SELECT count(*)::INTEGER AS n FROM term_postings"));
-    expect(await store.write(q => compactPostings(q, true))).toBe(true);
-    const rowsAfter = await store.read(q => q.get<{ n: number }>("SELECT count(*)::INTEGER AS n FROM term_postings"));
-    expect(rowsAfter!.n).toBeLessThan(rowsBefore!.n);
-    const after = await retrieve(store, { stage: 'experiment', query: 'cache parquet features', projectId: 'p1', now: NOW });
-    expect(after.memories.map(m => [m.item.id, m.score])).toEqual(before.memories.map(m => [m.item.id, m.score]));
   });
 
   it('weight overrides change the order as designed', async () => {
@@ -235,6 +223,96 @@ describe('term index cache', () => {
   });
 });
 
+describe('term index snapshot', () => {
+  const query = { stage: 'ideation' as const, query: 'mixup cutout augmentation tabular', projectId: 'p1', now: NOW };
+  const contents = (r: Awaited<ReturnType<typeof retrieve>>) => r.memories.map(m => [m.item.content, m.breakdown.bm25]);
+  const tick = () => new Promise(resolve => setImmediate(resolve));
+
+  it('is written after a full load; a new cache loads it and catches up with later writes', async () => {
+    await bank.rememberAll([
+      { kind: 'promising_direction', projectId: 'p1', content: 'Mixup augmentation helps small tabular MLPs.' },
+      { kind: 'failed_direction', projectId: 'p1', content: 'Cutout augmentation hurt tabular MLPs.' }
+    ], NOW);
+    await retrieve(store, query);
+    await tick();
+    expect(fs.existsSync(termSnapshotOf(store.path))).toBe(true);
+    await bank.remember({ kind: 'data_strategy', projectId: 'p1', content: 'Tabular augmentation needs care.' }, NOW);
+    forgetTermIndex(store.path);
+    const fromSnapshot = await retrieve(store, query);
+    forgetTermIndex(store.path, { withSnapshot: false });
+    const rebuilt = await retrieve(store, query);
+    expect(fromSnapshot.memories).toHaveLength(3);
+    expect(contents(fromSnapshot)).toEqual(contents(rebuilt));
+  });
+
+  it('rewritten after re-indexing, keeps the lists it never handed out and drops dead documents', async () => {
+    const [mixup] = await bank.rememberAll([
+      { kind: 'promising_direction', projectId: 'p1', key: 'mixup', content: 'Mixup augmentation helps small tabular MLPs.' },
+      { kind: 'failed_direction', projectId: 'p1', content: 'Cutout augmentation hurt tabular MLPs.' },
+      { kind: 'data_strategy', projectId: 'p1', content: 'Quantile normalisation of skewed features.' }
+    ], NOW);
+    await retrieve(store, query);
+    await tick();
+    forgetTermIndex(store.path);
+    // Loaded from the snapshot; the query asks for some terms' lists only, then a re-index leaves a dead slot.
+    await retrieve(store, query);
+    await bank.remember({ kind: 'promising_direction', projectId: 'p1', key: 'mixup', content: 'Mixup augmentation helps small tabular MLPs, with quantile inputs.' }, NOW);
+    const index = termIndexOf(store);
+    await store.read(q => index.sync(q));
+    index.saveSnapshot();
+    forgetTermIndex(store.path);
+    const quantile = { ...query, query: 'quantile normalisation' };
+    const fromSnapshot = await retrieve(store, quantile);
+    forgetTermIndex(store.path, { withSnapshot: false });
+    const rebuilt = await retrieve(store, quantile);
+    expect(contents(fromSnapshot)).toEqual(contents(rebuilt));
+    expect(fromSnapshot.memories.map(m => m.item.id)).toContain(mixup.id);
+    expect(termIndexOf(store).postingCount).toBe(index.postingCount);
+  });
+
+  it('is ignored when it does not match the store (garbage, or totals that disagree)', async () => {
+    await bank.remember({ kind: 'promising_direction', projectId: 'p1', content: 'Mixup augmentation helps small tabular MLPs.' }, NOW);
+    const expected = contents(await retrieve(store, query));
+    await tick();
+    const snapshot = termSnapshotOf(store.path);
+    const good = fs.readFileSync(snapshot);
+    fs.writeFileSync(snapshot, Buffer.concat([good.subarray(0, 40), Buffer.from('garbage')]));
+    forgetTermIndex(store.path);
+    expect(contents(await retrieve(store, query))).toEqual(expected);
+    // A snapshot of the same generation whose totals no longer match doc_index (the store was changed behind its back).
+    await tick();
+    fs.writeFileSync(snapshot, good);
+    await store.write(q => q.run("UPDATE doc_index SET len = len + 1 WHERE doc_kind = 'memory'"));
+    forgetTermIndex(store.path);
+    const reloaded = await retrieve(store, query);
+    expect(reloaded.memories.map(m => m.item.content)).toEqual(['Mixup augmentation helps small tabular MLPs.']);
+  });
+});
+
+describe('same-project boost', () => {
+  const STAGES: StageName[] = ['ideation', 'planning', 'experiment', 'analysis', 'writing', 'review'];
+
+  it('ranks the current project’s memory above global ones of equal text match, in every stage', async () => {
+    const text = 'Prefer gradient boosting baselines on tabular benchmarks.';
+    await bank.rememberAll(
+      [
+        { kind: 'project_context', projectId: 'p1', key: 'mine', content: text },
+        { kind: 'user_profile', key: 'profile', content: text },
+        { kind: 'user_constraint', key: 'constraint', content: text },
+        { kind: 'project_context', projectId: 'p2', key: 'other', content: text }
+      ],
+      NOW
+    );
+    for (const stage of STAGES) {
+      const r = await retrieve(store, { stage, query: 'gradient boosting tabular baselines', projectId: 'p1', now: NOW });
+      expect([stage, [...r.memories.map(m => m.item.key)].sort()]).toEqual([stage, ['constraint', 'mine', 'profile']]);
+      expect([stage, r.memories[0].item.key, r.memories[0].breakdown.projectFactor]).toEqual([stage, 'mine', 1.5]);
+      expect(r.memories.map(m => m.item.key)).not.toContain('other');
+      expect(r.memories.filter(m => m.item.scope === 'global').every(m => m.breakdown.projectFactor === 1)).toBe(true);
+    }
+  });
+});
+
 describe('term index cache under concurrent reads', () => {
   it('gives concurrent retrievals after a write the same, single-counted statistics', async () => {
     const query = { stage: 'ideation' as const, query: 'mixup augmentation', projectId: 'p1', now: NOW };
@@ -242,9 +320,10 @@ describe('term index cache under concurrent reads', () => {
     await retrieve(store, query);
     await bank.remember({ kind: 'promising_direction', projectId: 'p1', content: 'Cutout augmentation hurts tabular MLPs.' }, NOW);
     const results = await Promise.all([retrieve(store, query), retrieve(store, query), retrieve(store, query)]);
-    // A second Store on the same file starts with an empty cache, so it reads the index afresh.
+    // A second Store on the same file shares the cache: drop it (and its snapshot) to read the index afresh.
     const other = await Store.open({ home: dir });
     try {
+      forgetTermIndex(other.path, { withSnapshot: false });
       const fresh = await retrieve(other, query);
       expect(fresh.memories).toHaveLength(2);
       for (const r of results) expect(r.memories.map(m => [m.item.content, m.breakdown.bm25])).toEqual(fresh.memories.map(m => [m.item.content, m.breakdown.bm25]));

@@ -7,6 +7,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Bridge, BRIDGE_MIME_TYPE } from '../src/bridge';
 import { importNotebook, NotebookImportError } from '../src/sharing';
+import { importSummary } from '../src/sharing/import-notebook';
 import { openTestLab, type TestLab } from './lab-fixture';
 
 let colleague: TestLab;
@@ -20,7 +21,7 @@ async function writeSharedNotebook(): Promise<void> {
   const project = await colleague.lab.project('Small MLPs on tabular data');
   stageRunId = (await project.ideate()).id;
   const replies: Array<Record<string, unknown>> = [];
-  const bridge = new Bridge({ openLab: async () => colleague.lab, writer: m => replies.push(m.data) });
+  const bridge = new Bridge({ findLab: () => colleague.lab, writer: m => replies.push(m.data) });
   await bridge.respond('stage.get', { stage_run_id: stageRunId });
   const { stage_run, planner_call } = (replies[0][BRIDGE_MIME_TYPE] as { result: any }).result;
   const notebook = {
@@ -78,6 +79,9 @@ describe('importNotebook', () => {
     const counts = await me.lab.importNotebook(notebookPath);
     expect(counts).toMatchObject({ stageRuns: 1, plannerCalls: 1, feedback: 2, skipped: 1 });
     expect(counts.warnings).toEqual([expect.stringMatching(/^cell 3: invalid nanoresearch metadata/)]);
+    expect(counts.summary).toMatch(new RegExp(`^Imported 1 stage run, 1 planner call, 2 feedback entries from ${notebookPath}\\. 1 cell was skipped: cell 3: invalid`));
+    // Imported feedback is a colleague's: it is stored, not learned from (no job is queued).
+    expect(await count(me, 'learning_jobs')).toBe(0);
     const run = await me.lab.store.read(q => q.get<Record<string, unknown>>('select id, stage, status, origin from stage_runs where id = $1', [stageRunId]));
     expect(run).toEqual({ id: stageRunId, stage: 'ideation', status: 'done', origin: `import:${notebookPath} (ben)` });
     const feedback = await me.lab.store.read(q => q.all<Record<string, unknown>>('select id, author, origin, planner_call_id, created_at from feedback order by id'));
@@ -89,8 +93,30 @@ describe('importNotebook', () => {
   it('adds nothing when the same notebook is imported again', async () => {
     const before = await Promise.all(['stage_runs', 'planner_calls', 'feedback'].map(t => count(me, t)));
     const counts = await importNotebook(me.lab, notebookPath);
-    expect(counts).toMatchObject({ stageRuns: 0, plannerCalls: 0, feedback: 0, skipped: 1 });
+    expect(counts).toMatchObject({ stageRuns: 0, plannerCalls: 0, feedback: 0, skipped: 1, alreadyStored: { stageRuns: 1, plannerCalls: 1, feedback: 2 } });
+    expect(counts.summary).toMatch(
+      /^Nothing new from .*ben-study\.ipynb: all of it \(1 stage run, 1 planner call, 2 feedback entries\) was already in your store\. 1 cell was skipped: cell 3: invalid/
+    );
     expect(await Promise.all(['stage_runs', 'planner_calls', 'feedback'].map(t => count(me, t)))).toEqual(before);
+  });
+
+  it('says exactly why an import added nothing', () => {
+    const none = { stageRuns: 0, plannerCalls: 0, feedback: 0, skipped: 0, warnings: [] };
+    expect(importSummary('a.ipynb', { ...none, alreadyStored: { stageRuns: 3, plannerCalls: 0, feedback: 0 } }, 3)).toBe(
+      'Nothing new from a.ipynb: all 3 stage runs were already in your store.'
+    );
+    expect(importSummary('a.ipynb', { ...none, alreadyStored: { stageRuns: 1, plannerCalls: 0, feedback: 0 } }, 1)).toBe(
+      'Nothing new from a.ipynb: its 1 stage run was already in your store.'
+    );
+    expect(importSummary('a.ipynb', { ...none, alreadyStored: { stageRuns: 0, plannerCalls: 0, feedback: 0 } }, 0)).toBe(
+      "Nothing imported from a.ipynb: it has no NanoResearch stage cells (cells with 'nanoresearch' metadata)."
+    );
+    expect(importSummary('a.ipynb', { ...none, alreadyStored: { stageRuns: 0, plannerCalls: 0, feedback: 0 } }, 2)).toBe(
+      'Nothing imported from a.ipynb: its stage cells carry no trajectory or feedback yet (run them and save the notebook first).'
+    );
+    expect(
+      importSummary('a.ipynb', { ...none, skipped: 1, warnings: ['cell 1: 1 feedback entries skipped: their stage run sr_x is neither embedded in the notebook nor in this store'], alreadyStored: { stageRuns: 0, plannerCalls: 0, feedback: 0 } }, 1)
+    ).toBe('Nothing imported from a.ipynb: 1 cell was skipped: cell 1: 1 feedback entries skipped: their stage run sr_x is neither embedded in the notebook nor in this store.');
   });
 
   it('refuses broken JSON and non-notebooks before writing anything', async () => {
@@ -120,7 +146,7 @@ describe('importNotebook', () => {
 
   it('is reachable through the bridge as notebook.import', async () => {
     const replies: Array<Record<string, unknown>> = [];
-    const bridge = new Bridge({ openLab: async () => me.lab, writer: m => replies.push(m.data) });
+    const bridge = new Bridge({ findLab: () => me.lab, writer: m => replies.push(m.data) });
     await bridge.respond('notebook.import', { path: notebookPath });
     expect((replies[0][BRIDGE_MIME_TYPE] as { result: unknown }).result).toMatchObject({ stageRuns: 0, feedback: 0, skipped: 1 });
   });

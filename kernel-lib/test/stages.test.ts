@@ -11,7 +11,9 @@ import { createLlm } from '../src/llm';
 import type { StageContext, StageName, StageResult } from '../src/orchestrator/types';
 import { analysis, experiment, ideation, planning, review, stageFunctions, writing } from '../src/stages';
 import { MAX_SECTIONS_PER_ROUND } from '../src/stages/review';
-import { withRunIds } from '../src/stages/planning';
+import { withKnownCitations } from '../src/stages/paper';
+import { wholeSentences } from '../src/stages/writing';
+import { withBaselineRuns, withRunIds } from '../src/stages/planning';
 import { UNTRUSTED_SYSTEM_RULE } from '../src/llm/untrusted';
 import type { AnalysisOutput, ExperimentOutput, ReviewOutput, WritingOutput } from '../src/stages';
 import { Store } from '../src/store';
@@ -175,6 +177,22 @@ describe('stage functions', () => {
     expect(log).toHaveLength(3);
   });
 
+  test('planning: a baseline the plan names but never runs gets a run; one already run does not', () => {
+    const log: string[] = [];
+    const plan = {
+      datasets: [{ name: 'iris' }],
+      baselines: [{ name: 'Majority-class baseline' }, { name: 'Logistic regression' }],
+      experiment_matrix: [
+        { run_id: 'nsc_0', method: 'nearest shrunken centroid', dataset: 'iris', seed: 0 },
+        { run_id: 'nsc_1', method: 'nearest shrunken centroid', dataset: 'iris', seed: 1 },
+        { run_id: 'maj', method: 'majority class', dataset: 'iris', seed: 0 }
+      ]
+    } as unknown as ExperimentBlueprint;
+    const planned = withRunIds(withBaselineRuns(plan, log), log);
+    expect(planned.experiment_matrix.slice(3)).toEqual([{ run_id: 'logistic_regression', method: 'Logistic regression', dataset: 'iris', seed: 0 }]);
+    expect(log[0]).toBe('Baseline "Logistic regression" had no run in the matrix: added one on iris.');
+  });
+
   test('planning: blueprint within budget, critique kept, no re-plan for minor issues', async () => {
     const { server, llm } = await team();
     const r = await planning(context('planning', llm, { ideation: chain.ideation }));
@@ -223,7 +241,9 @@ describe('stage functions', () => {
     expect(failed.conditions!.budget).toMatch(/2 min/);
     expect(r.trajectory).toMatch(/Fix that worked/);
     const rows = await store.read(q => q.all<{ path: string; kind: string; sha256: string; bytes: number }>('select path, kind, sha256, bytes from artifacts where stage_run_id = $1 order by path', [ctx.stageRunId]));
-    expect(rows.map(a => a.kind).sort()).toEqual(['code', 'data', 'manifest', 'metrics']);
+    expect(rows.map(a => a.kind).sort()).toEqual(['code', 'data', 'log', 'log', 'manifest', 'metrics']);
+    // Each attempt's whole output is kept for the researcher: the failed one's traceback included.
+    expect(readFileSync(path.join(workspace, out.experiment_dir, 'logs', 'attempt-1.log'), 'utf8')).toMatch(/^# attempt 1: python3 main.py — exit code 1[\s\S]*FileNotFoundError/);
     const metricsRow = rows.find(a => a.kind === 'metrics')!;
     expect(metricsRow.bytes).toBe(readFileSync(path.join(workspace, metricsRow.path)).length);
     expect(r.bundleOutputs.isolation!.some(line => line.startsWith('network:'))).toBe(true);
@@ -232,11 +252,39 @@ describe('stage functions', () => {
 
   test('experiment: a project that never meets the artifact contract fails after the bounded attempts', async () => {
     let version = 0;
-    const { llm } = await team({}, () => fenced(`print("no results written, version ${++version}")\n`));
+    const { llm } = await team({}, req =>
+      // The last attempt's scaffold asks for estimators: this coder names one that does not exist.
+      task(req) === 'experiment-estimators' ? JSON.stringify({ centroid: 'neighbors.NoSuchClassifier()' }) : fenced(`print("no results written, version ${++version}")\n`)
+    );
     const r = await experiment(context('experiment', llm, { ideation: chain.ideation, planning: chain.planning }));
     expect(r.status).toBe('failed');
-    expect(r.error).toMatch(/after 3 attempts: results\/metrics.json was not written/);
+    expect(r.error).toMatch(/after 3 attempts: exited with 1: AttributeError: module 'sklearn.neighbors' has no attribute 'NoSuchClassifier'/);
+    const out = r.output as ExperimentOutput;
+    expect(out.attempts.map(a => a.error)).toEqual(['results/metrics.json was not written', 'results/metrics.json was not written', expect.stringMatching(/NoSuchClassifier/)]);
     expect(r.memories!.filter(m => m.kind === 'failed_direction')).toHaveLength(3);
+  });
+
+  test('experiment: after two failed programs the model only names each run\'s estimator, and the built-in program around them runs', async () => {
+    const { server, llm } = await team({}, req =>
+      task(req) === 'experiment-estimators' ? JSON.stringify({ centroid: 'neighbors.NearestCentroid()' }) : fenced('import missing_module\n')
+    );
+    const r = await experiment(context('experiment', llm, { ideation: chain.ideation, planning: chain.planning }));
+    expect(r.status).toBe('done');
+    const out = r.output as ExperimentOutput;
+    expect(out.attempts.map(a => a.exitCode)).toEqual([1, null, 0]);
+    expect(out.attempts[2].notes).toMatch(/^the model chose the estimators; the program is the built-in scikit-learn pattern/);
+    // Measured by the program in the sandbox, for every run of the plan under the plan's metric names.
+    expect(Object.keys(out.metrics).sort()).toEqual(['centroid', 'majority']);
+    expect(out.metrics.centroid.accuracy).toBeGreaterThan(out.metrics.majority.accuracy);
+    expect(out.manifest).toMatchObject({ dataset: 'data/flowers.csv', config: { test_size: 0.3 } });
+    // Only the non-baseline run was asked for, under a schema the grammar bounds.
+    const asked = server.chatRequests.find(q => task(q) === 'experiment-estimators')!;
+    const schema = (asked.response_format as { json_schema: { schema: { required: string[]; properties: Record<string, { maxLength: number }> } } }).json_schema.schema;
+    expect(schema.required).toEqual(['centroid']);
+    expect(schema.properties.centroid.maxLength).toBeLessThanOrEqual(120);
+    const code = readFileSync(path.join(workspace, out.experiment_dir, 'main.py'), 'utf8');
+    expect(code).toContain('"centroid": (0, neighbors.NearestCentroid()),');
+    expect(code).toContain('"majority": (0, dummy.DummyClassifier(strategy="most_frequent")),');
   });
 
   test('experiment: links the code leaves to paths outside the workspace are refused, never followed', async () => {
@@ -310,15 +358,56 @@ describe('stage functions', () => {
     chain.writing = out;
   });
 
-  test('writing: an invented number is flagged, its sentence rewritten twice at most, and the paper is not done', async () => {
+  test('writing: an invented number is rewritten twice at most, then its sentence is left out and listed; the paper states only grounded numbers', async () => {
     const { server, llm } = await team({ inventNumber: true });
     const r = await writing(context('writing', llm, { ...chain }));
-    expect(r.status).toBe('failed');
-    expect(r.error).toMatch(/^failed: ungrounded numbers: 12\.5% \(abstract/);
-    expect(r.bundleOutputs.ungrounded_numbers).toEqual([expect.stringMatching(/^12\.5% \(abstract, line 1\)/)]);
     // The second pass asks about the same sentence again: answered from the response cache, not paid twice.
     expect(server.chatRequests.filter(q => task(q) === 'revise-section:abstract')).toHaveLength(1);
-    expect((r.output as WritingOutput).rewritten).toEqual(['abstract']);
+    const out = r.output as WritingOutput;
+    expect(out.rewritten).toEqual(['abstract']);
+    expect(out.dropped_sentences).toEqual([{ section: 'abstract', text: expect.stringContaining('12.5% faster') }]);
+    expect(r.bundleOutputs.left_out_sentences).toEqual([expect.stringContaining('12.5% faster')]);
+    expect(r.trajectory).toMatch(/Left out 1 sentence\(s\) whose numbers no artifact holds/);
+    expect(r.status).toBe('done');
+    expect(out.ungrounded).toEqual([]);
+    const md = readFileSync(path.join(workspace, out.paper_path), 'utf8');
+    expect(md).not.toContain('12.5');
+    // The rest of the abstract stays, with its measured numbers.
+    expect(out.sections.find(s => s.name === 'abstract')!.text).toContain('0.8571');
+  });
+
+  test('writing: a section that would be left empty by removing its ungroundable sentences fails the stage, naming the numbers', async () => {
+    const script = researchScript();
+    const boastful: LlmScript = req => (/^(write|revise)-section:conclusion$/.test(task(req)) ? 'It is 42% better than everything.' : script.writing(req));
+    const server = await startScriptedLlmServer(routeByModel({ ...script, writing: boastful }));
+    servers.push(server);
+    const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'test-key', models: ROLE_MODELS, maxRetries: 0 });
+    const r = await writing(context('writing', llm, { ...chain }));
+    expect(r.status).toBe('failed');
+    expect(r.error).toMatch(/^failed: ungrounded numbers: 42% \(conclusion/);
+    expect((r.output as WritingOutput).dropped_sentences).toEqual([]);
+  });
+
+  test('writing: a section keeps whole sentences only, without the heading the model repeated, within its length', () => {
+    expect(wholeSentences('Introduction\n\nClass means are strong baselines. They are cheap.')).toBe('Class means are strong baselines. They are cheap.');
+    expect(wholeSentences('Method The baseline predicts the majority class.')).toBe('The baseline predicts the majority class.');
+    // Not a heading: a sentence that starts with the word.
+    expect(wholeSentences('Methods are compared on one split.')).toBe('Methods are compared on one split.');
+    const looping = 'The method is simple. ' + Array.from({ length: 30 }, (_, i) => `It has also been shown to work on case ${'x'.repeat(i + 1)}.`).join(' ');
+    const cut = wholeSentences(looping, 40);
+    expect(cut.split(/\s+/).length).toBeLessThanOrEqual(40);
+    expect(cut).toMatch(/^The method is simple\. It has also been shown to work on case x\..*\.$/);
+    // The cap never empties a section: its first sentence stays.
+    expect(wholeSentences('One very long first sentence with many words in it.', 3)).toBe('One very long first sentence with many words in it.');
+  });
+
+  test('writing: citations of keys outside the bibliography are taken out, known ones in the same group kept', () => {
+    const known = new Set(['cover1967nearest', 'tibshirani2002diagnosis']);
+    expect(withKnownCitations('Prior rules [@cover1967nearest; @smith2020deep] and centroids [@jones2019].', known)).toEqual({
+      text: 'Prior rules [@cover1967nearest] and centroids.',
+      removed: ['smith2020deep', 'jones2019']
+    });
+    expect(withKnownCitations('Shrunken centroids [@tibshirani2002diagnosis].', known)).toEqual({ text: 'Shrunken centroids [@tibshirani2002diagnosis].', removed: [] });
   });
 
   test('review: per-section scores, overall mean, citations checked against Crossref', async () => {

@@ -123,6 +123,27 @@ describe('migrations', () => {
     expect(await store.read(q => q.all('SELECT id FROM extra'))).toEqual([{ id: 'x' }]);
   });
 
+  it('carries the term rows of a store from before one index row per document (v9) over to doc_index', async () => {
+    const old = await open({ migrations: migrations.filter(m => m.version <= 9) });
+    await old.write(async q => {
+      await q.run(`INSERT INTO memories (id, kind, scope, key, content, importance, confidence, status)
+                   VALUES ('mem_a', 'decision_history', 'p1', 'a', 'Adam warmup warmup.', 0.5, 0.5, 'active')`);
+      await q.run(`INSERT INTO doc_terms VALUES ('memory', 'mem_a', 11, 1, 3), ('memory', 'mem_a', 12, 2, 3), ('skill', 'sk_b', 21, 1, 1)`);
+      await q.run(`INSERT INTO term_df VALUES (11, 'memory', 'adam', 1), (12, 'memory', 'warmup', 1), (21, 'skill', '@always', 1)`);
+    });
+    await old.close();
+    stores.length = 0;
+    const store = await open();
+    expect(await store.read(q => q.all('SELECT doc_kind, doc_id, scope, len, terms, tfs FROM doc_index ORDER BY doc_kind'))).toEqual([
+      { doc_kind: 'memory', doc_id: 'mem_a', scope: 'p1', len: 3, terms: ['adam', 'warmup'], tfs: [1, 2] },
+      { doc_kind: 'skill', doc_id: 'sk_b', scope: 'global', len: 1, terms: ['@always'], tfs: [1] }
+    ]);
+    const left = await store.read(q =>
+      q.all(`SELECT table_name FROM duckdb_tables() WHERE table_name IN ('doc_terms', 'term_postings', 'term_df', 'doc_stats')`)
+    );
+    expect(left).toEqual([]);
+  });
+
   it('rolls a failing migration back and leaves the version as it was', async () => {
     const broken: Migration[] = [
       ...migrations,

@@ -75,7 +75,11 @@ test('a round trains, shows progress in place, registers and activates the adapt
   expect(messages[0].update).toBe(false);
   expect(messages.slice(1).every(m => m.update)).toBe(true);
   expect(String(messages[2].message.data['text/markdown'])).toMatch(/step 2\/3/);
-  expect(String(messages.at(-1)!.message.data['text/markdown'])).toMatch(/done.*now uses v1/);
+  // The progress bar ends as the round's result card: version, the facts, the loss curve.
+  const card = messages.at(-1)!.message.data;
+  expect(String(card['text/markdown'])).toMatch(/^\*\*Planner adapter v1 trained\*\* — the planner now uses it/);
+  expect(String(card['text/markdown'])).toContain('| 3 | 2 of 3 |');
+  expect(String(card['text/html'])).toContain('<img alt="loss per step" src="data:image/svg+xml;base64,');
 
   const active = await activeAdapter(store);
   expect(active).toEqual({ version: 'v1', ggufPath: path.join(home, 'adapters', 'v1', 'adapter.gguf') });

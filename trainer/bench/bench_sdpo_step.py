@@ -1,37 +1,45 @@
-"""One SDPO step, fast vs naive, in the same run: step time, tokens/s, peak memory, and the same loss.
+"""One SDPO step, fast-bf16 vs naive-fp32, interleaved in one run: tokens/s (medians), the loss difference,
+and tokens/s as a fraction of the matmul rate measured on this machine right before each step.
 
-fast  = the trainer's step: every row of the batch in ONE padded forward per context (left-padded prompts,
-        right-padded responses, position ids from the mask), logits only for the response positions
-        (logits_to_keep), teacher under no_grad, bf16 on a GPU (fp32 on CPU).
-naive = a plain reference: one row at a time, two separate forwards per row with full-sequence fp32 logits,
-        gradients accumulated row by row.
-Both use the token-level loss (token-mean over the batch) and must agree within 1e-3 (asserted; on a GPU the
-check runs with both paths in fp32, the timed fast path in bf16). Teacher and student are kept as two
-forwards: merging them into one batch would make the backward pass run over the teacher rows too.
+fast  = the trainer's own step (train.sdpo_backward + AdamW): base weights in bf16 under torch.autocast where
+        the CPU multiplies bf16 natively (AVX512-BF16 / AMX; else fp32), fp32 master LoRA weights, fp32 logits
+        and loss; logits only for the response positions; rows in micro-batches of the size measured fastest
+        (1 on a CPU: no padding, causal attention without a mask); torch threads = the count whose bf16 matmul
+        throughput measured best.
+naive = a plain fp32 reference: one row at a time, two separate forwards per row with full-sequence logits,
+        gradients accumulated row by row, at the thread count whose fp32 matmul measured best.
 
-Timings on a machine shared with other jobs drift between the two measurements; fast and naive run one
-after the other, so compare them only on an otherwise idle machine (or repeat).
+The two run in alternating rounds (fast first in odd rounds, naive first in even ones) so that load on a shared
+machine hits both alike; the figures are medians over the rounds. Loss: both from the same LoRA state; the
+fast path in fp32 must equal naive within 1e-6-ish (same maths), fast-bf16 is reported against it (target 1e-3).
 
-CPU (default): SmolLM2-135M-Instruct dequantised from the embedded GGUF.
-    .venv/bin/python trainer/bench/bench_sdpo_step.py [--batch 4 --prompt-len 256 --response-len 64]
-GPU: random-weight Llama models shaped like Qwen2.5-0.5B and Qwen2.5-7B, bf16 (about 3 minutes on one H100):
-    .venv/bin/python trainer/bench/bench_sdpo_step.py --gpu
+Useful FLOPs of a step (the same count for both paths): 2 * P per teacher token (forward), 4 * P per student
+token (forward + the activation gradient; the base is frozen), P = the transformer's linear weights, plus the
+vocabulary projection at the response positions. Fraction of peak = useful FLOP/s / the matmul FLOP/s of the
+path's dtype and thread count, measured right before each of its timed steps (median): on a shared machine the
+rate an idle-machine peak would promise is not what a step gets.
+
+    npm run bench:trainer                 # CPU: SmolLM2-135M from the embedded GGUF
+    .venv/bin/python trainer/bench/bench_sdpo_step.py [--batch 4 --prompt-len 256 --response-len 64 --rounds 5]
+    .venv/bin/python trainer/bench/bench_sdpo_step.py --gpu   # 0.5B- and 7B-shaped random models on CUDA
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
-import resource
+import statistics
 import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
-from nanoresearch_trainer.data import Encoded, pack_pair  # noqa: E402
-from nanoresearch_trainer.loss import response_logits, sdpo_loss  # noqa: E402
+from nanoresearch_trainer.data import Encoded, encode_row, render_prompt  # noqa: E402
 from nanoresearch_trainer.model import attach_lora, default_base, load_base, lora_parameters  # noqa: E402
+from nanoresearch_trainer.precision import compute_dtype, cpu_has_native_bf16, prepare  # noqa: E402
+from nanoresearch_trainer.train import TeacherWeights, TrainConfig, sdpo_backward  # noqa: E402
 
 GPU_SHAPES = {  # Llama-architecture stand-ins with the shapes of the Qwen2.5 models
     "0.5B-shaped": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -39,6 +47,7 @@ GPU_SHAPES = {  # Llama-architecture stand-ins with the shapes of the Qwen2.5 mo
     "7B-shaped": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                       num_key_value_heads=4, vocab_size=152064),
 }
+CLIP = 5.0
 
 
 def synthetic_rows(batch: int, prompt_len: int, response_len: int, vocab: int, seed: int = 0) -> list[Encoded]:
@@ -55,20 +64,94 @@ def synthetic_rows(batch: int, prompt_len: int, response_len: int, vocab: int, s
     return rows
 
 
-def fast_step(model, rows, optimizer, clip):
-    student, teacher, targets, mask = pack_pair(rows, pad_id=0)
+SKILLS = ["linear-baseline: Compare every model against a linear baseline.",
+          "ablation-grid: Ablate one component at a time and report each change.",
+          "seed-variance: Report the spread over three seeds.",
+          "early-stopping: Stop on a held-out split and say which.",
+          "small-data: Use stratified splits when a class is rare.",
+          "budget-check: Estimate the CPU time before running.",
+          "error-bars: Show confidence intervals, not single numbers.",
+          "leakage-check: Check that no test rows leak into training."]
+
+
+def planner_rows(tokenizer, batch: int, prompt_len: int, response_len: int) -> list[Encoded]:
+    """Rows shaped like the planner's: a rendered planner prompt of about prompt_len tokens (system message, the
+    instruction, candidate skills), a JSON plan of about response_len tokens, a feedback note -- encoded by the
+    trainer's own encode_row (teacher = the same rendering with the feedback block before the assistant header)."""
+    rows = []
+    for i in range(batch):
+        lines = [f"You plan one stage of a research project. Stage: planning. Topic: tabular study {i}.",
+                 "## Candidate skills"]
+        k = 0
+        while len(tokenizer(render_prompt(tokenizer, "\n".join(lines), "Answer with one JSON object only."),
+                            add_special_tokens=False)["input_ids"]) < prompt_len - 12 * i:
+            lines.append(f"- {SKILLS[k % len(SKILLS)]} (variant {k})")
+            k += 1
+        x = render_prompt(tokenizer, "\n".join(lines), "Answer with one JSON object only.")
+        plan = "Start from a linear baseline, ablate depth and width one at a time, report three seeds each"
+        y = '{"selected_skill_ids": ["linear-baseline", "ablation-grid"], "selected_memory_ids": [], "prompt_plan": "'
+        words = plan.split()
+        j = 0
+        while len(tokenizer(y, add_special_tokens=False)["input_ids"]) < response_len - 4 * i - 8:
+            y += ("" if j == 0 else " ") + words[j % len(words)]
+            j += 1
+        y += '.", "update_memory": [], "update_skill": []}'
+        row = {"x": x, "y": y, "feedback": "Always include a linear baseline, and use three seeds for every run."}
+        rows.append(encode_row(tokenizer, row, 4096, 1024))
+    return rows
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- the matmul peak
+
+
+def matmul_gflops(dtype: torch.dtype, threads: int, device: torch.device, n=512, k=576, m=1536, reps=15) -> float:
+    """Median GFLOP/s of an [n,k]x[k,m] product (the planner's MLP shape) at `threads` torch threads."""
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    a = torch.randn(n, k, device=device).to(dtype)
+    b = torch.randn(k, m, device=device).to(dtype)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n * k * m / statistics.median(times) / 1e9
+
+
+def calibrate_threads(device: torch.device) -> dict:
+    """Matmul throughput per thread count and dtype, alternating the dtypes; the best count for each."""
+    counts = list(range(1, (os.cpu_count() or 1) + 1)) if device.type == "cpu" else [1]
+    table = {"fp32": {}, "bf16": {}}
+    for _ in range(3):
+        for t in counts:
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+                table[name].setdefault(t, []).append(matmul_gflops(dtype, t, device))
+    peak = {name: {t: statistics.median(v) for t, v in per.items()} for name, per in table.items()}
+    best = {name: max(per, key=per.get) for name, per in peak.items()}
+    return {"gflops": peak, "best_threads": best}
+
+
+# ---------------------------------------------------------------- the two steps
+
+
+def fast_step(model, rows, optimizer, cfg, dtype, teacher):
     device = next(model.parameters()).device
-    student, teacher, targets, mask = student.to(device), teacher.to(device), targets.to(device), mask.to(device)
-    with torch.no_grad():
-        teacher_logits = response_logits(model, teacher)
-    out = sdpo_loss(response_logits(model, student), teacher_logits, targets, mask, loss_type="token", clip=clip)
     optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
+    out = sdpo_backward(model, rows, 0, cfg, teacher, device, dtype)
     optimizer.step()
-    return float(out.loss.detach()), student.real_tokens + teacher.real_tokens
+    return out.loss, out.tokens
 
 
-def naive_step(model, rows, optimizer, clip):
+def naive_step(model, rows, optimizer):
     device = next(model.parameters()).device
     total_scored = sum(len(r.response) for r in rows)
     optimizer.zero_grad(set_to_none=True)
@@ -83,7 +166,7 @@ def naive_step(model, rows, optimizer, clip):
         s_ids = torch.tensor([r.student_prompt + r.response], device=device)
         s_lp = model(input_ids=s_ids).logits[0].float().log_softmax(-1)
         s_tok = s_lp[len(r.student_prompt) - 1:len(r.student_prompt) - 1 + n].gather(-1, y[:, None])[:, 0]
-        advantage = (t_tok - s_tok).detach().clamp(-clip, clip)
+        advantage = (t_tok - s_tok).detach().clamp(-CLIP, CLIP)
         row_loss = (-advantage * s_tok).sum() / total_scored
         row_loss.backward()
         loss_sum += float(row_loss.detach())
@@ -92,45 +175,48 @@ def naive_step(model, rows, optimizer, clip):
     return loss_sum, tokens
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+class Path:
+    """One way of stepping: its model copy, optimiser, thread count; LoRA restored after every step."""
 
+    def __init__(self, name, model, threads, run):
+        self.name, self.model, self.threads, self.run = name, model, threads, run
+        self.params = lora_parameters(model)
+        self.saved = {n: p.detach().clone() for n, p in self.params.items()}
+        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=1e-4, weight_decay=0.0)
+        self.times: list[float] = []
+        self.peaks: list[float] = []  # matmul GFLOP/s measured right before each timed step (the load changes)
+        self.tokens = 0
 
-def timed(step, model, rows, clip, repeats, warmup):
-    """Mean wall time of `repeats` steps after `warmup` steps; the LoRA state is restored after each step so
-    every timed step does the same work. Returns (loss of the first step, seconds, tokens/s, peak bytes)."""
-    device = next(model.parameters()).device
-    params = lora_parameters(model)
-    saved = {n: p.detach().clone() for n, p in params.items()}
-    optimizer = torch.optim.AdamW(list(params.values()), lr=1e-4, weight_decay=0.0)
-
-    def restore():
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(saved[n])
-
-    first_loss = None
-    for _ in range(warmup):
-        loss, _ = step(model, rows, optimizer, clip)
-        first_loss = loss if first_loss is None else first_loss
-        restore()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    tokens = 0
-    for _ in range(repeats):
+    def step(self, rows, record=True):
+        device = next(self.model.parameters()).device
+        if device.type == "cpu":
+            torch.set_num_threads(self.threads)
         sync(device)
         t0 = time.perf_counter()
-        loss, tokens = step(model, rows, optimizer, clip)
+        loss, self.tokens = self.run(self.model, rows, self.optimizer)
         sync(device)
-        times.append(time.perf_counter() - t0)
-        first_loss = loss if first_loss is None else first_loss
-        restore()
-    seconds = sum(times) / len(times)
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss * 1024
-    return first_loss, seconds, tokens / seconds, peak
+        if record:
+            self.times.append(time.perf_counter() - t0)
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(self.saved[n])
+        self.optimizer.state.clear()
+        return loss
+
+    def gradient(self) -> torch.Tensor:
+        """The LoRA gradient of the last step (left in .grad until the next step zeroes it), flattened, fp32."""
+        return torch.cat([self.params[n].grad.detach().float().flatten().cpu() for n in sorted(self.params)])
+
+
+def useful_flops(model, rows) -> float:
+    linear = sum(m.weight.numel() for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and "lm_head" not in n and "lora_" not in n)
+    config = model.config if hasattr(model, "config") else model.base_model.config
+    head = config.vocab_size * config.hidden_size
+    student = sum(len(r.student_prompt) + len(r.response) for r in rows)
+    teacher = sum(len(r.teacher_prompt) + len(r.response) for r in rows)
+    response = sum(len(r.response) for r in rows)
+    return 2 * linear * teacher + 4 * linear * student + 2 * head * response * 3
 
 
 def randomise_lora_b(model, std=0.02):
@@ -139,79 +225,124 @@ def randomise_lora_b(model, std=0.02):
     with torch.no_grad():
         for n, p in lora_parameters(model).items():
             if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
+                p.copy_(torch.randn(p.shape, generator=gen).to(p.device) * std)
 
 
-def compare(name, model, rows, clip, repeats, warmup, device, fast_dtype):
-    print(f"\n== {name}: batch {len(rows)}, prompt {max(len(r.student_prompt) for r in rows)}, "
-          f"response {max(len(r.response) for r in rows)} tokens, device {device}", flush=True)
-    results = {}
-    if fast_dtype != torch.float32:
-        model.to(fast_dtype)  # LoRA weights stay float32 (peft keeps adapter weights in float32)
-        for p in lora_parameters(model).values():
-            p.data = p.data.float()
-        results["fast"] = timed(fast_step, model, rows, clip, repeats, warmup)
-        model.float()
-        check_fast = timed(fast_step, model, rows, clip, 1, 0)[0]  # same numerics as naive for the check
-    else:
-        results["fast"] = timed(fast_step, model, rows, clip, repeats, warmup)
-        check_fast = results["fast"][0]
-    results["naive"] = timed(naive_step, model, rows, clip, repeats, warmup)
-    for label, (loss, sec, tps, peak) in results.items():
-        print(f"{label:>5}: step {sec * 1000:9.1f} ms  {tps:10.0f} tokens/s  peak {peak / 2**30:6.2f} GiB  "
-              f"loss {loss:.6f}", flush=True)
-    diff = abs(check_fast - results["naive"][0])
-    speedup = results["fast"][2] / results["naive"][2]
-    print(f"loss |fast(fp32) - naive| = {diff:.2e} (must be <= 1e-3); fast(bf16) loss {results['fast'][0]:.6f}; "
-          f"speed-up {speedup:.2f}x tokens/s", flush=True)
-    assert diff <= 1e-3, f"{name}: fast and naive SDPO steps disagree: {check_fast} vs {results['naive'][0]}"
-    return {"name": name, "speedup": speedup, "loss_diff": diff,
-            **{f"{k}_{m}": v for k, (l, s, t, p) in results.items() for m, v in
-               (("step_s", s), ("tokens_per_s", t), ("peak_bytes", p))}}
+def compare(name, model, rows, device, rounds, calibration):
+    """`model`: an fp32 PeftModel. Builds the fast copy, checks the losses, then alternates the two paths."""
+    fast_dtype = compute_dtype(device, "auto")
+    threads = calibration["best_threads"]
+    print(f"\n== {name}: batch {len(rows)}, prompt <= {max(len(r.student_prompt) for r in rows)}, response <= "
+          f"{max(len(r.response) for r in rows)} tokens, device {device}, fast dtype {fast_dtype}", flush=True)
+    model.eval()
+    fast_model = prepare(copy.deepcopy(model), fast_dtype)
+    teacher_fast = TeacherWeights(fast_model, "live", 0.0)
+
+    # Batch shape for the fast path, by measurement: micro-batches of 1 (unpadded) vs the whole batch padded.
+    shapes = [1, len(rows)] if len(rows) > 1 else [1]
+    shape_times = {}
+    fast_threads = threads["bf16" if fast_dtype == torch.bfloat16 else "fp32"]
+    for size in shapes:
+        cfg = TrainConfig(loss_type="token", clip=CLIP, micro_batch=size)
+        probe = Path(f"fast-mb{size}", fast_model, fast_threads,
+                     lambda m, r, o, cfg=cfg: fast_step(m, r, o, cfg, fast_dtype, teacher_fast))
+        probe.step(rows, record=False)  # warm-up
+        probe.step(rows)
+        shape_times[size] = probe.times[-1]
+    micro = min(shape_times, key=shape_times.get)
+    print("   batch shape probe (s/step): " + ", ".join(f"micro-batch {k}: {v:.2f}" for k, v in shape_times.items())
+          + f" -> {micro}", flush=True)
+    cfg = TrainConfig(loss_type="token", clip=CLIP, micro_batch=micro)
+
+    fast = Path("fast", fast_model, fast_threads, lambda m, r, o: fast_step(m, r, o, cfg, fast_dtype, teacher_fast))
+    naive = Path("naive", model, threads["fp32"], naive_step)
+    check_model = prepare(copy.deepcopy(model), torch.float32)  # the trainer's step in fp32: same maths as naive
+    teacher_fp32 = TeacherWeights(check_model, "live", 0.0)
+    check = Path("fast-fp32", check_model, threads["fp32"],
+                 lambda m, r, o: fast_step(m, r, o, cfg, torch.float32, teacher_fp32))
+    loss_fast = fast.step(rows, record=False)
+    grad_fast = fast.gradient()
+    loss_naive = naive.step(rows, record=False)
+    grad_naive = naive.gradient()
+    loss_fast_fp32 = check.step(rows, record=False)
+    cosine = float(torch.nn.functional.cosine_similarity(grad_fast, grad_naive, dim=0))
+    norm_ratio = float(grad_fast.norm() / grad_naive.norm())
+    peak_dtype = {"fast": torch.bfloat16 if fast_dtype == torch.bfloat16 else torch.float32, "naive": torch.float32}
+    for r in range(rounds):
+        for path in ((fast, naive) if r % 2 == 0 else (naive, fast)):
+            path.peaks.append(matmul_gflops(peak_dtype[path.name], path.threads, device, reps=7))
+            path.step(rows)
+        print(f"   round {r + 1}/{rounds}: fast {fast.times[-1]:.2f} s (bf16 matmul {fast.peaks[-1]:.0f} GFLOP/s just before), "
+              f"naive {naive.times[-1]:.2f} s (fp32 matmul {naive.peaks[-1]:.0f} GFLOP/s)", flush=True)
+
+    flops = useful_flops(model, rows)
+    result = {"name": name, "fast_dtype": str(fast_dtype).replace("torch.", ""), "micro_batch": micro,
+              "threads": {"fast": fast.threads, "naive": naive.threads}, "rounds": rounds,
+              "loss_fast": loss_fast, "loss_naive": loss_naive, "loss_fast_fp32": loss_fast_fp32,
+              "loss_diff": abs(loss_fast - loss_naive), "loss_diff_fp32": abs(loss_fast_fp32 - loss_naive),
+              "gradient_cosine": cosine, "gradient_norm_ratio": norm_ratio}
+    for path in (fast, naive):
+        sec = statistics.median(path.times)
+        peak_now = statistics.median(path.peaks)
+        result[path.name] = {"step_s_median": sec, "step_s": path.times, "tokens_per_s": path.tokens / sec,
+                             "useful_gflops": flops / sec / 1e9, "matmul_peak_gflops": peak_now,
+                             "matmul_peaks": path.peaks, "fraction_of_peak": flops / sec / 1e9 / peak_now}
+    result["speedup"] = result["fast"]["tokens_per_s"] / result["naive"]["tokens_per_s"]
+    for label in ("fast", "naive"):
+        f = result[label]
+        print(f"{label:>5}: median step {f['step_s_median']:7.2f} s  {f['tokens_per_s']:8.0f} tokens/s  "
+              f"{f['useful_gflops']:6.1f} useful GFLOP/s = {100 * f['fraction_of_peak']:4.1f}% of the measured "
+              f"{f['matmul_peak_gflops']:.0f} GFLOP/s matmul rate (median, measured before each step; "
+              f"{result['threads'][label]} thread(s))", flush=True)
+    print(f"loss: naive fp32 {loss_naive:.6f}, fast {result['fast_dtype']} {loss_fast:.6f} (|diff| "
+          f"{result['loss_diff']:.2e}), fast fp32 {loss_fast_fp32:.6f} (|diff| {result['loss_diff_fp32']:.2e}); "
+          f"LoRA gradient fast vs naive: cosine {cosine:.4f}, norm ratio {norm_ratio:.4f}", flush=True)
+    print(f"speed-up fast-{result['fast_dtype']} / naive-fp32: {result['speedup']:.2f}x tokens/s "
+          f"(medians of {rounds} interleaved rounds)", flush=True)
+    assert result["loss_diff_fp32"] <= 1e-3, f"{name}: the fast step computes a different loss: {result}"
+    return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gpu", action="store_true", help="0.5B- and 7B-shaped random models in bf16 on CUDA")
+    parser.add_argument("--gpu", action="store_true", help="0.5B- and 7B-shaped random models on CUDA")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--prompt-len", type=int, default=None)
     parser.add_argument("--response-len", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
-    summary = []
+    device = torch.device("cuda" if args.gpu else "cpu")
+    if args.gpu and not torch.cuda.is_available():
+        print("--gpu: no CUDA device visible", file=sys.stderr)
+        return 2
+    calibration = calibrate_threads(device)
+    print(f"CPU native bf16: {cpu_has_native_bf16()}; matmul GFLOP/s by threads: "
+          + json.dumps({k: {t: round(v, 1) for t, v in per.items()} for k, per in calibration["gflops"].items()})
+          + f"; best threads {calibration['best_threads']}", flush=True)
+    summary = {"calibration": calibration, "runs": []}
     if args.gpu:
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        if not torch.cuda.is_available():
-            print("--gpu: no CUDA device visible", file=sys.stderr)
-            return 2
-        device = torch.device("cuda")
         for name, shape in GPU_SHAPES.items():
             torch.manual_seed(0)
             config = LlamaConfig(**shape, max_position_embeddings=4096, tie_word_embeddings=False)
-            previous = torch.get_default_dtype()
-            torch.set_default_dtype(torch.bfloat16)
             with torch.device(device):
                 model = LlamaForCausalLM(config)
-            torch.set_default_dtype(previous)
-            model.eval()
             model = attach_lora(model, rank=16, alpha=32)
             randomise_lora_b(model)
             rows = synthetic_rows(args.batch, args.prompt_len or 1024, args.response_len or 256, shape["vocab_size"])
-            summary.append(compare(name, model, rows, 5.0, args.repeats, 1, device, torch.bfloat16))
+            summary["runs"].append(compare(name, model, rows, device, args.rounds, calibration))
             del model
             torch.cuda.empty_cache()
     else:
-        device = torch.device("cpu")
         model, tok = load_base(default_base(), device)
-        model.eval()
         torch.manual_seed(0)
         model = attach_lora(model, rank=16, alpha=32)
         randomise_lora_b(model)
-        rows = synthetic_rows(args.batch, args.prompt_len or 256, args.response_len or 64, len(tok))
-        summary.append(compare("SmolLM2-135M (GGUF Q4_1 dequantised, fp32)", model, rows, 5.0, args.repeats, 1,
-                               device, torch.float32))
+        rows = planner_rows(tok, args.batch, args.prompt_len or 256, args.response_len or 64)
+        summary["runs"].append(compare("SmolLM2-135M (GGUF Q4_1 dequantised)", model, rows, device, args.rounds,
+                                       calibration))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=2)

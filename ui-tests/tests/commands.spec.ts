@@ -34,9 +34,14 @@ test('stage cells are inserted from the toolbar and the keyboard, with set-up ce
   await expect(page.locator('.jp-Cell[data-nanoresearch-stage="experiment"]')).toHaveCount(1);
   expect(await page.notebook.getCellCount()).toBe(4);
 
-  // The sidebar lists the three stage cells; the lab panel explains it needs a kernel.
+  // The sidebar lists the three stage cells.
   await page.sidebar.openTab('nanoresearch-feedback');
   await expect(page.locator('#nanoresearch-feedback .jp-nr-sidebar-cell')).toHaveCount(3);
+  // The first stage cell put the notebook on the TypeScript kernel; without a kernel the lab panel explains it needs one.
+  const kernel = () => page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.name ?? null);
+  await expect.poll(kernel, { timeout: 30000 }).toBe('tslab');
+  await page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.shutdown());
+  await expect.poll(kernel).toBeNull();
   await page.evaluate(() => (window as any).jupyterapp.commands.execute('nanoresearch:open-lab-panel'));
   await expect(page.locator('.jp-nr-lab .jp-nr-lab-status')).toContainText(/kernel/);
 });

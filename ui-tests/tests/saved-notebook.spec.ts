@@ -26,7 +26,7 @@ test('a saved notebook shows its stage card and feedback thread without a kernel
   const card = page.locator('.jp-nr-card[data-status="done"]');
   await expect(card).toBeVisible();
   await expect(card.locator('.jp-nr-hypothesis')).toHaveCount(2);
-  await expect(card.locator('.jp-nr-section-title')).toHaveText(['Hypotheses', 'Experiment blueprint', 'Metrics', 'Section scores · overall 6.8']);
+  await expect(card.locator('.jp-nr-section-title')).toHaveText(['Hypotheses', 'Experiment blueprint', 'Metrics', 'Section scores · overall 6.8/10']);
   await expect(page.locator('.jp-Cell[data-nanoresearch-status="done"] .jp-nr-badge')).toHaveText('Ideation · done');
 
   await page.sidebar.openTab('nanoresearch-feedback');

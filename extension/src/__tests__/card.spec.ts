@@ -29,7 +29,7 @@ describe('stage card', () => {
     const hypotheses = card.querySelectorAll('.jp-nr-hypothesis');
     expect(hypotheses).toHaveLength(2);
     expect(hypotheses[0].classList.contains('jp-nr-selected')).toBe(true);
-    expect(text(hypotheses[0].querySelector('.jp-nr-verdict'))).toBe('novel 0.82');
+    expect(text(hypotheses[0].querySelector('.jp-nr-verdict'))).toBe('novel 8/10');
     expect(text(hypotheses[0].querySelector('.jp-nr-closest'))).toBe(
       'Closest work: Revisiting Deep Learning Models for Tabular Data (2021); Well-tuned Simple Nets Excel on Tabular Datasets (2021)'
     );
@@ -48,8 +48,9 @@ describe('stage card', () => {
       ['r1', '0.8512', '0.3301'],
       ['r2', '0.8437', '']
     ]);
-    expect(rows(tables[2])[1]).toEqual(['Method', '7', '1', 'yes']);
-    expect(text(card)).toContain('Section scores · overall 6.8');
+    // Section names as words, scores on their scale.
+    expect(rows(tables[2])[1]).toEqual(['Related work', '7/10', '1', 'yes']);
+    expect(text(card)).toContain('Section scores · overall 6.8/10');
 
     expect(text(card.querySelector('.jp-nr-skill'))).toBe('Always include a linear baseline');
     expect(card.querySelector('.jp-nr-memory')!.getAttribute('title')).toBe('user_constraint: CPU only, at most 15 minutes per experiment.');
@@ -63,6 +64,12 @@ describe('stage card', () => {
     const failed = renderStageCard({ ...bundleFixture(), status: 'failed', error: 'Budget exceeded: 20000 tokens', outputs: {} });
     expect(text(failed.querySelector('.jp-nr-error'))).toBe('Budget exceeded: 20000 tokens');
     expect(failed.querySelector('.jp-nr-hypothesis')).toBeNull();
+  });
+
+  it('shows a failed stage\'s error once, not again as its summary', () => {
+    const error = 'the ideation stage threw: the model answered nothing';
+    const card = renderStageCard({ ...bundleFixture(), status: 'failed', error, summary: error });
+    expect(Array.from(card.querySelectorAll('.jp-nr-error, .jp-nr-summary')).map(e => e.textContent)).toEqual([error]);
   });
 
   it('never interprets bundle text as HTML', () => {
@@ -81,6 +88,9 @@ describe('stage card', () => {
         return {} as any;
       },
       feedbackFor: (id: string) => (id === 'sr_fixture0001' ? cellFeedback : null),
+      learningOf: () => undefined,
+      retryLearning: async () => undefined,
+      openLearned: () => undefined,
       changed: { connect: () => undefined, disconnect: () => undefined }
     } as any;
     const renderer = new StageCardRenderer(STAGE_MIME_TYPE, service);

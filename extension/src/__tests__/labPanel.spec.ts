@@ -99,14 +99,41 @@ describe('lab panel', () => {
     const t = sqlTable({ columns: ['b', 'a'], rows: [{ a: 1, b: 'x' }] });
     expect(Array.from(t.querySelectorAll('td')).map(text)).toEqual(['x', '1']);
   });
+
+  it('shows JSON columns as trees that fold, closed to one line, every value there when opened', () => {
+    const usage = { calls: 3, tokens: { prompt: 120, completion: 40 }, notes: ['a', null] };
+    const t = sqlTable({ columns: ['stage', 'usage'], rows: [{ stage: 'ideation', usage }] });
+    const cell = t.querySelectorAll('td')[1];
+    const tree = cell.querySelector(':scope > details.jp-nr-json') as HTMLDetailsElement;
+    expect(tree.open).toBe(false);
+    expect(text(tree.querySelector(':scope > summary'))).toBe(`{3 keys} ${JSON.stringify(usage)}`);
+    const entries = Array.from(tree.querySelectorAll(':scope > ul > li'));
+    expect(entries.map(li => text(li.querySelector('.jp-nr-json-key')))).toEqual(['calls', 'tokens', 'notes']);
+    expect(text(entries[0])).toBe('calls: 3');
+    // Nested values fold the same way.
+    expect(text(entries[1].querySelector(':scope > details > summary'))).toBe('{2 keys} {"prompt":120,"completion":40}');
+    expect(text(entries[2].querySelector(':scope > details > summary'))).toBe('[2 items] ["a",null]');
+    expect(Array.from(entries[2].querySelectorAll('li')).map(text)).toEqual(['0: "a"', '1: null']);
+    // A long value's summary is cut, the tree keeps all of it.
+    const long = sqlTable({ columns: ['x'], rows: [{ x: { text: 'y'.repeat(500) } }] });
+    expect(text(long.querySelector('summary')).length).toBeLessThan(100);
+    expect(long.querySelector('li')!.textContent).toContain('y'.repeat(500));
+  });
 });
 
 describe('stage cell templates and sharing helpers', () => {
   it('builds set-up and stage code that tslab runs', () => {
     expect(setupCode('MLPs "on" tables')).toBe(
-      'import { Lab } from "@nanoresearch/kernel";\nconst lab = await Lab.open();\nconst project = await lab.project("MLPs \\"on\\" tables");'
+      'import { Lab, llmConfigFromEnv } from "@nanoresearch/kernel";\n\nconst llm = llmConfigFromEnv();\nconst lab = await Lab.open({ llm });\nconst project = await lab.project("MLPs \\"on\\" tables");'
     );
     expect(isSetupSource(setupCode('x'))).toBe(true);
+    // With the settings' defaults: the quickstart's offline literature and the embedded model's per-call limit.
+    const withDefaults = setupCode('x', { literatureSources: 'none', embeddedCallTimeoutMs: 600000 });
+    expect(withDefaults).toContain('process.env.NANORESEARCH_LITERATURE_SOURCES ??= "none";');
+    expect(withDefaults).toContain('const lab = await Lab.open({ llm: llm.provider === "local" ? { ...llm, timeoutMs: llm.timeoutMs ?? 600000 } : llm });');
+    expect(isSetupSource(withDefaults)).toBe(true);
+    // Empty settings leave both to the environment.
+    expect(setupCode('x', { literatureSources: ' ', embeddedCallTimeoutMs: 0 })).toBe(setupCode('x'));
     expect(isSetupSource('const lab = 1')).toBe(false);
     expect(stageCode('analysis')).toContain('const analysis = await project.analyze();');
     expect(stageCode('writing')).toContain('const writing = await project.write();');

@@ -31,7 +31,8 @@ function runQuickstart(): { home: string; totalS: number } {
   const repo = findRepoRoot(__dirname);
   if (!repo) throw new Error('run from the repository (models/ not found): npm run bench:quickstart');
   const home = mkdtempSync(path.join(os.tmpdir(), 'nr-bench-quickstart-'));
-  const env: NodeJS.ProcessEnv = { ...process.env, NANORESEARCH_HOME: home };
+  // The projects' workspaces go under the run's home, not beside the repository's notebook.
+  const env: NodeJS.ProcessEnv = { ...process.env, NANORESEARCH_HOME: home, NANORESEARCH_WORKSPACES: path.join(home, 'workspaces') };
   for (const name of Object.keys(env)) if (/^(NANORESEARCH_(LLM|MODEL|JSON_MODE|LITERATURE)|OPENAI_)/.test(name)) delete env[name];
   const started = Date.now();
   execFileSync(
@@ -42,10 +43,8 @@ function runQuickstart(): { home: string; totalS: number } {
   return { home, totalS: (Date.now() - started) / 1000 };
 }
 
-/** `--report <home>` prints the figures of a run already made (its store) without running again. */
-async function main(): Promise<void> {
-  const reportAt = process.argv.indexOf('--report');
-  const { home, totalS } = reportAt >= 0 ? { home: path.resolve(process.argv[reportAt + 1]), totalS: NaN } : runQuickstart();
+/** The figures of a quickstart run, from the store it wrote: per-stage status and wall time, LLM time per model, training. */
+export async function quickstartReport(home: string, totalS: number = NaN): Promise<string> {
   const store = await Store.open({ home });
   const { stages, models, trainS } = await store.read(async q => ({
     stages: await q.all<StageRow>('select stage, status, cast(started_at as varchar) started_at, cast(finished_at as varchar) finished_at from stage_runs order by started_at'),
@@ -56,23 +55,33 @@ async function main(): Promise<void> {
     trainS: (await q.get<{ s: number | null }>('select max(epoch(cast(created_at as timestamp))) - (select max(epoch(cast(finished_at as timestamp))) from stage_runs) as s from adapters'))?.s ?? null
   }));
   await store.close();
-  console.log('\nstage        status   wall s');
+  const lines = ['stage        status   wall s'];
   for (const s of stages) {
     const seconds = s.finished_at ? (Date.parse(s.finished_at) - Date.parse(s.started_at)) / 1000 : NaN;
-    console.log(`${s.stage.padEnd(12)} ${s.status.padEnd(8)} ${seconds.toFixed(0).padStart(6)}`);
+    lines.push(`${s.stage.padEnd(12)} ${s.status.padEnd(8)} ${seconds.toFixed(0).padStart(6)}`);
   }
-  console.log('\nmodel                                  calls  prompt tok  output tok  LLM s');
+  lines.push('', 'model                                  calls  prompt tok  output tok  LLM s');
   for (const m of models) {
-    console.log(`${m.model.padEnd(38)} ${String(m.calls).padStart(5)} ${String(m.prompt_tokens).padStart(11)} ${String(m.completion_tokens).padStart(11)} ${m.seconds.toFixed(0).padStart(6)}`);
+    lines.push(`${m.model.padEnd(38)} ${String(m.calls).padStart(5)} ${String(m.prompt_tokens).padStart(11)} ${String(m.completion_tokens).padStart(11)} ${m.seconds.toFixed(0).padStart(6)}`);
   }
-  if (trainS !== null) console.log(`\nfeedback + lab.train() after the last stage: ${trainS.toFixed(0)} s`);
+  if (trainS !== null) lines.push('', `feedback + lab.train() after the last stage: ${trainS.toFixed(0)} s`);
   const done = stages.filter(s => s.status === 'done').length;
-  console.log(`\nstages done: ${done} of ${stages.length}${done === 6 ? ' (all six)' : ''}`);
-  if (Number.isFinite(totalS)) console.log(`quickstart total (Run All, kernel start included): ${totalS.toFixed(0)} s on ${os.cpus().length} cores`);
-  console.log(`store in ${home}`);
+  lines.push('', `stages done: ${done} of ${stages.length}${done === 6 ? ' (all six)' : ''}`);
+  if (Number.isFinite(totalS)) lines.push(`quickstart total (Run All, kernel start included): ${totalS.toFixed(0)} s on ${os.cpus().length} cores`);
+  lines.push(`store in ${home}`);
+  return lines.join('\n');
 }
 
-main().catch(error => {
-  console.error(error instanceof Error ? error.message : error);
-  process.exit(1);
-});
+/** `--report <home>` prints the figures of a run already made (its store) without running again. */
+async function main(): Promise<void> {
+  const reportAt = process.argv.indexOf('--report');
+  const { home, totalS } = reportAt >= 0 ? { home: path.resolve(process.argv[reportAt + 1]), totalS: NaN } : runQuickstart();
+  console.log(`\n${await quickstartReport(home, totalS)}`);
+}
+
+if (require.main === module) {
+  main().catch(error => {
+    console.error(error instanceof Error ? error.message : error);
+    process.exit(1);
+  });
+}

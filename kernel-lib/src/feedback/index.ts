@@ -2,12 +2,13 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 import type { Feedback, PlannerCall, SdpoExample, StageRun } from '@nanoresearch/schema';
 import { newId, nowIso, stableId } from '../ids';
-import type { Llm } from '../llm';
-import type { MemoryBank } from '../memory';
-import type { SkillBank } from '../skills';
 import type { Store } from '../store';
-import type { StageRunInput } from '../orchestrator/types';
+import { defineDurableWrite } from '../store/outbox';
 import { assertValid } from '../validate';
+import { enqueueLearning, type LearningQueue, type LearningState } from './learning';
+
+export { LearningQueue, enqueueLearning } from './learning';
+export type { FeedbackLearners, LearningState, LearningStatus, LearningQueueOptions } from './learning';
 
 /** Feedback as a caller gives it. `id` makes a resend (e.g. from the sidebar) a no-op. */
 export interface FeedbackInput {
@@ -20,23 +21,26 @@ export interface FeedbackInput {
   createdAt?: string;
 }
 
-/** What Update-from-feedback needs: the LLM (role 'judge') and the banks it updates. */
-export interface FeedbackLearners {
-  llm: Llm;
-  memory: MemoryBank;
-  skills: SkillBank;
-}
-
 export interface FeedbackResult {
   feedback: Feedback;
-  /** False when a feedback with this id was already stored (nothing was written or learned again). */
+  /** False when a feedback with this id was already stored (nothing was written or queued again). */
   created: boolean;
   /** The SDPO row this feedback makes, or null when the stage's plan was not the policy's own answer. */
   sdpoExample: SdpoExample | null;
   /** Null when the feedback trains the planner; else exactly why it will not (see untrainableReason). */
   notTrainedBecause: string | null;
-  /** What Update-from-feedback did, and any step that failed (the feedback itself is stored either way). */
-  updateNotes: string[];
+  /**
+   * How the feedback trains when it has no row yet: the stage ran on the fallback plan, so
+   * `lab.train()` first asks the current planner for its own answer to the stage's x (see
+   * planner/resamplePlannerCall) and trains on that; null otherwise.
+   */
+  trainingNote: string | null;
+  /**
+   * Learning from the feedback (memories, skills), which runs in the background after this
+   * returns; null when none was asked for (imported feedback). `lab.learningStates([id])`
+   * gives the state later, `lab.learningIdle()` waits for it.
+   */
+  learning: LearningState | null;
 }
 
 /** A feedback row joined to its stage run and planner call, as the SDPO export reads it. */
@@ -53,139 +57,190 @@ interface FeedbackJoin {
   fallback: string | null;
 }
 
+/** What `recordFeedback` writes, as a durable write's payload (store/outbox.ts). */
+interface FeedbackRecord {
+  id: string;
+  stageRunId: string;
+  text: string;
+  author: string;
+  origin: string;
+  createdAt: string;
+  /** Queue the learning job in the same transaction. */
+  learn: boolean;
+}
+
 /**
- * Stores one piece of feedback on a stage run, linked to the planner call that chose the stage's
- * context, then learns from it: memories extracted from the text (MemoryBank.fromFeedback) and
- * skills distilled from the stage's trajectory with the feedback (SkillBank.distill).
+ * Feedback is a durable write: when the store cannot take it (locked past every retry), it is
+ * kept in the outbox and stored, with its learning job, by the next open of the store.
+ */
+const RECORD_FEEDBACK = defineDurableWrite<FeedbackRecord, { feedback: Feedback; created: boolean }>('feedback.record', async (q, input) => {
+  const run = await q.get<StageRun>('select * from stage_runs where id = $1', [input.stageRunId]);
+  if (!run) {
+    throw new Error(`no stage run '${input.stageRunId}' in this store: give the id of a stage that ran here (stage.id)`);
+  }
+  const existing = await q.get<Feedback>('select * from feedback where id = $1', [input.id]);
+  if (existing) return { feedback: cleanFeedback(existing), created: false };
+  const row: Feedback = {
+    id: input.id,
+    stage_run_id: run.id,
+    planner_call_id: run.planner_call_id ?? null,
+    text: input.text,
+    author: input.author,
+    origin: input.origin,
+    created_at: input.createdAt
+  };
+  await q.run(
+    `insert into feedback (id, stage_run_id, planner_call_id, text, author, origin, created_at)
+     values ($id, $stage_run_id, $planner_call_id, $text, $author, $origin, $created_at)`,
+    { ...row }
+  );
+  if (input.learn) await enqueueLearning(q, row.id);
+  return { feedback: row, created: true };
+});
+
+/**
+ * Stores one piece of feedback on a stage run, linked to the planner call that chose the
+ * stage's context, and answers at once. With `learning`, the job that learns from it
+ * (memories from the text, skills from the stage's trajectory with the feedback) is written
+ * in the same transaction and handed to the queue, which runs it in the background (see
+ * learning.ts); nothing the LLM does can delay, fail or lose the stored feedback.
  *
- * Idempotent by `id`: a feedback already stored is returned as it is, without learning twice.
- * The row is committed before any learning, so an LLM failure never loses the feedback; such a
- * failure is reported in `updateNotes` (and on stderr) rather than thrown.
+ * Idempotent by `id`: a feedback already stored is returned as it is, and nothing is queued again.
  */
 export async function recordFeedback(
   store: Store,
   input: FeedbackInput,
-  learners?: FeedbackLearners
+  learning?: { queue: LearningQueue }
 ): Promise<FeedbackResult> {
   const text = input.text.trim();
   if (!text) throw new Error(`feedback on stage run ${input.stageRunId} is empty: write what should change`);
   if (!input.author.trim()) throw new Error('feedback needs an author (set NANORESEARCH_AUTHOR or pass { author })');
   const id = input.id ?? newId('fb');
 
-  const { feedback, created, stageRun } = await store.write(async q => {
-    const run = await q.get<StageRun>('select * from stage_runs where id = $1', [input.stageRunId]);
-    if (!run) {
-      throw new Error(`no stage run '${input.stageRunId}' in this store: give the id of a stage that ran here (stage.id)`);
-    }
-    const existing = await q.get<Feedback>('select * from feedback where id = $1', [id]);
-    if (existing) return { feedback: cleanFeedback(existing), created: false, stageRun: run };
-    const row: Feedback = {
-      id,
-      stage_run_id: run.id,
-      planner_call_id: run.planner_call_id ?? null,
-      text,
-      author: input.author.trim(),
-      origin: input.origin ?? 'code',
-      created_at: input.createdAt ?? nowIso()
-    };
-    await q.run(
-      `insert into feedback (id, stage_run_id, planner_call_id, text, author, origin, created_at)
-       values ($id, $stage_run_id, $planner_call_id, $text, $author, $origin, $created_at)`,
-      { ...row }
-    );
-    return { feedback: row, created: true, stageRun: run };
+  const { feedback, created } = await store.writeDurable(RECORD_FEEDBACK, {
+    id,
+    stageRunId: input.stageRunId,
+    text,
+    author: input.author.trim(),
+    origin: input.origin ?? 'code',
+    // Fixed here, not in the transaction: a replay from the outbox keeps the time it was given.
+    createdAt: input.createdAt ?? nowIso(),
+    learn: Boolean(learning)
   });
+  if (created) learning?.queue.kick();
 
   const examples = feedback.planner_call_id ? await sdpoExamples(store, { feedbackId: feedback.id }) : [];
   const call = feedback.planner_call_id
-    ? await store.read(q => q.get<Pick<PlannerCall, 'fallback' | 'y'>>('select fallback, y from planner_calls where id = $1', [feedback.planner_call_id]))
+    ? await store.read(q => q.get<Pick<PlannerCall, 'fallback' | 'y' | 'x'>>('select fallback, y, x from planner_calls where id = $1', [feedback.planner_call_id]))
     : undefined;
-  const updateNotes = created && learners ? await learnFromFeedback(feedback, stageRun, learners) : [];
-  return { feedback, created, sdpoExample: examples[0] ?? null, notTrainedBecause: examples.length ? null : untrainableReason(call ?? null), updateNotes };
+  const states = learning ? await learning.queue.states([feedback.id]) : {};
+  return {
+    feedback,
+    created,
+    sdpoExample: examples[0] ?? null,
+    notTrainedBecause: examples.length ? null : untrainableReason(call ?? null),
+    trainingNote: examples.length ? null : resampleNote(call ?? null),
+    learning: states[feedback.id] ?? null
+  };
 }
 
 /**
- * Why feedback on a stage makes no SDPO row, in words a researcher can act on. Feedback is
- * evidence about the planner's answer y only when y is what the stage used.
+ * Why feedback on a stage can make no SDPO row, in words a researcher can act on; null when it
+ * trains. The stage's planner call gives x; y is the planner's answer, or, when the stage ran on
+ * the fallback plan (planner switched off, or a model error), the answer the current planner
+ * gives to the same x when `lab.train()` asks it (resampleNote). Only a stage without a planner
+ * call has no x at all.
  */
-export function untrainableReason(call: Pick<PlannerCall, 'fallback' | 'y'> | null): string {
-  if (!call) return 'the stage ran before any plan was made (it failed in retrieval or planning), so there is no planner answer to train';
-  if (call.fallback === 'planner disabled') return 'the stage ran with the planner switched off (ablation), so its plan was not the planner\'s answer';
-  if (call.fallback) return `the stage ran on the fallback plan because the planner model failed (${call.fallback}), so its plan was not the planner's answer`;
-  return 'the planner gave no answer for this stage';
+export function untrainableReason(call: Pick<PlannerCall, 'fallback' | 'y' | 'x'> | null): string | null {
+  if (!call) return 'the stage ran before any plan was made (it failed in retrieval or planning), so there is no planner input x to train on';
+  if (call.fallback) return call.x ? null : 'the stage ran on the fallback plan and its planner call stored no input x';
+  return call.y ? null : 'the planner gave no answer for this stage';
 }
 
-/** How many feedback items there are, how many train, and why the others do not (for lab.train()'s refusal). */
-export async function trainingCoverage(store: Store): Promise<{ feedback: number; trainable: number; reasons: Record<string, number> }> {
+/** For feedback on a fallback plan: how it will train (null when it trains on the logged answer or not at all). */
+export function resampleNote(call: Pick<PlannerCall, 'fallback' | 'x'> | null): string | null {
+  if (!call?.fallback || !call.x) return null;
+  const why = call.fallback === 'planner disabled' ? 'with the planner switched off (ablation)' : 'on the fallback plan after a planner model error';
+  return `the stage ran ${why}, so lab.train() first asks the current planner for its own plan for the same input x and trains on that answer with this feedback`;
+}
+
+/** Feedback items by how they train, and why the others do not (for lab.train()'s refusal). */
+export interface TrainingCoverage {
+  feedback: number;
+  /** Items with an SDPO row now (the planner's own answer, logged or re-sampled). */
+  trainable: number;
+  /** Items on a fallback plan whose x has not been re-asked yet (resamplePlannerCall). */
+  awaitingResample: number;
+  /** The others, counted by reason. */
+  reasons: Record<string, number>;
+}
+
+/** How many feedback items there are, how each trains, and why the others do not. */
+export async function trainingCoverage(store: Store): Promise<TrainingCoverage> {
   const rows = await store.read(q =>
-    q.all<{ fallback: string | null; y: string | null; has_call: boolean }>(
-      `select p.fallback, p.y, p.id is not null as has_call from feedback f left join planner_calls p on p.id = f.planner_call_id`
+    q.all<{ fallback: string | null; y: string | null; x: string | null; has_call: boolean; resampled: boolean }>(
+      `select p.fallback, p.y, p.x, p.id is not null as has_call, r.id is not null as resampled
+         from feedback f left join planner_calls p on p.id = f.planner_call_id
+         left join planner_calls r on p.fallback is not null and r.id = p.id || $1`,
+      [RESAMPLED_SUFFIX]
     )
   );
-  const reasons: Record<string, number> = {};
-  let trainable = 0;
+  const coverage: TrainingCoverage = { feedback: rows.length, trainable: 0, awaitingResample: 0, reasons: {} };
   for (const r of rows) {
-    if (r.has_call && r.fallback === null && r.y) trainable++;
+    if (r.resampled || (r.has_call && r.fallback === null && r.y)) coverage.trainable++;
+    else if (r.has_call && r.fallback && r.x) coverage.awaitingResample++;
     else {
-      const why = !r.has_call ? 'no plan (the stage failed before planning)' : r.fallback === 'planner disabled' ? 'planner switched off' : 'fallback plan after a planner model error';
-      reasons[why] = (reasons[why] ?? 0) + 1;
+      const why = !r.has_call ? 'no plan (the stage failed before planning)' : r.fallback ? 'a fallback plan without a stored x' : 'no planner answer';
+      coverage.reasons[why] = (coverage.reasons[why] ?? 0) + 1;
     }
   }
-  return { feedback: rows.length, trainable, reasons };
+  return coverage;
 }
 
-/** Update-from-feedback. Each step is independent: one failing does not stop the other. */
-async function learnFromFeedback(feedback: Feedback, run: StageRun, learners: FeedbackLearners): Promise<string[]> {
-  const notes: string[] = [];
-  try {
-    const memories = await learners.memory.fromFeedback({
-      text: feedback.text,
-      stage: run.stage,
-      projectId: run.project_id,
-      llm: learners.llm
-    });
-    notes.push(`memories from feedback: ${memories.length}`);
-  } catch (error) {
-    notes.push(`memory extraction failed: ${errorMessage(error)}`);
-  }
-  try {
-    const input = (run.input ?? {}) as Partial<StageRunInput>;
-    const decisions = await learners.skills.distill({
-      stage: run.stage,
-      trajectory: input.trajectory || run.summary || '',
-      feedback: feedback.text,
-      llm: learners.llm,
-      stageRunId: run.id
-    });
-    notes.push(`skill review: ${decisions.map(d => d.decision).join(', ') || 'no candidates'}`);
-  } catch (error) {
-    notes.push(`skill distillation failed: ${errorMessage(error)}`);
-  }
-  for (const note of notes.filter(n => n.includes('failed'))) process.stderr.write(`nanoresearch feedback: ${note}\n`);
-  return notes;
+/** Feedback on fallback plans whose x has not been re-asked yet: their planner call ids, oldest first. */
+export async function callsAwaitingResample(store: Store): Promise<string[]> {
+  const rows = await store.read(q =>
+    q.all<{ id: string }>(
+      `select distinct p.id, min(f.created_at) as first
+         from feedback f join planner_calls p on p.id = f.planner_call_id
+         left join planner_calls r on r.id = p.id || $1
+        where p.fallback is not null and r.id is null
+        group by p.id order by first, p.id`,
+      [RESAMPLED_SUFFIX]
+    )
+  );
+  return rows.map(r => r.id);
 }
+
+/** planner/resampledCallId(id) = id + this suffix (kept here too: feedback/ does not import the planner). */
+const RESAMPLED_SUFFIX = '-resampled';
 
 /**
  * The SDPO training rows: one per feedback on a stage whose plan the planner policy produced
- * (x, y exactly as stored, the feedback text as the teacher's hindsight).
+ * (x, y exactly as stored, the feedback text as the teacher's hindsight), and one per feedback
+ * on a stage that ran on the fallback plan once its x has been re-asked (the re-sampled call's y).
  *
  * Several feedback notes on one planner call give one row EACH rather than one concatenated row:
  * a row then never changes once written (later notes add rows), so a training round is
  * reproducible from the rows it used, and each note is weighed as its own signal.
  *
- * Feedback on a stage that ran on the fallback plan (planner disabled, failed or unparseable)
- * makes no row: the plan the stage used was not the policy's answer y, so the feedback is not
- * evidence about y.
+ * Feedback on a fallback plan is never paired with the fallback plan itself: that plan was not
+ * the policy's answer, so it is not a y the policy could be distilled on.
  */
 export async function sdpoExamples(store: Store, filter: { feedbackId?: string } = {}): Promise<SdpoExample[]> {
   const rows = await store.read(q =>
     q.all<FeedbackJoin>(
       `select f.id as feedback_id, f.text as feedback_text, f.created_at as feedback_created_at,
-              p.id as planner_call_id, p.stage, p.x, p.y, p.model, p.adapter_version, p.fallback
+              coalesce(r.id, p.id) as planner_call_id, p.stage, p.x,
+              case when r.id is null then p.y else r.y end as y,
+              case when r.id is null then p.model else r.model end as model,
+              case when r.id is null then p.adapter_version else r.adapter_version end as adapter_version,
+              case when r.id is null then p.fallback else r.fallback end as fallback
          from feedback f join planner_calls p on p.id = f.planner_call_id
+         left join planner_calls r on p.fallback is not null and r.id = p.id || $2
         where ($1::varchar is null or f.id = $1)
         order by f.created_at, f.id`,
-      [filter.feedbackId ?? null]
+      [filter.feedbackId ?? null, RESAMPLED_SUFFIX]
     )
   );
   return rows
@@ -234,8 +289,4 @@ export async function exportSdpo(store: Store, file: string): Promise<number> {
 function cleanFeedback(row: Feedback & { synced_from?: unknown }): Feedback {
   const { synced_from: _unused, ...feedback } = row;
   return feedback;
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -13,6 +13,8 @@ import type {
   CreateLlmOptions,
   JsonSchema,
   Llm,
+  LlmActivity,
+  LlmActivityListener,
   LlmCallRecord,
   LlmConfig,
   LlmRequest,
@@ -25,6 +27,8 @@ import { schemaNameOf, validateAgainst } from './validate';
 
 const DEFAULT_TIMEOUT_MS = 120_000;
 const DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024;
+/** Characters of generated text a 'text' activity carries: enough for a preview line. */
+const ACTIVITY_TEXT_CHARS = 200;
 
 /**
  * An Llm for `config`. With a store, every call writes an `llm_calls` row and answers are cached
@@ -84,7 +88,9 @@ interface Core {
 class ScopedLlm implements Llm {
   constructor(
     private readonly core: Core,
-    private readonly meter: Meter
+    private readonly meter: Meter,
+    /** This scope's activity listeners and those of the scopes it was made from. */
+    private readonly listeners: readonly LlmActivityListener[] = []
   ) {}
 
   get config(): LlmConfig {
@@ -95,9 +101,21 @@ class ScopedLlm implements Llm {
     return { ...this.meter.spent };
   }
 
-  scoped(opts: { budget?: Budget; stageRunId?: string | null }): Llm {
+  scoped(opts: { budget?: Budget; stageRunId?: string | null; onActivity?: LlmActivityListener }): Llm {
     const stageRunId = opts.stageRunId !== undefined ? opts.stageRunId : this.meter.stageRunId;
-    return new ScopedLlm(this.core, new Meter(opts.budget, this.meter, stageRunId));
+    const listeners = opts.onActivity ? [...this.listeners, opts.onActivity] : this.listeners;
+    return new ScopedLlm(this.core, new Meter(opts.budget, this.meter, stageRunId), listeners);
+  }
+
+  /** Tells the listeners; a failing listener (a display) never fails the call. */
+  private emit(activity: LlmActivity): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(activity);
+      } catch {
+        // Live displays are best effort.
+      }
+    }
   }
 
   async complete(req: LlmRequest): Promise<LlmResponse> {
@@ -187,9 +205,12 @@ class ScopedLlm implements Llm {
             seed: req.seed ?? null
           });
     const hit = key ? await ledger.lookup(key) : undefined;
+    const activity = { callId: newId('call'), role: req.role, model };
     if (hit) {
       const record = row({ cache_hit: true });
       await ledger.record(record);
+      this.emit({ type: 'start', ...activity, startedAt: started });
+      this.emit({ type: 'end', ...activity, usage: { ...hit.usage }, costUsd: 0, cached: true });
       return {
         text: hit.text,
         model: hit.model,
@@ -212,10 +233,22 @@ class ScopedLlm implements Llm {
     const deadline: Deadline | undefined = deadlineMs === undefined ? undefined : { at: started + deadlineMs, ms: deadlineMs };
     let answer: CachedResponse;
     let cost: number | null = null;
+    this.emit({ type: 'start', ...activity, startedAt: started });
     try {
       const result = await withRetries(async () => {
         const reservation = first ?? this.meter.reserve(plan);
         first = undefined;
+        // What this attempt has generated so far, for the listeners (a retry starts again from nothing).
+        let tokens = 0;
+        let text = '';
+        const onText =
+          this.listeners.length > 0
+            ? (piece: string) => {
+                tokens += 1;
+                text = (text + piece).slice(-ACTIVITY_TEXT_CHARS);
+                this.emit({ type: 'text', ...activity, startedAt: started, tokens, text });
+              }
+            : undefined;
         try {
           const generated = await provider.generate({
             model,
@@ -226,7 +259,8 @@ class ScopedLlm implements Llm {
             schemaName: req.jsonSchema ? schemaNameOf(req.jsonSchema, req.schemaName) : 'response',
             adapterPath: req.adapterPath,
             seed: req.seed,
-            deadlineAt: deadline?.at
+            deadlineAt: deadline?.at,
+            ...(onText && { onText })
           });
           cost = this.costOf(model, generated);
           this.meter.settle(reservation, { calls: 1, tokens: generated.usage.promptTokens + generated.usage.completionTokens, costUsd: cost ?? 0 });
@@ -239,6 +273,7 @@ class ScopedLlm implements Llm {
       answer = { text: stripThinking(result.text), model: result.model, usage: result.usage, truncated: result.truncated };
     } catch (err) {
       await ledger.record(row({ error: (err as Error).message }));
+      this.emit({ type: 'end', ...activity, usage: { promptTokens: 0, completionTokens: 0 }, costUsd: 0, cached: false, error: (err as Error).message });
       throw err;
     }
 
@@ -250,6 +285,7 @@ class ScopedLlm implements Llm {
     });
     const cacheable = key !== undefined && (!accept || accept(answer.text));
     await ledger.record(record, cacheable ? { key, response: answer } : undefined);
+    this.emit({ type: 'end', ...activity, usage: answer.usage, costUsd: cost ?? 0, cached: false });
     return {
       text: answer.text,
       model: answer.model,

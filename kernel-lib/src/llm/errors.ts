@@ -1,5 +1,14 @@
 import type { Budget } from './types';
 
+/**
+ * How to point the lab at a capable model, for errors where the embedded model is the cause:
+ * the environment (read when the kernel starts) or the Lab's own LLM configuration.
+ */
+export const CAPABLE_ENDPOINT_HINT =
+  'For a capable model, point the lab at an OpenAI-compatible endpoint: set NANORESEARCH_LLM_BASE_URL ' +
+  '(with NANORESEARCH_LLM_API_KEY and NANORESEARCH_MODEL) and restart the kernel, or open the lab with ' +
+  'Lab.open({ llm: { provider: "openai", baseURL: "http://host:8000/v1", apiKey: "...", models: { default: "model-name" } } })';
+
 /** A provider call failed for good (after retries where retrying made sense). */
 export class LlmError extends Error {
   override name = 'LlmError';
@@ -37,6 +46,8 @@ export class LlmOutputError extends Error {
  */
 export class BudgetExceededError extends Error {
   override name = 'BudgetExceededError';
+  /** What ran out, without the advice (a caller that knows which option set the budget gives its own). */
+  readonly problem: string;
   constructor(
     readonly limit: keyof Budget,
     /** What the scope has spent (settled calls). */
@@ -52,10 +63,11 @@ export class BudgetExceededError extends Error {
     const what: Record<keyof Budget, string> = { maxTokens: 'tokens', maxCalls: 'calls', maxCostUsd: 'USD' };
     const scope = stageRunId ? `stage run ${stageRunId}` : 'this LLM scope';
     const reserved = reservedValue > 0 ? ` and ${round(reservedValue)} reserved by calls in flight` : '';
-    super(
+    const problem =
       `LLM budget exceeded for ${scope}: ${round(spentValue)} ${what[limit]} spent${reserved} of ${maxValue} allowed (${limit})` +
-        `${detail ? `; ${detail}` : ''}. Raise the budget or narrow the task.`
-    );
+      `${detail ? `; ${detail}` : ''}`;
+    super(`${problem}. Raise the budget (LlmConfig.budget, or llm.scoped({ budget })) or narrow the task.`);
+    this.problem = problem;
   }
 }
 

@@ -1,4 +1,5 @@
 import { createHash } from 'crypto';
+import { INSERT_ROWS, type RowInserts } from '../store/outbox';
 import type { ChatMessage, JsonSchema, LlmCallRecord, LlmStore, TokenUsage } from './types';
 
 /** What the response cache keeps of an answer. */
@@ -61,36 +62,21 @@ export class LlmLedger {
     return response;
   }
 
-  /** Stores the accounting row, and the answer under `cache.key` when given. */
+  /**
+   * Stores the accounting row, and the answer under `cache.key` when given. A durable write:
+   * a call that was paid for is recorded even when the store is busy past its lock timeout
+   * (then from the store's outbox, on its next open; StoreWriteQueuedError is thrown meanwhile).
+   */
   async record(row: LlmCallRecord, cache?: { key: string; response: CachedResponse }): Promise<void> {
     if (this.store) {
-      await this.store.write(async q => {
-        await q.run(
-          `INSERT INTO llm_calls (id, stage_run_id, role, model, prompt_tokens, completion_tokens,
-             latency_ms, cost_usd, cache_hit, error, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-          [
-            row.id,
-            row.stage_run_id,
-            row.role,
-            row.model,
-            row.prompt_tokens,
-            row.completion_tokens,
-            row.latency_ms,
-            row.cost_usd,
-            row.cache_hit,
-            row.error,
-            row.created_at
-          ]
-        );
-        if (cache) {
-          await q.run(
-            `INSERT INTO llm_cache (key, model, response, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (key) DO NOTHING`,
-            [cache.key, cache.response.model, JSON.stringify(cache.response), row.created_at]
-          );
-        }
-      });
+      const inserts: RowInserts['inserts'] = [{ table: 'llm_calls', rows: [{ ...row }] }];
+      if (cache) {
+        inserts.push({
+          table: 'llm_cache',
+          rows: [{ key: cache.key, model: cache.response.model, response: JSON.stringify(cache.response), created_at: row.created_at }]
+        });
+      }
+      await this.store.writeDurable(INSERT_ROWS, { inserts });
     }
     if (cache) this.memory.set(cache.key, cache.response);
     this.onCall?.(row);

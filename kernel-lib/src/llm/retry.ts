@@ -53,7 +53,7 @@ export async function withRetries<T>(attempt: () => Promise<T>, policy: RetryPol
           `${err.message} (gave up after ${tries + 1} attempts: ${wait}, past the call's deadline of ${deadline.ms} ms, ` +
             `${Math.max(0, deadline.at - Date.now())} ms left)`,
           err.status,
-          'Raise deadlineMs in the LLM configuration, or try again later',
+          'Raise the whole-call deadline: Lab.open({ llm: { ...llmConfigFromEnv(), deadlineMs: 1_200_000 } }), or try again later',
           { cause: err }
         );
       }

@@ -2,6 +2,7 @@
  * The LLM layer's public types: one `Llm` interface in front of two providers (an
  * OpenAI-compatible HTTP server, or the embedded GGUF model run by node-llama-cpp).
  */
+import type { DurableKind } from '../store/outbox';
 
 /** Who is asking. Each role maps to a model name (`LlmConfig.models`). */
 export type Role = 'planner' | 'ideation' | 'planning' | 'coding' | 'writing' | 'review' | 'judge';
@@ -125,13 +126,26 @@ export interface Llm {
   completeJson<T>(req: LlmRequest & { jsonSchema: JsonSchema }): Promise<LlmResponse & { value: T }>;
   /**
    * An Llm sharing this one's cache and accounting, with its own budget; what it spends
-   * also counts into this one (and its parents).
+   * also counts into this one (and its parents). `onActivity` sees every call made through the
+   * new scope and the scopes made from it.
    */
-  scoped(opts: { budget?: Budget; stageRunId?: string | null }): Llm;
+  scoped(opts: { budget?: Budget; stageRunId?: string | null; onActivity?: LlmActivityListener }): Llm;
   /** What this Llm and its scopes have spent so far (cache hits are free). */
   readonly spent: Spent;
   readonly config: LlmConfig;
 }
+
+/**
+ * What an Llm reports while a call runs, for live displays (the stage card): a call started,
+ * text arrived (only from providers that generate incrementally), the call ended. One call is one
+ * start and one end, however many attempts it took; a cache hit is both at once.
+ */
+export type LlmActivity =
+  | { type: 'start'; callId: string; role: Role; model: string; startedAt: number }
+  | { type: 'text'; callId: string; role: Role; model: string; startedAt: number; tokens: number; text: string }
+  | { type: 'end'; callId: string; role: Role; model: string; usage: TokenUsage; costUsd: number; cached: boolean; error?: string };
+
+export type LlmActivityListener = (activity: LlmActivity) => void;
 
 /** One accounting record: exactly what goes into an `llm_calls` row. */
 export interface LlmCallRecord {
@@ -158,6 +172,8 @@ export interface LlmStoreQueryable {
 
 export interface LlmStore {
   write<T>(fn: (q: LlmStoreQueryable) => Promise<T>): Promise<T>;
+  /** A write kept in the store's outbox when the store cannot take it (store/outbox.ts): the ledger's rows must not be lost. */
+  writeDurable<P, T>(kind: DurableKind<P, T>, payload: P): Promise<T>;
   read<T>(fn: (q: LlmStoreQueryable) => Promise<T>): Promise<T>;
 }
 

@@ -8,6 +8,7 @@ import { stableId } from '../ids';
 import type { Llm } from '../llm/types';
 import type { StageName } from '../orchestrator/types';
 import type { Queryable } from '../store/queryable';
+import { defineDurableWrite, type DurableKind } from '../store/outbox';
 import { schemaErrors } from '../validate';
 import { indexDocuments, memoryDoc, memoryText, unindexDocuments } from '../retrieval/terms';
 import { ALWAYS_CANDIDATE_KINDS } from '../retrieval/weights';
@@ -18,6 +19,7 @@ import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
 export interface MemoryStore {
   read<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
   write<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
+  writeDurable<P, T>(kind: DurableKind<P, T>, payload: P): Promise<T>;
 }
 
 /** Confidence of a memory stated once, when the caller gives none. */
@@ -118,6 +120,108 @@ async function writeMemory(q: Queryable, memory: Memory, reindex: boolean): Prom
   else await unindexDocuments(q, 'memory', [memory.id]);
 }
 
+/** An id list as a JSON parameter (one statement for any batch size). */
+const ID_LIST = `SELECT unnest(from_json($ids::JSON, '["VARCHAR"]'))`;
+
+/**
+ * The whole of `rememberAll` in a fixed number of statements, whatever the batch size: one read
+ * of the memories already stored, one delete and one bulk append of the rows, and one indexing
+ * call each for the re-stated and the new memories. Statement count, not row count, is what a
+ * write costs here (~1.5 ms each), so per-memory statements capped the path at ~15 memories/s.
+ */
+async function applyRemember(q: Queryable, inputs: readonly RememberInput[], at: string): Promise<Memory[]> {
+  const prepared = inputs.map(input => {
+    const { scope, key, id } = identify(input);
+    return { input, scope, key, id };
+  });
+  const ids = [...new Set(prepared.map(p => p.id))];
+  const stored = new Map<string, Memory>();
+  for (const row of await q.all<Record<string, unknown>>(`SELECT * FROM memories WHERE id IN (${ID_LIST})`, { ids })) {
+    const memory = memoryFromRow(row);
+    stored.set(memory.id, memory);
+  }
+  const existed = new Set(stored.keys());
+  const current = new Map(stored);
+  const out: Memory[] = [];
+  for (const { input, scope, key, id } of prepared) {
+    const old = current.get(id);
+    const memory = old ? strengthened(old, input, at) : created(input, id, scope, key, at);
+    for (const k of Object.keys(memory) as (keyof Memory)[]) if (memory[k] === undefined) delete memory[k];
+    assertValidMemory(memory);
+    current.set(id, memory);
+    out.push(memory);
+  }
+  const rows = [...current.values()].filter(m => !stored.has(m.id) || stored.get(m.id) !== m);
+  if (existed.size) await q.run(`DELETE FROM memories WHERE id IN (${ID_LIST})`, { ids: [...existed] });
+  await q.appendRows(
+    'memories',
+    rows.map(m => Object.fromEntries(MEMORY_COLUMNS.map(c => [c, (m as unknown as Record<string, unknown>)[c] ?? null])))
+  );
+  const docs = (list: Memory[]) => list.map(m => memoryDoc(m, ALWAYS_CANDIDATE_KINDS));
+  const restated = rows.filter(m => existed.has(m.id));
+  const fresh = rows.filter(m => !existed.has(m.id));
+  // A re-stated memory may have been retired (then it is not indexed): unindex-and-index covers both.
+  if (restated.length) await indexDocuments(q, 'memory', docs(restated));
+  if (fresh.length) await indexDocuments(q, 'memory', docs(fresh), { fresh: true });
+  return out;
+}
+
+/** Scope, normalised key and id of a memory to remember; throws for input no memory can come from. */
+function identify(input: RememberInput): { scope: string; key: string; id: string } {
+  if (!input.content || !input.content.trim()) throw new Error(`remember(${input.kind}): content is empty`);
+  const scope = scopeFor(input.kind, input.projectId);
+  const key = normaliseKey(input.key ?? input.content);
+  if (!key) throw new Error(`remember(${input.kind}): the key "${input.key ?? input.content}" has no letters or digits`);
+  return { scope, key, id: memoryId(input.kind, scope, key) };
+}
+
+/** A memory stated again: content refreshed, lists merged, confidence up one support step. */
+function strengthened(old: Memory, input: RememberInput, at: string): Memory {
+  return {
+    ...old,
+    content: input.content.trim(),
+    tags: union(old.tags, input.tags),
+    stages: union(old.stages, input.stages),
+    conditions: input.conditions || old.conditions ? { ...(old.conditions ?? {}), ...(input.conditions ?? {}) } : undefined,
+    importance: Math.max(old.importance, input.importance ?? 0),
+    confidence: clamp(old.confidence + (1 - old.confidence) * SUPPORT_RATE, MIN_CONFIDENCE, MAX_CONFIDENCE),
+    support_count: (old.support_count ?? 0) + 1,
+    status: 'active',
+    updated_at: at
+  };
+}
+
+function created(input: RememberInput, id: string, scope: string, key: string, at: string): Memory {
+  return {
+    id,
+    kind: input.kind,
+    scope,
+    key,
+    content: input.content.trim(),
+    tags: input.tags,
+    stages: input.stages,
+    conditions: input.conditions,
+    importance: clamp(input.importance ?? DEFAULT_IMPORTANCE, 0, 1),
+    confidence: clamp(input.confidence ?? DEFAULT_CONFIDENCE, MIN_CONFIDENCE, MAX_CONFIDENCE),
+    support_count: 1,
+    contradiction_count: 0,
+    usage_count: 0,
+    status: 'active',
+    source: input.source ?? 'user',
+    created_at: at,
+    updated_at: at,
+    last_used_at: null
+  };
+}
+
+/**
+ * Remembering is a durable write (store/outbox.ts): when the store cannot take it, the inputs
+ * are kept in the outbox and remembered by the next open, at the time they were given.
+ */
+export const REMEMBER = defineDurableWrite<{ inputs: RememberInput[]; at: string }, Memory[]>('memory.remember', (q, payload) =>
+  applyRemember(q, payload.inputs, payload.at)
+);
+
 function assertValidMemory(memory: Memory): void {
   const errors = schemaErrors('memory', memory);
   if (errors.length) throw new Error(`Memory ${memory.id} is not a valid record: ${errors.join('; ')}`);
@@ -181,68 +285,56 @@ when the feedback holds nothing durable: an empty list is better than a vague me
 export class MemoryBank {
   constructor(private readonly store: MemoryStore) {}
 
-  /** Stores a memory, or strengthens the one with the same kind, scope and key. */
+  /** remember() calls waiting for the write in flight; they go in together, in one transaction. */
+  private batch: Array<{ input: RememberInput; now: Date; resolve: (m: Memory) => void; reject: (e: unknown) => void }> = [];
+  private flushing: Promise<void> | null = null;
+
+  /**
+   * Stores a memory, or strengthens the one with the same kind, scope and key. Calls made while
+   * another is being written are batched into the next transaction (one commit for all of them).
+   */
   async remember(input: RememberInput, now: Date = new Date()): Promise<Memory> {
-    const [memory] = await this.rememberAll([input], now);
-    return memory;
+    identify(input);
+    return new Promise<Memory>((resolve, reject) => {
+      this.batch.push({ input, now, resolve, reject });
+      this.flushing ??= this.flush();
+    });
   }
 
-  /** `remember` for several memories in one transaction. */
-  async rememberAll(inputs: readonly RememberInput[], now: Date = new Date()): Promise<Memory[]> {
-    const at = now.toISOString();
-    return this.store.write(async q => {
-      const out: Memory[] = [];
-      for (const input of inputs) {
-        if (!input.content || !input.content.trim()) throw new Error(`remember(${input.kind}): content is empty`);
-        const scope = scopeFor(input.kind, input.projectId);
-        const key = normaliseKey(input.key ?? input.content);
-        if (!key) throw new Error(`remember(${input.kind}): the key "${input.key ?? input.content}" has no letters or digits`);
-        const id = memoryId(input.kind, scope, key);
-        const row = await q.get<Record<string, unknown>>('SELECT * FROM memories WHERE id = $1', [id]);
-        let memory: Memory;
-        if (row) {
-          const old = memoryFromRow(row);
-          memory = {
-            ...old,
-            content: input.content.trim(),
-            tags: union(old.tags, input.tags),
-            stages: union(old.stages, input.stages),
-            conditions: input.conditions || old.conditions ? { ...(old.conditions ?? {}), ...(input.conditions ?? {}) } : undefined,
-            importance: Math.max(old.importance, input.importance ?? 0),
-            confidence: clamp(old.confidence + (1 - old.confidence) * SUPPORT_RATE, MIN_CONFIDENCE, MAX_CONFIDENCE),
-            support_count: (old.support_count ?? 0) + 1,
-            status: 'active',
-            updated_at: at
-          };
-        } else {
-          memory = {
-            id,
-            kind: input.kind,
-            scope,
-            key,
-            content: input.content.trim(),
-            tags: input.tags,
-            stages: input.stages,
-            conditions: input.conditions,
-            importance: clamp(input.importance ?? DEFAULT_IMPORTANCE, 0, 1),
-            confidence: clamp(input.confidence ?? DEFAULT_CONFIDENCE, MIN_CONFIDENCE, MAX_CONFIDENCE),
-            support_count: 1,
-            contradiction_count: 0,
-            usage_count: 0,
-            status: 'active',
-            source: input.source ?? 'user',
-            created_at: at,
-            updated_at: at,
-            last_used_at: null
-          };
+  private async flush(): Promise<void> {
+    // Let the calls of this turn of the event loop join the batch.
+    await new Promise(resolve => setImmediate(resolve));
+    while (this.batch.length) {
+      const batch = this.batch;
+      this.batch = [];
+      // One timestamp per batch would merge distinct `now`s: calls with their own times go alone.
+      const groups = new Map<number, typeof batch>();
+      for (const call of batch) groups.set(call.now.getTime(), [...(groups.get(call.now.getTime()) ?? []), call]);
+      for (const [time, calls] of groups) {
+        try {
+          const memories = await this.rememberAll(calls.map(c => c.input), new Date(time));
+          calls.forEach((call, i) => call.resolve(memories[i]));
+        } catch (error) {
+          if (calls.length === 1) calls[0].reject(error);
+          else {
+            // One bad input must not fail the others: each goes alone then.
+            for (const call of calls) await this.rememberAll([call.input], new Date(time)).then(([m]) => call.resolve(m), call.reject);
+          }
         }
-        for (const k of Object.keys(memory) as (keyof Memory)[]) if (memory[k] === undefined) delete memory[k];
-        assertValidMemory(memory);
-        await writeMemory(q, memory, true);
-        out.push(memory);
       }
-      return out;
-    });
+    }
+    this.flushing = null;
+  }
+
+  /**
+   * `remember` for several memories in one transaction, in a fixed number of statements (a
+   * batch of a thousand costs about what one costs). A durable write: if the store cannot take
+   * it, the inputs are kept in the outbox (StoreWriteQueuedError) and remembered on the next open.
+   */
+  async rememberAll(inputs: readonly RememberInput[], now: Date = new Date()): Promise<Memory[]> {
+    if (inputs.length === 0) return [];
+    inputs.forEach(identify);
+    return this.store.writeDurable(REMEMBER, { inputs: [...inputs], at: now.toISOString() });
   }
 
   /** Records evidence against a memory: contradiction count up, confidence down. */

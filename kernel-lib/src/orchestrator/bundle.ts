@@ -1,6 +1,7 @@
 import { STAGE_LABELS, type Feedback, type Memory, type PlannerOutput, type Profile, type Project, type Skill, type StageBundle, type StageRun } from '@nanoresearch/schema';
 import { renderProfileFor } from '../profiles';
 import type { Store } from '../store';
+import { artifactLinks } from './artifacts';
 import type { StageName, StageRunInput } from './types';
 
 
@@ -31,6 +32,8 @@ export function stageBundle(run: StageRun, extra: Partial<StageBundle> & { title
     usage: run.usage ?? { prompt_tokens: 0, completion_tokens: 0, calls: 0, cost_usd: 0, wall_ms: 0, cache_hits: 0 },
     feedback: extra.feedback ?? []
   };
+  if (run.started_at) bundle.started_at = run.started_at;
+  if (extra.artifacts?.length) bundle.artifacts = extra.artifacts;
   return bundle;
 }
 
@@ -43,9 +46,12 @@ export function stageMarkdown(run: StageRun, bundle: StageBundle): string {
   const head =
     input.markdown ||
     `**${bundle.title}** — ${bundle.status}${bundle.error ? `: ${bundle.error}` : bundle.summary ? `: ${bundle.summary}` : ''}`;
+  // Relative links open the files in JupyterLab (and on GitHub beside the notebook).
+  const links = (bundle.artifacts ?? []).map(a => (a.href ? `[${a.path}](${a.href.split('/').map(encodeURIComponent).join('/')})` : `\`${a.path}\``));
+  const files = links.length ? `\n\n**Files:** ${links.join(' · ')}` : '';
   const feedback = bundle.feedback ?? [];
-  if (!feedback.length) return head;
-  return `${head}\n\n**Feedback**\n${feedback.map(f => `- ${f.text} — ${f.author}`).join('\n')}`;
+  if (!feedback.length) return `${head}${files}`;
+  return `${head}${files}\n\n**Feedback**\n${feedback.map(f => `- ${f.text} — ${f.author}`).join('\n')}`;
 }
 
 /**
@@ -117,7 +123,8 @@ export async function loadStageBundle(store: Store, stageRunId: string): Promise
         const m = memoryRows.get(id);
         return m ? [{ id, kind: m.kind, content: m.content }] : [];
       }),
-      feedback: feedback.map(f => ({ id: f.id, text: f.text, author: f.author, created_at: f.created_at }))
+      feedback: feedback.map(f => ({ id: f.id, text: f.text, author: f.author, created_at: f.created_at })),
+      artifacts: artifactLinks(input.artifacts ?? [], project?.workspace ?? '')
     });
     return { run, bundle };
   });

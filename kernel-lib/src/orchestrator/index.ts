@@ -9,25 +9,32 @@ import {
   type StageRun,
   type Usage
 } from '@nanoresearch/schema';
-import { StageDisplay, displayStage, runningMarkdown, type DisplayWriter } from '../display';
+import { StageDisplay, displayStage, type DisplayWriter } from '../display';
 import { newId, nowIso } from '../ids';
-import { BudgetExceededError, type Budget, type Llm } from '../llm';
+import { BudgetExceededError, CAPABLE_ENDPOINT_HINT, LlmError, LlmOutputError, type Budget, type Llm, type LlmActivityListener } from '../llm';
 import type { MemoryBank } from '../memory';
 import { Planner, STAGE_TASKS, type PlannerAdapter } from '../planner';
 import { retrieve } from '../retrieval';
 import type { SkillBank } from '../skills';
+import { writeInside } from '../sandbox/workspace-fs';
 import { acquireRunLease, type Queryable, type RunLease, type Store } from '../store';
+import { artifactLinks, collectArtifacts } from './artifacts';
 import { loadStageBundle, renderGuidance, stageBundle, stageMarkdown, stageTitle } from './bundle';
+import { LiveStageCard } from './live';
 import type { Ablation, StageContext, StageFn, StageName, StageResult, StageRunInput } from './types';
 
 export * from './types';
 export { loadStageBundle, renderGuidance, stageBundle, stageMarkdown, stageTitle } from './bundle';
+export { artifactKind, artifactLinks, collectArtifacts, type StageArtifact } from './artifacts';
+export { LiveStageCard, previewOf, type StagePhase } from './live';
 
 /** All switches on: the full co-evolving system. */
 export const FULL_SYSTEM: Ablation = { memory: true, skills: true, planner: true };
 
-/** Progress updates closer together than this are not re-displayed (the last one always is). */
+/** Card updates closer together than this are merged into one (the latest is always shown). */
 const PROGRESS_DISPLAY_INTERVAL_MS = 100;
+
+const NO_USAGE: Usage = { prompt_tokens: 0, completion_tokens: 0, calls: 0, cost_usd: 0, wall_ms: 0, cache_hits: 0 };
 
 export interface OrchestratorOptions {
   store: Store;
@@ -88,10 +95,17 @@ export interface RunRecord {
 export class Orchestrator {
   readonly ablation: Ablation;
   private readonly planner: Planner;
+  /** Stage calls running now; background learning from feedback waits while any runs (feedback/learning.ts). */
+  private running = 0;
 
   constructor(private readonly options: OrchestratorOptions) {
     this.ablation = { ...FULL_SYSTEM, ...options.ablation };
     this.planner = new Planner(options.store, options.llm, options.activeAdapter);
+  }
+
+  /** True while a stage runs in this orchestrator. */
+  get busy(): boolean {
+    return this.running > 0;
   }
 
   /**
@@ -105,8 +119,12 @@ export class Orchestrator {
     options: RunStagesOptions = {}
   ): Promise<StageOutcome[]> {
     const stages = stageRange(options.from, options.to);
+    this.running += 1;
     // One runner per project: a second kernel is refused, naming the holder, before it reads what to resume.
-    const lease = await acquireRunLease(this.options.store, project.id);
+    const lease = await acquireRunLease(this.options.store, project.id).catch(error => {
+      this.running -= 1;
+      throw error;
+    });
     try {
       const run = options.restart ? await this.newRun(project) : await this.currentRun(project);
       const latest = await this.latestStageRuns(run.id);
@@ -130,26 +148,75 @@ export class Orchestrator {
       }
       return outcomes;
     } finally {
+      this.running -= 1;
       await lease.release();
     }
   }
 
   /** Runs one stage as a new attempt in the project's latest run (or `options.runId`), holding the project's run lease. */
   async runStage(project: Project, stage: StageName, fn: StageFn, options: RunStageOptions = {}): Promise<StageOutcome> {
-    if (options.lease) return this.runLeasedStage(project, stage, fn, options);
-    const lease = await acquireRunLease(this.options.store, project.id);
+    this.running += 1;
     try {
-      return await this.runLeasedStage(project, stage, fn, { ...options, lease });
+      if (options.lease) return await this.runLeasedStage(project, stage, fn, options);
+      const lease = await acquireRunLease(this.options.store, project.id);
+      try {
+        return await this.runLeasedStage(project, stage, fn, { ...options, lease });
+      } finally {
+        await lease.release();
+      }
     } finally {
-      await lease.release();
+      this.running -= 1;
     }
   }
 
   private async runLeasedStage(project: Project, stage: StageName, fn: StageFn, options: RunStageOptions): Promise<StageOutcome> {
     const { store, llm } = this.options;
     const startedAt = Date.now();
-    const runId = options.runId ?? (await this.currentRun(project)).id;
-    const { profile, previous } = await this.stageInputs(project, runId, stage);
+    const startedIso = new Date(startedAt).toISOString();
+    // The card is shown before anything is awaited, so a researcher sees the stage start at once;
+    // its id is the stage run's, chosen here and stored with the row below.
+    const stageRunId = newId('sr');
+    const card = (run: StageRun, extra: Partial<StageBundle>): StageBundle =>
+      stageBundle(run, { title: stageTitle(stage, project), ...extra });
+    let shown: StageRun = {
+      id: stageRunId,
+      project_id: project.id,
+      run_id: options.runId ?? '',
+      stage,
+      status: 'pending',
+      attempt: 0,
+      input: {},
+      summary: '',
+      error: null,
+      planner_call_id: null,
+      skills_used: [],
+      memories_used: [],
+      usage: { ...NO_USAGE },
+      started_at: startedIso,
+      finished_at: null,
+      origin: 'local'
+    };
+    let used: Pick<StageBundle, 'skills_used' | 'memories_used'> = { skills_used: [], memories_used: [] };
+    const live = new LiveStageCard({
+      display: new StageDisplay({ writer: this.options.display }),
+      bundle: (progress, usage) => ({ ...card(shown, { ...used, progress }), usage }),
+      onProgress: options.onProgress,
+      startedAt,
+      intervalMs: PROGRESS_DISPLAY_INTERVAL_MS
+    });
+    live.phase('retrieving', 'retrieving skills and memories');
+    let runId: string;
+    let inputs: Awaited<ReturnType<Orchestrator['stageInputs']>>;
+    try {
+      runId = options.runId ?? (await this.currentRun(project)).id;
+      inputs = await this.stageInputs(project, runId, stage);
+    } catch (error) {
+      // Nothing is stored yet: the card says why it stopped instead of running forever.
+      live.close();
+      live.display.show({ ...live.current(), status: 'failed', error: errorMessage(error), progress: null }, `**${stageTitle(stage, project)}** — failed: ${errorMessage(error)}`);
+      throw error;
+    }
+    const { profile, previous, failed } = inputs;
     const input: StageRunInput = {
       topic: project.topic,
       task: STAGE_TASKS[stage],
@@ -160,35 +227,31 @@ export class Orchestrator {
       bundle_outputs: {},
       update_notes: []
     };
-    const display = new StageDisplay({ writer: this.options.display });
-    const card = (run: StageRun, extra: Partial<StageBundle>): StageBundle =>
-      stageBundle(run, { title: stageTitle(stage, project), ...extra });
     const missing = (fn.requires ?? []).filter(required => !(required in previous));
     if (missing.length > 0) {
       // Fail before retrieval and planning: nothing is spent on a stage that cannot run.
-      const stageRun = await this.insertStageRun(project, runId, stage, input);
-      return this.finish(stageRun, input, startedAt, display, card, {
+      const stageRun = await this.insertStageRun(project, runId, stage, input, { id: stageRunId, started_at: startedIso });
+      return this.finish(stageRun, input, startedAt, live, card, {
         status: 'failed',
-        error:
-          missing.length === 1
-            ? `the ${stage} stage needs the output of the ${missing[0]} stage, which has not completed in this run; run ${missing[0]} first`
-            : `the ${stage} stage needs the output of the ${missing.join(' and ')} stages, which have not completed in this run; run ${missing[0]} first`,
+        error: prerequisiteError(stage, missing, failed),
         onProgress: options.onProgress
       });
     }
     // Retrieval reads while the pending stage run commits: the two overlap instead of queueing.
     const retrieval = this.retrieveCandidates(project, stage);
     retrieval.catch(() => undefined); // a failure is handled where it is awaited below
-    const stageRun = await this.insertStageRun(project, runId, stage, input);
+    const stageRun = await this.insertStageRun(project, runId, stage, input, { id: stageRunId, started_at: startedIso });
+    shown = stageRun;
 
     // Retrieve and Plan.
     let skills: Skill[] = [];
     let memories: Memory[] = [];
     let plan: PlannerOutput;
     // Filled in by the planner's commit below; plan() resolves only after that commit.
-    const committed: { budget?: RunBudget } = {};
+    const committed: { budget?: RunBudget; usage?: Usage } = {};
     try {
       const candidates = await retrieval;
+      live.phase('planning', this.ablation.planner ? 'choosing skills and memories (planner)' : 'taking the top skills and memories (planner off)');
       const planned = await this.planner.plan(
         {
           stageRunId: stageRun.id,
@@ -209,29 +272,22 @@ export class Orchestrator {
           await saveStageRun(q, stageRun, input);
           // Read after the planner's own llm_calls row is in: its tokens count against the run too.
           committed.budget = await runBudget(q, runId, profile);
+          committed.usage = await usageOf(q, stageRun.id, 0);
         }
       );
       ({ skills, memories, plan } = planned);
     } catch (error) {
       // The planner itself falls back on model failures; reaching here means retrieval or the store failed.
-      return this.finish(stageRun, input, startedAt, display, card, {
+      return this.finish(stageRun, input, startedAt, live, card, {
         status: 'failed',
         error: `retrieval or planning failed before the stage started: ${errorMessage(error)}`,
         onProgress: options.onProgress
       });
     }
 
-    const used = { skills_used: skills.map(s => ({ id: s.id, name: s.name })), memories_used: memories.map(memoryRef) };
-    let lastShown = 0;
-    const show = (bundle: StageBundle, markdown: string, force: boolean): void => {
-      options.onProgress?.(bundle);
-      const now = Date.now();
-      if (!force && now - lastShown < PROGRESS_DISPLAY_INTERVAL_MS) return;
-      lastShown = now;
-      display.show(bundle, markdown);
-    };
-    const initial = card(stageRun, { ...used, progress: { step: 'started' } });
-    show(initial, runningMarkdown(initial), true);
+    used = { skills_used: skills.map(s => ({ id: s.id, name: s.name })), memories_used: memories.map(memoryRef) };
+    if (committed.usage) live.addUsage(committed.usage);
+    live.phase('running', 'started');
 
     // Stage.
     const budget = committed.budget!;
@@ -240,7 +296,7 @@ export class Orchestrator {
     if (budget.exhausted) {
       failure = budget.exhausted;
     } else {
-      const scoped = llm.scoped({ budget: budget.limits, stageRunId: stageRun.id });
+      const scoped = llm.scoped({ budget: budget.limits, stageRunId: stageRun.id, onActivity: event => live.activity(event) });
       const ctx: StageContext = {
         stage,
         stageRunId: stageRun.id,
@@ -255,10 +311,7 @@ export class Orchestrator {
         guidance: renderGuidance(stage, profile, skills, memories, plan),
         previous,
         workspace: project.workspace ?? '',
-        progress: (step, done, total) => {
-          const bundle = card(stageRun, { ...used, progress: progressOf(step, done, total) });
-          show(bundle, runningMarkdown(bundle), false);
-        },
+        progress: (step, done, total) => live.step(step, done, total),
         signal: options.signal
       };
       try {
@@ -267,13 +320,16 @@ export class Orchestrator {
         failure =
           error instanceof BudgetExceededError
             ? `stopped: ${budget.describe(error)}`
-            : `the ${stage} stage threw: ${errorMessage(error)}`;
+            : `the ${stage} stage threw: ${errorMessage(error)}${modelFailureHint(error, llm)}`;
       }
     }
 
     // Update: only from a stage that returned a result (done, or failed with its own account).
-    if (result) input.update_notes = await this.update(project, stage, stageRun.id, result, plan, skills, memories);
-    return this.finish(stageRun, input, startedAt, display, card, {
+    if (result) {
+      live.phase('learning', 'learning from the run: memories and skill review');
+      input.update_notes = await this.update(project, stage, stageRun.id, result, plan, skills, memories, event => live.activity(event));
+    }
+    return this.finish(stageRun, input, startedAt, live, card, {
       status: result?.status ?? 'failed',
       error: failure ?? (result?.status === 'failed' ? result.error ?? 'the stage reported a failure without a reason' : null),
       result,
@@ -338,13 +394,13 @@ export class Orchestrator {
     project: Project,
     runId: string,
     stage: StageName
-  ): Promise<{ profile: Profile; previous: Partial<Record<StageName, unknown>> }> {
+  ): Promise<{ profile: Profile; previous: Partial<Record<StageName, unknown>>; failed: Partial<Record<StageName, string>> }> {
     const earlier = STAGES.slice(0, STAGES.indexOf(stage));
     const { profile, done } = await this.options.store.read(async q => ({
       profile: await q.get<Profile>('select * from profiles where id = $1', [project.profile_id]),
       done: earlier.length
-        ? await q.all<Pick<StageRun, 'stage' | 'status' | 'output'>>(
-            'select stage, status, output from stage_runs where run_id = $1 order by attempt, started_at',
+        ? await q.all<Pick<StageRun, 'stage' | 'status' | 'output' | 'error'>>(
+            'select stage, status, output, error from stage_runs where run_id = $1 order by attempt, started_at',
             [runId]
           )
         : []
@@ -354,11 +410,14 @@ export class Orchestrator {
     }
     const latest = new Map(done.map(r => [r.stage, r]));
     const previous: Partial<Record<StageName, unknown>> = {};
+    // Why an earlier stage's latest attempt failed: a stage that needs it says so, not "run it first".
+    const failed: Partial<Record<StageName, string>> = {};
     for (const name of earlier) {
       const run = latest.get(name);
       if (run?.status === 'done') previous[name] = run.output;
+      else if (run?.status === 'failed') failed[name] = run.error ?? 'no reason was recorded';
     }
-    return { profile, previous };
+    return { profile, previous, failed };
   }
 
   /** Retrieval with the ablation switches applied: a part switched off contributes no candidates. */
@@ -387,7 +446,8 @@ export class Orchestrator {
     result: StageResult,
     plan: PlannerOutput,
     skills: Skill[],
-    memories: Memory[]
+    memories: Memory[],
+    onActivity?: LlmActivityListener
   ): Promise<string[]> {
     const { memory, skills: skillBank, llm } = this.options;
     const attempt = async (what: string, step: () => Promise<string | undefined>): Promise<string | undefined> => {
@@ -420,7 +480,7 @@ export class Orchestrator {
         const decisions = await skillBank.distill({
           stage,
           trajectory: [result.trajectory, ...notesForSkills].join('\n'),
-          llm: llm.scoped({ stageRunId }),
+          llm: llm.scoped({ stageRunId, onActivity }),
           stageRunId
         });
         return `skill review: ${decisions.map(d => d.decision).join(', ') || 'no candidates'}`;
@@ -429,7 +489,13 @@ export class Orchestrator {
     return (await Promise.all(steps)).filter((note): note is string => note !== undefined);
   }
 
-  private async insertStageRun(project: Project, runId: string, stage: StageName, input: StageRunInput): Promise<StageRun> {
+  private async insertStageRun(
+    project: Project,
+    runId: string,
+    stage: StageName,
+    input: StageRunInput,
+    identity: Pick<StageRun, 'id' | 'started_at'>
+  ): Promise<StageRun> {
     return this.options.store.write(async q => {
       const previous = await q.get<{ attempts: number | null }>(
         'select max(attempt) as attempts from stage_runs where run_id = $1 and stage = $2',
@@ -443,7 +509,7 @@ export class Orchestrator {
         [runId, stage, nowIso()]
       );
       const row: StageRun = {
-        id: newId('sr'),
+        id: identity.id,
         project_id: project.id,
         run_id: runId,
         stage,
@@ -456,7 +522,7 @@ export class Orchestrator {
         skills_used: [],
         memories_used: [],
         usage: { prompt_tokens: 0, completion_tokens: 0, calls: 0, cost_usd: 0, wall_ms: 0, cache_hits: 0 },
-        started_at: nowIso(),
+        started_at: identity.started_at,
         finished_at: null,
         origin: 'local'
       };
@@ -471,12 +537,15 @@ export class Orchestrator {
     });
   }
 
-  /** Records the stage's end (usage from its llm_calls rows), updates the run, shows the final card. */
+  /**
+   * Records the stage's end (usage from its llm_calls rows, the files it wrote, its log), updates
+   * the run, and replaces the live card with the final one.
+   */
   private async finish(
     stageRun: StageRun,
     input: StageRunInput,
     startedAt: number,
-    display: StageDisplay,
+    live: LiveStageCard,
     card: (run: StageRun, extra: Partial<StageBundle>) => StageBundle,
     end: {
       status: 'done' | 'failed';
@@ -487,6 +556,7 @@ export class Orchestrator {
     }
   ): Promise<StageOutcome> {
     const { result } = end;
+    live.close();
     stageRun.status = end.status;
     stageRun.error = end.error;
     // Any JSON value (the generated type narrows it to an object; stages also return arrays or strings).
@@ -496,16 +566,40 @@ export class Orchestrator {
     input.trajectory = result?.trajectory ?? '';
     input.markdown = result?.markdown ?? '';
     input.bundle_outputs = result?.bundleOutputs ?? {};
+    let workspace = '';
     await this.options.store.write(async q => {
+      workspace = (await q.get<{ workspace: string | null }>('select workspace from projects where id = $1', [stageRun.project_id]))?.workspace ?? '';
+      const log = workspace ? this.writeStageLog(workspace, stageRun, input) : undefined;
+      input.artifacts = workspace ? await collectArtifacts(q, stageRun.id, stageRun.output, workspace, log ? [log] : []) : [];
       stageRun.usage = await usageOf(q, stageRun.id, Date.now() - startedAt);
       await saveStageRun(q, stageRun, input);
       await settleRun(q, stageRun);
     });
-    const bundle = card(stageRun, { ...end.used, outputs: input.bundle_outputs, progress: null });
+    const bundle = card(stageRun, { ...end.used, outputs: input.bundle_outputs, progress: null, artifacts: artifactLinks(input.artifacts ?? [], workspace) });
     const markdown = stageMarkdown(stageRun, bundle);
     end.onProgress?.(bundle);
-    display.show(bundle, markdown);
-    return { run: stageRun, bundle, markdown, display };
+    live.display.show(bundle, markdown);
+    return { run: stageRun, bundle, markdown, display: live.display };
+  }
+
+  /**
+   * The stage's log, `logs/<stage>-<attempt>.log` in the workspace: its account of what happened,
+   * what Update did, and the error. Returns the path, or undefined when it could not be written
+   * (said in update_notes: the stage's result stands).
+   */
+  private writeStageLog(workspace: string, run: StageRun, input: StageRunInput): string | undefined {
+    const file = `logs/${run.stage}-${run.attempt}.log`;
+    const head = [`${run.stage} attempt ${run.attempt} (stage run ${run.id}): ${run.status}`, `started ${run.started_at}, finished ${run.finished_at}`];
+    if (run.error) head.push(`error: ${run.error}`);
+    const update = input.update_notes.length ? `\n\nUpdate:\n${input.update_notes.map(n => `- ${n}`).join('\n')}` : '';
+    const text = `${head.join('\n')}\n\n${input.trajectory || '(the stage left no account)'}${update}`;
+    try {
+      writeInside(workspace, file, `${text}\n`);
+      return file;
+    } catch (error) {
+      input.update_notes.push(`stage log not written: ${errorMessage(error)}`);
+      return undefined;
+    }
   }
 
 }
@@ -527,11 +621,15 @@ async function runBudget(q: Queryable, runId: string, profile: Profile): Promise
   const maxTokens = profile.resources.max_tokens_per_run;
   const maxCost = profile.resources.max_llm_cost_usd;
   // The scoped LLM only knows what was left for this stage; say which of the profile's budgets ran out.
+  // The real options: the profile's resources (lab.useProfile) or a new run with a fresh budget.
+  const raise = (field: string, value: number): string =>
+    `Raise it in the profile: lab.useProfile({ ...profile, resources: { ...profile.resources, ${field}: ${value * 2} } }), ` +
+    'or start a new run with project.run({ restart: true })';
   const describe = (error: BudgetExceededError): string =>
     error.limit === 'maxTokens' && maxTokens !== undefined
-      ? `the run's token budget ran out (profile max_tokens_per_run ${maxTokens}). ${error.message}`
+      ? `the run's token budget ran out (profile resources.max_tokens_per_run ${maxTokens}): ${error.problem}. ${raise('max_tokens_per_run', maxTokens)}`
       : error.limit === 'maxCostUsd' && maxCost !== undefined
-        ? `the run's cost budget ran out (profile max_llm_cost_usd $${maxCost}). ${error.message}`
+        ? `the run's cost budget ran out (profile resources.max_llm_cost_usd $${maxCost}): ${error.problem}. ${raise('max_llm_cost_usd', maxCost)}`
         : error.message;
   if (maxTokens === undefined && maxCost === undefined) return { limits: {}, describe };
   const spent = await q.get<{ tokens: number | null; cost: number | null }>(
@@ -545,10 +643,10 @@ async function runBudget(q: Queryable, runId: string, profile: Profile): Promise
   if (maxTokens !== undefined) limits.maxTokens = maxTokens - tokens;
   if (maxCost !== undefined) limits.maxCostUsd = maxCost - cost;
   if (limits.maxTokens !== undefined && limits.maxTokens <= 0) {
-    return { limits, describe, exhausted: `stopped: the run's token budget is spent (${tokens} of max_tokens_per_run ${maxTokens})` };
+    return { limits, describe, exhausted: `stopped: the run's token budget is spent (${tokens} of max_tokens_per_run ${maxTokens}). ${raise('max_tokens_per_run', maxTokens!)}` };
   }
   if (limits.maxCostUsd !== undefined && limits.maxCostUsd <= 0) {
-    return { limits, describe, exhausted: `stopped: the run's cost budget is spent ($${cost.toFixed(4)} of max_llm_cost_usd $${maxCost})` };
+    return { limits, describe, exhausted: `stopped: the run's cost budget is spent ($${cost.toFixed(4)} of max_llm_cost_usd $${maxCost}). ${raise('max_llm_cost_usd', maxCost!)}` };
   }
   return { limits, describe };
 }
@@ -611,11 +709,36 @@ export function stageRange(from: StageName = STAGES[0], to: StageName = STAGES[S
   return STAGES.slice(start, end + 1) as StageName[];
 }
 
-function progressOf(step: string, done?: number, total?: number): NonNullable<StageBundle['progress']> {
-  const progress: NonNullable<StageBundle['progress']> = { step };
-  if (done !== undefined) progress.done = Math.max(0, Math.floor(done));
-  if (total !== undefined) progress.total = Math.max(0, Math.floor(total));
-  return progress;
+/** The stage methods of a Project, to name the call that runs a stage. */
+const STAGE_CALLS: Record<StageName, string> = {
+  ideation: 'project.ideate()',
+  planning: 'project.plan()',
+  experiment: 'project.experiment()',
+  analysis: 'project.analyze()',
+  writing: 'project.write()',
+  review: 'project.review()'
+};
+
+/**
+ * Why a stage cannot start: each earlier stage it needs either failed in this run (say why,
+ * and that it must be fixed and rerun) or never ran in it (say which call runs it).
+ */
+export function prerequisiteError(stage: StageName, missing: StageName[], failed: Partial<Record<StageName, string>>): string {
+  const reasons = missing.map(name =>
+    failed[name] !== undefined
+      ? `${name} failed in this run (${failed[name]}); fix it and rerun it (${STAGE_CALLS[name]})`
+      : `${name} has not run in this run; run it first (${STAGE_CALLS[name]})`
+  );
+  return `the ${stage} stage needs the output of ${missing.join(' and ')}: ${reasons.join('; ')}; then run ${stage} again`;
+}
+
+/**
+ * What to add to a stage failure the model caused: how to use a capable model. An error from
+ * the embedded model or a malformed answer is where a stronger endpoint is the real fix.
+ */
+function modelFailureHint(error: unknown, llm: Llm): string {
+  if (!(error instanceof LlmError || error instanceof LlmOutputError)) return '';
+  return llm.config.provider === 'local' ? `. ${CAPABLE_ENDPOINT_HINT}` : '';
 }
 
 function memoryRef(memory: Memory): StageBundle['memories_used'][number] {

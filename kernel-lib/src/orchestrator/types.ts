@@ -99,4 +99,6 @@ export interface StageRunInput {
   bundle_outputs: StageBundle['outputs'];
   /** What the Update step did or failed to do (memories written, skill review decisions, errors). */
   update_notes: string[];
+  /** The files the stage wrote, relative to the workspace (the card links them); set when it ends. */
+  artifacts?: import('./artifacts').StageArtifact[];
 }

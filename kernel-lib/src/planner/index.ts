@@ -7,9 +7,10 @@ import {
   type Skill
 } from '@nanoresearch/schema';
 import { newId, nowIso } from '../ids';
-import { LlmOutputError, type Llm } from '../llm';
+import { extractJson, validateAgainst, type ChatMessage, type Llm } from '../llm';
+import { renderEmbeddedPrompt } from '../llm/providers/local';
 import { renderProfileFor } from '../profiles';
-import type { Queryable, Store } from '../store';
+import { INSERT_ROWS, type Queryable, type Store } from '../store';
 import type { StageName } from '../orchestrator/types';
 
 /** What each stage is asked to do: the task line of the planner's input x. */
@@ -92,10 +93,12 @@ export class Planner {
     request: PlanRequest,
     alsoWrite?: (q: Queryable, call: PlannerCall, notes: string[]) => Promise<void>
   ): Promise<PlanResult> {
-    const x = buildPlannerInput(request);
+    const userText = buildPlannerInput(request);
+    const schema = plannerSchemaFor(request);
     const notes: string[] = [];
+    let x = userText;
     let y = '';
-    let model = this.llm.config.models.planner ?? this.llm.config.models.default;
+    let model = plannerModel(this.llm);
     let adapterVersion: string | null = null;
     let fallback: string | null = null;
     let plan: PlannerOutput;
@@ -103,27 +106,18 @@ export class Planner {
     if (request.enabled === false) {
       fallback = 'planner disabled';
       plan = fallbackPlan(request);
+      // x as the planner would have seen it, so feedback on this stage can still train (re-sampled y).
+      x = await plannerPrompt(this.llm, userText, schema).catch(() => userText);
     } else {
       try {
-        const adapter = await this.activeAdapter();
-        adapterVersion = adapter?.version ?? null;
-        const response = await this.llm.completeJson<PlannerOutput>({
-          role: 'planner',
-          messages: [{ role: 'user', content: x }],
-          jsonSchema: plannerSchemaFor(request),
-          schemaName: 'planner_output',
-          temperature: 0,
-          maxTokens: PLANNER_MAX_TOKENS,
-          adapterPath: adapter?.ggufPath ?? null,
-          stageRunId: request.stageRunId
-        });
-        y = response.text;
-        model = response.model;
-        plan = keepCandidateIds(response.value, request, notes);
+        x = await plannerPrompt(this.llm, userText, schema);
+        const answer = await askPlanner(this.llm, userText, schema, await this.activeAdapter(), request.stageRunId);
+        ({ y, model, adapterVersion } = answer);
+        plan = keepCandidateIds(answer.value, request, notes);
       } catch (error) {
         // Under the per-call schema a valid model cannot answer wrongly: reaching here is a model
         // or server error. Keep what it did say: it explains the failure.
-        if (error instanceof LlmOutputError) y = error.answer;
+        if (error instanceof PlannerAnswerError) ({ y, model, adapterVersion } = error);
         fallback = `planner model error, used the top ${FALLBACK_TOP_K} of each: ${errorMessage(error)}`;
         plan = fallbackPlan(request);
       }
@@ -145,14 +139,9 @@ export class Planner {
       fallback,
       created_at: nowIso()
     };
-    await this.store.write(async q => {
-      await q.run(
-        `insert into planner_calls (id, stage_run_id, stage, x, y, parsed, candidate_skill_ids, candidate_memory_ids,
-                                    model, adapter_version, fallback, created_at)
-         values ($id, $stage_run_id, $stage, $x, $y, $parsed, $candidate_skill_ids, $candidate_memory_ids,
-                 $model, $adapter_version, $fallback, $created_at)`,
-        { ...call }
-      );
+    // x and y are training data (and y may have been paid for): a durable write, kept in the
+    // store's outbox if the store cannot take it; `alsoWrite` is lost with a failed write.
+    await this.store.writeDurable(INSERT_ROWS, { inserts: [{ table: 'planner_calls', rows: [{ ...call }] }] }, async q => {
       await alsoWrite?.(q, call, notes);
     });
     const skillsById = new Map(request.skills.map(s => [s.id, s]));
@@ -167,11 +156,153 @@ export class Planner {
   }
 }
 
+/** The embedded or served model the planner role runs on. */
+function plannerModel(llm: Llm): string {
+  return llm.config.models.planner ?? llm.config.models.default;
+}
+
+/** The planner's messages: the whole instruction (buildPlannerInput) as the one user turn. */
+function plannerMessages(userText: string): ChatMessage[] {
+  return [{ role: 'user', content: userText }];
+}
+
+/**
+ * x, the exact prompt the planner model is given for `userText`. With the embedded model: the
+ * whole prompt after the model's chat template, system message (the JSON instruction) included,
+ * up to and including the assistant header, as the text of the very token ids the model
+ * evaluates (special tokens written out, e.g. `<|im_start|>`); the trainer tokenises this text
+ * back to the same ids and scores y right after it. With an OpenAI-compatible server, which
+ * applies the template itself: the user message, which the trainer renders as the one user turn.
+ */
+export async function plannerPrompt(llm: Llm, userText: string, schema: Record<string, unknown>): Promise<string> {
+  if (llm.config.provider !== 'local') return userText;
+  const rendered = await renderEmbeddedPrompt(llm.config.modelsDir, { model: plannerModel(llm), messages: plannerMessages(userText), jsonSchema: schema });
+  return rendered.text;
+}
+
+/**
+ * The user message inside a stored x: the inverse of plannerPrompt for the current planner
+ * model (x = the rendering's prefix + user message + suffix, and rendering that message again
+ * must give x exactly), or null when x is not this model's rendering of any planner call.
+ */
+export async function plannerUserText(llm: Llm, x: string, schema: Record<string, unknown>): Promise<string | null> {
+  if (llm.config.provider !== 'local') return x;
+  const marker = '\u241eNANORESEARCH_USER_TEXT\u241e';
+  const probe = await plannerPrompt(llm, marker, schema);
+  const at = probe.indexOf(marker);
+  const [prefix, suffix] = [probe.slice(0, at), probe.slice(at + marker.length)];
+  if (at < 0 || !x.startsWith(prefix) || !x.endsWith(suffix) || x.length < prefix.length + suffix.length) return null;
+  const userText = x.slice(prefix.length, x.length - suffix.length);
+  return (await plannerPrompt(llm, userText, schema)) === x ? userText : null;
+}
+
+/** A planner answer that is not a plan under the call's schema; carries what the model said. */
+class PlannerAnswerError extends Error {
+  constructor(message: string, readonly y: string, readonly model: string, readonly adapterVersion: string | null) {
+    super(message);
+  }
+}
+
+/**
+ * One planner generation: the messages of plannerMessages(userText) under the call's schema
+ * (the grammar on the embedded model), greedy, with the active adapter. No re-ask: y must be the
+ * answer to x itself, or the pair would not be a training example.
+ */
+async function askPlanner(
+  llm: Llm,
+  userText: string,
+  schema: Record<string, unknown>,
+  adapter: PlannerAdapter | null,
+  stageRunId: string
+): Promise<{ y: string; value: PlannerOutput; model: string; adapterVersion: string | null }> {
+  const adapterVersion = adapter?.version ?? null;
+  const response = await llm.complete({
+    role: 'planner',
+    messages: plannerMessages(userText),
+    jsonSchema: schema,
+    schemaName: 'planner_output',
+    temperature: 0,
+    maxTokens: PLANNER_MAX_TOKENS,
+    adapterPath: adapter?.ggufPath ?? null,
+    stageRunId
+  });
+  const found = extractJson(response.text);
+  const errors = found ? validateAgainst(schema, found.value) : ['the answer contains no JSON object'];
+  if (errors.length) {
+    throw new PlannerAnswerError(`the answer does not match the call's schema: ${errors.join('; ')}`, response.text, response.model, adapterVersion);
+  }
+  return { y: response.text, value: found!.value as PlannerOutput, model: response.model, adapterVersion };
+}
+
+/** The id of the re-sampled planner call that stands in for fallback call `callId` in training. */
+export function resampledCallId(callId: string): string {
+  return `${callId}-resampled`;
+}
+
+/**
+ * Makes a fallback planner call trainable: asks the current planner (the active adapter) for its
+ * own answer to the very x the stage's call stored, and stores that as a planner call of its own
+ * (id resampledCallId(call.id), same stage run, fallback null; the stage run still points at the
+ * plan it used). SDPO needs y from the policy and the user's hindsight on the stage: feedback on a
+ * stage that ran on the fallback plan (planner off, or a model error) is hindsight about what the
+ * stage should have done for this x, and the re-sampled y is the policy's own attempt at it.
+ * Idempotent: a call re-sampled before returns that row. Returns the row, or why it cannot be made.
+ */
+export async function resamplePlannerCall(
+  store: Store,
+  llm: Llm,
+  callId: string,
+  activeAdapter: () => Promise<PlannerAdapter | null> = async () => null
+): Promise<{ call: PlannerCall } | { reason: string }> {
+  const read = (id: string) => store.read(q => q.get<PlannerCall>('select * from planner_calls where id = $1', [id]));
+  const existing = await read(resampledCallId(callId));
+  if (existing) return { call: existing };
+  const original = await read(callId);
+  if (!original) return { reason: `there is no planner call '${callId}' in this store` };
+  if (!original.fallback) return { call: original };
+  const request = {
+    skills: (original.candidate_skill_ids ?? []).map(id => ({ id })) as Skill[],
+    memories: (original.candidate_memory_ids ?? []).map(id => ({ id })) as Memory[]
+  };
+  const schema = plannerSchemaFor(request);
+  const userText = await plannerUserText(llm, original.x, schema);
+  if (userText === null) {
+    return { reason: `its stored prompt x is not what the current planner model (${plannerModel(llm)}) renders for a planner call, so the planner cannot be asked the same x again` };
+  }
+  let answer: Awaited<ReturnType<typeof askPlanner>>;
+  try {
+    answer = await askPlanner(llm, userText, schema, await activeAdapter(), original.stage_run_id);
+  } catch (error) {
+    return { reason: `re-asking the planner for its own plan failed: ${errorMessage(error)}` };
+  }
+  const call: PlannerCall = {
+    ...original,
+    id: resampledCallId(callId),
+    y: answer.y,
+    parsed: keepCandidateIds(answer.value, request, []),
+    model: answer.model,
+    adapter_version: answer.adapterVersion,
+    fallback: null,
+    created_at: nowIso()
+  };
+  await store.write(q =>
+    q.run(
+      `insert into planner_calls (id, stage_run_id, stage, x, y, parsed, candidate_skill_ids, candidate_memory_ids,
+                                  model, adapter_version, fallback, created_at)
+       values ($id, $stage_run_id, $stage, $x, $y, $parsed, $candidate_skill_ids, $candidate_memory_ids,
+               $model, $adapter_version, $fallback, $created_at)
+       on conflict (id) do nothing`,
+      { ...call }
+    )
+  );
+  return { call: (await read(call.id)) ?? call };
+}
+
 /**
  * The planner input x. Compact and deterministic: the same stage, topic, profile and candidates
  * (in the same order) always give the same string, because x is what SDPO trains on and what a
- * later round must be able to reproduce. The whole instruction is in x (sent as one user
- * message), so x alone is the exact prompt.
+ * later round must be able to reproduce. The whole instruction is this one user message; the
+ * stored x is this message as the planner model is given it (plannerPrompt).
  */
 export function buildPlannerInput(request: Pick<PlanRequest, 'stage' | 'topic' | 'profile' | 'skills' | 'memories'>): string {
   const skills = request.skills.map(s => `- ${s.id}: ${s.name}. ${clip(s.description, SKILL_TEXT_CHARS)}`);
@@ -261,7 +392,7 @@ export function fallbackPlan(request: Pick<PlanRequest, 'skills' | 'memories'>):
 }
 
 /** y with every id that was not a candidate removed (and noted), duplicates collapsed. */
-function keepCandidateIds(output: PlannerOutput, request: PlanRequest, notes: string[]): PlannerOutput {
+function keepCandidateIds(output: PlannerOutput, request: Pick<PlanRequest, 'skills' | 'memories'>, notes: string[]): PlannerOutput {
   const skillIds = new Set(request.skills.map(s => s.id));
   const memoryIds = new Set(request.memories.map(m => m.id));
   const keep = (ids: string[], allowed: Set<string>, what: string): string[] => {

@@ -26,6 +26,7 @@ import {
   MAX_ALWAYS_CANDIDATES,
   MAX_PROBED_POSTINGS,
   MEMORY_KIND_PRIOR,
+  PROJECT_SCOPE_BOOST,
   SKILL_BUDGET_SHARE,
   SKILL_HALF_LIFE_DAYS,
   SKILL_SOURCE_QUALITY,
@@ -76,6 +77,8 @@ export interface ScoreBreakdown {
   prior: number;
   /** Multiplier from condition mismatches (1 when none). */
   mismatchFactor: number;
+  /** PROJECT_SCOPE_BOOST for a memory of the query's project, 1 otherwise (global memories, skills). */
+  projectFactor: number;
   total: number;
 }
 
@@ -341,7 +344,7 @@ function lexicalParts(pool: readonly Candidate[], nTags: number): Map<string, { 
   return new Map(pool.map(c => [c.doc_id, { bm25: Number(c.bm25), lexical: Number(c.bm25) / best, tags: nTags > 0 ? Number(c.tag_hits) / nTags : 0 }]));
 }
 
-function weighted(w: ComponentWeights, b: Omit<ScoreBreakdown, 'total' | 'bm25' | 'conditionMismatches' | 'prior' | 'mismatchFactor'>): number {
+function weighted(w: ComponentWeights, b: Omit<ScoreBreakdown, 'total' | 'bm25' | 'conditionMismatches' | 'prior' | 'mismatchFactor' | 'projectFactor'>): number {
   return (
     w.lexical * b.lexical + w.tags * b.tags + w.recency * b.recency + w.quality * b.quality + w.usage * b.usage + w.stage * b.stage + w.conditions * b.conditions
   );
@@ -379,7 +382,7 @@ function scoreSkills(pool: readonly Candidate[], rows: readonly Record<string, u
       conditions: 0
     };
     const total = weighted(w, parts);
-    const breakdown: ScoreBreakdown = { bm25: lex.bm25, ...parts, conditionMismatches: 0, prior: 1, mismatchFactor: 1, total };
+    const breakdown: ScoreBreakdown = { bm25: lex.bm25, ...parts, conditionMismatches: 0, prior: 1, mismatchFactor: 1, projectFactor: 1, total };
     return { item, score: total, breakdown, chars: renderSkill(item).length };
   });
   return scored.sort(byScore(s => s.usage_count ?? 0, s => s.id)).slice(0, limit);
@@ -436,8 +439,9 @@ function scoreMemories(pool: readonly Candidate[], rows: readonly Record<string,
     const prior = MEMORY_KIND_PRIOR[query.stage][item.kind];
     const penalty = item.kind === 'failed_direction' ? CONDITION_MISMATCH_PENALTY.failed_direction : CONDITION_MISMATCH_PENALTY.other;
     const mismatchFactor = 1 - (penalty * cond.mismatched) / asked;
-    const total = prior * mismatchFactor * weighted(w, parts);
-    const breakdown: ScoreBreakdown = { bm25: lex.bm25, ...parts, conditionMismatches: cond.mismatched, prior, mismatchFactor, total };
+    const projectFactor = query.projectId && item.scope === query.projectId ? PROJECT_SCOPE_BOOST : 1;
+    const total = prior * mismatchFactor * projectFactor * weighted(w, parts);
+    const breakdown: ScoreBreakdown = { bm25: lex.bm25, ...parts, conditionMismatches: cond.mismatched, prior, mismatchFactor, projectFactor, total };
     const result: Scored<Memory> = { item, score: total, breakdown, chars: renderMemory(item).length };
     if (item.kind === 'failed_direction' && cond.matched > 0 && cond.mismatched === 0) {
       result.warning = `Failed before under matching conditions: ${item.content}`;

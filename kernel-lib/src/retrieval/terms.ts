@@ -1,11 +1,13 @@
 /**
- * Term tables behind BM25 (migration 2): postings `doc_terms`, document frequencies `term_df`
- * and per-kind corpus totals `doc_stats`, all maintained incrementally on every skill or
- * memory write, so a query reads precomputed statistics instead of aggregating the corpus.
+ * What retrieval's term index is built from (migration 10): one `doc_index` row per indexed
+ * skill or memory with its distinct terms, their frequencies, its length and scope, written in
+ * the same transaction as the record. Retrieval scores in memory (term-index.ts), so the store
+ * keeps no postings, df or corpus totals: those were three extra tables, each updated on every
+ * write, and they made a batch of 100 memories cost ~220 ms and the store ~2x its rows' size.
  */
 import type { Memory, Skill } from '@nanoresearch/schema';
 import type { Queryable } from '../store/queryable';
-import { tagTerm, termFrequencies, termKey, tokenize } from './tokenize';
+import { tagTerm, termFrequencies, tokenize } from './tokenize';
 
 /** The document collections that have postings. */
 export type DocKind = 'skill' | 'memory';
@@ -38,13 +40,6 @@ export function memoryText(memory: Pick<Memory, 'key' | 'content' | 'conditions'
   return `${memory.content}\n${conditions}`;
 }
 
-interface Posting {
-  term_key: number;
-  doc_id: string;
-  tf: number;
-  doc_len: number;
-}
-
 /** Index entry of a memory: its scope, and the standing kinds are always candidates. */
 export function memoryDoc(memory: Memory, alwaysKinds: readonly string[]): IndexableDoc {
   return { id: memory.id, text: memoryText(memory), tags: memory.tags, scope: memory.scope, always: alwaysKinds.includes(memory.kind) };
@@ -55,57 +50,29 @@ export function skillDoc(skill: Skill): IndexableDoc {
   return { id: skill.id, text: skillText(skill), tags: skill.tags, scope: 'global', always: skill.source === 'builtin' };
 }
 
-/** Postings of one document: words with their frequencies, tags with tf 1 (length counts words only). */
-function postingsOf(kind: DocKind, doc: IndexableDoc): { postings: Posting[]; terms: Map<number, string>; len: number } {
+/** A document as `doc_index` holds it: distinct terms (words, then tags and markers) with their frequencies. */
+export interface DocTerms {
+  terms: string[];
+  tfs: number[];
+  /** Length in words (tags and markers do not count). */
+  len: number;
+}
+
+/** Terms of one document: words with their frequencies, tags and the always-marker with tf 1. */
+export function docTerms(doc: IndexableDoc): DocTerms {
   const tokens = tokenize(doc.text);
-  const terms = new Map<number, string>();
-  const postings: Posting[] = [];
-  for (const [term, tf] of termFrequencies(tokens)) {
-    const key = termKey(kind, term);
-    terms.set(key, term);
-    postings.push({ term_key: key, doc_id: doc.id, tf, doc_len: tokens.length });
-  }
-  const markers = [...new Set((doc.tags ?? []).map(tagTerm))];
-  if (doc.always) markers.push(ALWAYS_TERM);
-  for (const marker of markers) {
-    const key = termKey(kind, marker);
-    if (terms.has(key)) continue;
-    terms.set(key, marker);
-    postings.push({ term_key: key, doc_id: doc.id, tf: 1, doc_len: tokens.length });
-  }
-  return { postings, terms, len: tokens.length };
-}
-
-/**
- * A batch for a `$param::JSON` placeholder read with `from_json`, so a batch of any size is
- * one statement. The store JSON-encodes arrays bound to a JSON parameter (exactly once).
- */
-function jsonParam<T>(rows: readonly T[]): readonly T[] {
-  return rows;
-}
-
-/** A small batch's ids as an SQL IN-list (an ART probe); larger batches go through a JSON parameter. */
-const LITERAL_ID_LIST_MAX = 200;
-
-function sqlString(s: string): string {
-  return `'${s.replace(/'/g, "''")}'`;
-}
-
-/** `column IN (...)` for a batch of ids, with its parameters. */
-function idFilter(column: string, ids: readonly string[]): { sql: string; params: Record<string, unknown> } {
-  if (ids.length <= LITERAL_ID_LIST_MAX) return { sql: `${column} IN (${ids.map(sqlString).join(', ')})`, params: {} };
-  return { sql: `${column} IN (SELECT unnest(from_json($ids::JSON, '["VARCHAR"]')))`, params: { ids: jsonParam(ids) } };
-}
-
-function withParams(params: Record<string, unknown>): Record<string, unknown> | undefined {
-  return Object.keys(params).length ? params : undefined;
+  const tf = termFrequencies(tokens);
+  for (const marker of [...(doc.tags ?? []).map(tagTerm), ...(doc.always ? [ALWAYS_TERM] : [])]) if (!tf.has(marker)) tf.set(marker, 1);
+  return { terms: [...tf.keys()], tfs: [...tf.values()], len: tokens.length };
 }
 
 /**
  * Generations of `term_changes` kept: a cache further behind than this reloads the whole
- * index instead of the changed documents (the log is pruned when postings are compacted).
+ * index instead of the changed documents.
  */
 export const TERM_CHANGES_KEPT = 10_000;
+/** The change log is pruned on every this many generations (a range delete, so not on every write). */
+const PRUNE_EVERY = 100;
 
 /**
  * Bumps the term generation and logs the documents this write (re)indexed or removed, in the
@@ -115,142 +82,49 @@ export const TERM_CHANGES_KEPT = 10_000;
 async function logTermChanges(q: Queryable, kind: DocKind, docs: ReadonlyArray<{ id: string; scope: string | null }>): Promise<void> {
   const bumped = await q.get<{ generation: number }>('UPDATE term_generation SET generation = generation + 1 RETURNING generation');
   if (!bumped) throw new Error('retrieval: the store has no term_generation row; reopen it with Store.open() to run its migrations');
+  const generation = Number(bumped.generation);
   await q.run(
     `INSERT INTO term_changes
        SELECT $gen, $kind, id, scope FROM (SELECT unnest(from_json($rows::JSON, '[{"id":"VARCHAR","scope":"VARCHAR"}]'), recursive := true))`,
-    { gen: Number(bumped.generation), kind, rows: jsonParam(docs) }
+    { gen: generation, kind, rows: docs }
   );
+  if (generation % PRUNE_EVERY === 0) await q.run('DELETE FROM term_changes WHERE generation < $oldest', { oldest: generation - TERM_CHANGES_KEPT });
 }
 
-/**
- * Removes these documents from the index: their postings, their forward entries, and their
- * share of df and the corpus totals. Runs inside the caller's write transaction.
- */
+/** Deletes the `doc_index` rows of these documents; returns the ids that had one. */
+async function removeFromIndex(q: Queryable, kind: DocKind, ids: readonly string[]): Promise<string[]> {
+  if (ids.length === 0) return [];
+  const gone = await q.all<{ doc_id: string }>(
+    `DELETE FROM doc_index WHERE doc_kind = $kind AND doc_id IN (SELECT unnest(from_json($ids::JSON, '["VARCHAR"]'))) RETURNING doc_id`,
+    { kind, ids: [...ids] }
+  );
+  return gone.map(r => r.doc_id);
+}
+
+/** Removes these documents from the index, in the caller's write transaction. */
 export async function unindexDocuments(q: Queryable, kind: DocKind, ids: readonly string[]): Promise<void> {
   const removed = await removeFromIndex(q, kind, ids);
   if (removed.length) await logTermChanges(q, kind, removed.map(id => ({ id, scope: null })));
 }
 
-/** `unindexDocuments` without the change log (the caller logs); returns the ids that were indexed. */
-async function removeFromIndex(q: Queryable, kind: DocKind, ids: readonly string[]): Promise<string[]> {
-  if (ids.length === 0) return [];
-  const filter = idFilter('doc_id', ids);
-  // Doc ids are unique within a kind; the kind is checked on the rows, not in the probe,
-  // because a second predicate beside the IN-list turns the index probe into a full scan.
-  const forward = (await q.all<{ doc_kind: string; doc_id: string; term_key: number; doc_len: number }>(
-    `SELECT doc_kind, doc_id, term_key, doc_len FROM doc_terms WHERE ${filter.sql}`,
-    withParams(filter.params)
-  )).filter(r => r.doc_kind === kind);
-  if (forward.length === 0) return [];
-  const dfDrop = new Map<number, number>();
-  const lengths = new Map<string, number>();
-  for (const r of forward) {
-    dfDrop.set(Number(r.term_key), (dfDrop.get(Number(r.term_key)) ?? 0) + 1);
-    lengths.set(r.doc_id, r.doc_len);
-  }
-  const docIds = [...lengths.keys()];
-  const keys = [...dfDrop.keys()];
-  const found = idFilter('doc_id', docIds);
-  await q.run(`DELETE FROM doc_terms WHERE doc_kind = $kind AND ${found.sql}`, { kind, ...found.params });
-  // Rewrite the posting lists that mention these documents; rows left empty go.
-  await q.run(
-    `UPDATE term_postings SET postings = list_filter(postings, p -> NOT list_contains(from_json($gone::JSON, '["VARCHAR"]'), p.doc_id))
-      WHERE term_key IN (${keys.join(', ')})`,
-    { gone: jsonParam(docIds) }
-  );
-  await q.run(`DELETE FROM term_postings WHERE term_key IN (${keys.join(', ')}) AND len(postings) = 0`);
-  await q.run(
-    `UPDATE term_df SET df = term_df.df - d.n
-       FROM (SELECT unnest(from_json($rows::JSON, '[{"k":"BIGINT","n":"INTEGER"}]'), recursive := true)) AS d
-      WHERE term_df.term_key = d.k`,
-    { rows: jsonParam([...dfDrop].map(([k, n]) => ({ k, n }))) }
-  );
-  await q.run('DELETE FROM term_df WHERE df <= 0');
-  let removedLen = 0;
-  for (const len of lengths.values()) removedLen += len;
-  await q.run('UPDATE doc_stats SET n_docs = n_docs - $n, total_len = total_len - $len WHERE doc_kind = $kind', {
-    kind,
-    n: docIds.length,
-    len: removedLen
-  });
-  return docIds;
-}
-
 /**
- * Delta rows of `term_postings` tolerated per distinct term before the table is compacted
- * into one list per term: each write appends a row per term it uses, and a probe reads
- * every row of a term, so the ratio bounds the probe's cost (compaction is O(table)).
+ * (Re)indexes documents: one `doc_index` row each, replacing any earlier one, in the caller's
+ * write transaction, so the index never disagrees with the records it indexes. Only active
+ * records are indexed: retiring one unindexes it. `fresh: true` skips the delete of earlier rows
+ * (the caller knows the documents are new).
  */
-export const POSTINGS_COMPACTION_RATIO = 1.5;
-
-/** Merges every term's posting rows into one list. Cheap to call; does the work only when worth it. */
-export async function compactPostings(q: Queryable, force = false): Promise<boolean> {
-  const counts = await q.get<{ rows: number; terms: number }>(
-    'SELECT (SELECT count(*) FROM term_postings)::BIGINT AS rows, (SELECT count(*) FROM term_df)::BIGINT AS terms'
-  );
-  const rows = Number(counts?.rows ?? 0);
-  const terms = Number(counts?.terms ?? 0);
-  if (!force && rows <= Math.max(terms * POSTINGS_COMPACTION_RATIO, 1000)) return false;
-  await q.run('CREATE TEMP TABLE merged_postings AS SELECT term_key, flatten(list(postings)) AS postings FROM term_postings GROUP BY term_key');
-  await q.run('DELETE FROM term_postings');
-  await q.run('INSERT INTO term_postings SELECT term_key, postings FROM merged_postings WHERE len(postings) > 0');
-  await q.run('DROP TABLE merged_postings');
-  await q.run('DELETE FROM term_changes WHERE generation < (SELECT generation FROM term_generation) - $kept', { kept: TERM_CHANGES_KEPT });
-  return true;
-}
-
-/**
- * (Re)indexes documents: their old postings go, the new ones come in as delta rows, and df
- * and corpus totals move by the difference. Runs inside the caller's write transaction, so
- * the term tables never disagree with the records they index. Only active records are
- * indexed: retiring one unindexes it, so statistics describe what retrieval can return.
- * Bulk loads may pass `fresh: true` (skip the unindex step: the caller knows the documents
- * are new) and `compact: false` (defer compaction, then call `compactPostings(q, true)` once).
- */
-export async function indexDocuments(
-  q: Queryable,
-  kind: DocKind,
-  docs: readonly IndexableDoc[],
-  options: { fresh?: boolean; compact?: boolean } = {}
-): Promise<void> {
+export async function indexDocuments(q: Queryable, kind: DocKind, docs: readonly IndexableDoc[], options: { fresh?: boolean } = {}): Promise<void> {
   if (docs.length === 0) return;
-  if (!options.fresh) {
-    await removeFromIndex(
-      q,
-      kind,
-      docs.map(d => d.id)
-    );
-  }
-  const forward: Array<{ doc_kind: string; doc_id: string; term_key: number; tf: number; doc_len: number }> = [];
-  const lists = new Map<number, { term: string; postings: Array<{ doc_id: string; tf: number; len: number; scope: string }> }>();
-  let totalLen = 0;
-  for (const doc of docs) {
-    const { postings, terms, len } = postingsOf(kind, doc);
-    totalLen += len;
-    for (const p of postings) {
-      forward.push({ doc_kind: kind, doc_id: p.doc_id, term_key: p.term_key, tf: p.tf, doc_len: p.doc_len });
-      let entry = lists.get(p.term_key);
-      if (!entry) lists.set(p.term_key, (entry = { term: terms.get(p.term_key) ?? '', postings: [] }));
-      entry.postings.push({ doc_id: p.doc_id, tf: p.tf, len: p.doc_len, scope: doc.scope ?? 'global' });
-    }
-  }
-  await q.appendRows('doc_terms', forward);
+  if (!options.fresh) await removeFromIndex(q, kind, docs.map(d => d.id));
+  const rows = docs.map(doc => {
+    const { terms, tfs, len } = docTerms(doc);
+    return { i: doc.id, s: doc.scope ?? 'global', l: len, t: terms, f: tfs };
+  });
+  // One statement for the batch: the appender has no list columns, a JSON parameter does.
   await q.run(
-    `INSERT INTO term_postings
-       SELECT k, p FROM (SELECT unnest(from_json($rows::JSON, '[{"k":"BIGINT","p":[{"doc_id":"VARCHAR","tf":"INTEGER","len":"INTEGER","scope":"VARCHAR"}]}]'), recursive := true))`,
-    { rows: jsonParam([...lists].map(([k, v]) => ({ k, p: v.postings }))) }
-  );
-  await q.run(
-    `INSERT INTO term_df (term_key, doc_kind, term, df)
-       SELECT k, $kind, t, n FROM (SELECT unnest(from_json($rows::JSON, '[{"k":"BIGINT","t":"VARCHAR","n":"INTEGER"}]'), recursive := true))
-     ON CONFLICT (term_key) DO UPDATE SET df = term_df.df + excluded.df`,
-    { kind, rows: jsonParam([...lists].map(([k, v]) => ({ k, t: v.term, n: v.postings.length }))) }
-  );
-  await q.run(
-    `INSERT INTO doc_stats (doc_kind, n_docs, total_len) VALUES ($kind, $n, $len)
-     ON CONFLICT (doc_kind) DO UPDATE SET n_docs = doc_stats.n_docs + excluded.n_docs, total_len = doc_stats.total_len + excluded.total_len`,
-    { kind, n: docs.length, len: totalLen }
+    `INSERT INTO doc_index (doc_kind, doc_id, scope, len, terms, tfs)
+       SELECT $kind, i, s, l, t, f FROM (SELECT unnest(from_json($rows::JSON, '[{"i":"VARCHAR","s":"VARCHAR","l":"INTEGER","t":["VARCHAR"],"f":["INTEGER"]}]'), recursive := true))`,
+    { kind, rows }
   );
   await logTermChanges(q, kind, docs.map(d => ({ id: d.id, scope: d.scope ?? 'global' })));
-  if (options.compact !== false) await compactPostings(q);
 }

@@ -14,6 +14,10 @@ export interface ImportCounts {
   skipped: number;
   /** Why each skipped cell was skipped, as `cell <n>: <reason>`. */
   warnings: string[];
+  /** Records the notebook carries that this store already had (so were not added again). */
+  alreadyStored: { stageRuns: number; plannerCalls: number; feedback: number };
+  /** What the import did in one sentence, saying exactly why when it added nothing. */
+  summary: string;
 }
 
 /** The part of a Lab an import needs. */
@@ -50,7 +54,15 @@ interface NotebookCell {
 export async function importNotebook(lab: ImportTarget, notebookPath: string): Promise<ImportCounts> {
   const resolved = path.resolve(notebookPath);
   const cells = await readNotebookCells(resolved, notebookPath);
-  const counts: ImportCounts = { stageRuns: 0, plannerCalls: 0, feedback: 0, skipped: 0, warnings: [] };
+  const counts: ImportCounts = {
+    stageRuns: 0,
+    plannerCalls: 0,
+    feedback: 0,
+    skipped: 0,
+    warnings: [],
+    alreadyStored: { stageRuns: 0, plannerCalls: 0, feedback: 0 },
+    summary: ''
+  };
   const stageCells: Array<{ index: number; metadata: CellMetadata }> = [];
   cells.forEach((cell, index) => {
     const value = cell.metadata?.[CELL_METADATA_KEY];
@@ -69,8 +81,8 @@ export async function importNotebook(lab: ImportTarget, notebookPath: string): P
 
   // Trajectories first, in one transaction, so feedback below finds its stage runs.
   await lab.store.write(async q => {
-    counts.stageRuns = 0;
-    counts.plannerCalls = 0;
+    // Counted afresh on each attempt: a transaction retried after a lock wait must not add up twice.
+    counts.stageRuns = counts.plannerCalls = counts.alreadyStored.stageRuns = counts.alreadyStored.plannerCalls = 0;
     for (const { metadata } of stageCells) {
       const run = metadata.trajectory;
       if (run) {
@@ -78,6 +90,8 @@ export async function importNotebook(lab: ImportTarget, notebookPath: string): P
         if (!exists) {
           await q.appendRows('stage_runs', [stageRunRow(run, originOf(metadata.author))]);
           counts.stageRuns += 1;
+        } else {
+          counts.alreadyStored.stageRuns += 1;
         }
       }
       const call = metadata.planner_call;
@@ -86,6 +100,8 @@ export async function importNotebook(lab: ImportTarget, notebookPath: string): P
         if (!exists) {
           await q.appendRows('planner_calls', [plannerCallRow(call)]);
           counts.plannerCalls += 1;
+        } else {
+          counts.alreadyStored.plannerCalls += 1;
         }
       }
     }
@@ -115,9 +131,50 @@ export async function importNotebook(lab: ImportTarget, notebookPath: string): P
         createdAt: entry.created_at
       });
       if (result.created) counts.feedback += 1;
+      else counts.alreadyStored.feedback += 1;
     }
   }
+  counts.summary = importSummary(notebookPath, counts, stageCells.length);
   return counts;
+}
+
+/** "3 stage runs", "1 feedback entry". */
+function plural(n: number, one: string, many: string): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+/**
+ * One sentence for the researcher: what was added, and when nothing was, exactly why (no stage
+ * cells, everything already in the store, or every cell skipped and for what reason).
+ */
+export function importSummary(notebookPath: string, counts: Omit<ImportCounts, 'summary'>, stageCellCount: number): string {
+  const added = [
+    counts.stageRuns ? plural(counts.stageRuns, 'stage run', 'stage runs') : '',
+    counts.plannerCalls ? plural(counts.plannerCalls, 'planner call', 'planner calls') : '',
+    counts.feedback ? plural(counts.feedback, 'feedback entry', 'feedback entries') : ''
+  ].filter(Boolean);
+  const known = counts.alreadyStored;
+  const knownParts = [
+    known.stageRuns ? plural(known.stageRuns, 'stage run', 'stage runs') : '',
+    known.plannerCalls ? plural(known.plannerCalls, 'planner call', 'planner calls') : '',
+    known.feedback ? plural(known.feedback, 'feedback entry', 'feedback entries') : ''
+  ].filter(Boolean);
+  const skipped = counts.skipped ? ` ${plural(counts.skipped, 'cell was', 'cells were')} skipped: ${counts.warnings.join('; ')}.` : '';
+  if (added.length) {
+    const also = knownParts.length ? ` (${knownParts.join(', ')} already in your store)` : '';
+    return `Imported ${added.join(', ')} from ${notebookPath}${also}.${skipped}`;
+  }
+  if (stageCellCount === 0 && counts.skipped === 0) {
+    return `Nothing imported from ${notebookPath}: it has no NanoResearch stage cells (cells with '${CELL_METADATA_KEY}' metadata).`;
+  }
+  if (knownParts.length) {
+    const total = known.stageRuns + known.plannerCalls + known.feedback;
+    const what =
+      knownParts.length > 1 ? `all of it (${knownParts.join(', ')}) was` : total === 1 ? `its ${knownParts[0]} was` : `all ${knownParts[0]} were`;
+    return `Nothing new from ${notebookPath}: ${what} already in your store.${skipped}`;
+  }
+  if (counts.skipped) return `Nothing imported from ${notebookPath}:${skipped}`;
+  return `Nothing imported from ${notebookPath}: its stage cells carry no trajectory or feedback yet (run them and save the notebook first).`;
 }
 
 /** The cells of an nbformat 4 notebook, or a NotebookImportError saying why the file is not one. */

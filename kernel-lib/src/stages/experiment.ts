@@ -22,7 +22,7 @@ import { describeIsolation, runInSandbox, SandboxResult } from '../sandbox';
 import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
 import { experimentPython } from '../sandbox/python-env';
 import { copyInside, listInside, readBytesInside, readInside, writeInside, WorkspacePathError } from '../sandbox/workspace-fs';
-import { askText, dataFactsOf, describeDataFiles, errorMessage, fencedCode, markdownTable, previousOutput, sha256, type DataFacts } from './common';
+import { askJson, askText, dataFactsOf, describeDataFiles, errorMessage, fencedCode, isFatal, markdownTable, previousOutput, sha256, type DataFacts } from './common';
 
 export const MAX_EXPERIMENT_ATTEMPTS = 3;
 
@@ -30,7 +30,7 @@ export type Metrics = Record<string, Record<string, number>>;
 
 export interface ArtifactRecord {
   path: string;
-  kind: 'metrics' | 'manifest' | 'result' | 'code' | 'data';
+  kind: 'metrics' | 'manifest' | 'result' | 'code' | 'data' | 'log';
   sha256: string;
   bytes: number;
 }
@@ -87,39 +87,76 @@ const CONTRACT = [
   'Answer with the whole program in one ```python block and nothing else.'
 ].join('\n');
 
+/** The scikit-learn modules a scaffolded program imports; an estimator is named as `<module>.<Class>(...)`. */
+const SKLEARN_MODULES = ['dummy', 'neighbors', 'linear_model', 'tree', 'ensemble', 'svm', 'naive_bayes', 'discriminant_analysis', 'neural_network'];
+
+/** The scikit-learn call measuring each metric of the plan that has one (accuracy when none does). */
+function sklearnMetrics(blueprint: ExperimentBlueprint): [string, string][] {
+  const macro = (fn: string) => `skm.${fn}(y_test, pred, average="macro", zero_division=0)`;
+  const known: [RegExp, string][] = [
+    [/balanced/i, 'skm.balanced_accuracy_score(y_test, pred)'],
+    [/acc/i, 'skm.accuracy_score(y_test, pred)'],
+    [/f1/i, macro('f1_score')],
+    [/precision/i, macro('precision_score')],
+    [/recall/i, macro('recall_score')]
+  ];
+  const measured = blueprint.metrics.flatMap(m => {
+    const call = known.find(([re]) => re.test(m.name))?.[1];
+    return call ? [[m.name, call] as [string, string]] : [];
+  });
+  return measured.length ? measured : [['accuracy', 'skm.accuracy_score(y_test, pred)']];
+}
+
+/**
+ * A complete program of the contract's shape for a CSV classification plan: every run of the plan
+ * fitted on a seeded stratified split and measured with the plan's metrics. `estimator` gives each
+ * run's estimator expression (a placeholder in the example, the model's answer in a scaffold).
+ */
+function sklearnProgram(blueprint: ExperimentBlueprint, file: string, label: string, estimator: (run: ExperimentBlueprint['experiment_matrix'][number]) => string): string {
+  const metrics = sklearnMetrics(blueprint);
+  return [
+    'import json, os',
+    'import pandas as pd',
+    `from sklearn import ${SKLEARN_MODULES.join(', ')}`,
+    'from sklearn import metrics as skm',
+    'from sklearn.model_selection import train_test_split',
+    'os.makedirs("results", exist_ok=True)',
+    `df = pd.read_csv("data/${file}")`,
+    `y = df["${label}"].values`,
+    `X = df.drop(columns=["${label}"]).select_dtypes("number").values`,
+    '# one (seed, estimator) per run of the plan, keyed by its run_id:',
+    'runs = {',
+    ...blueprint.experiment_matrix.map(r => `    "${r.run_id}": (${r.seed ?? 0}, ${estimator(r)}),`),
+    '}',
+    'metrics = {}',
+    'for run_id, (seed, model) in runs.items():',
+    '    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=seed, stratify=y)',
+    '    pred = model.fit(X_train, y_train).predict(X_test)',
+    `    metrics[run_id] = {${metrics.map(([name, call]) => `"${name}": float(${call})`).join(', ')}}`,
+    'json.dump(metrics, open("results/metrics.json", "w"), indent=2)',
+    'config = {"seeds": sorted({seed for seed, _ in runs.values()}), "test_size": 0.3, "n_train": len(y_train), "n_test": len(y_test)}',
+    `json.dump({"dataset": "data/${file}", "config": config, "runs": list(metrics)}, open("results/manifest.json", "w"), indent=2)`
+  ].join('\n');
+}
+
+/** A majority-class baseline needs no model to write it. */
+const isMajorityBaseline = (method: string) => /majority|most.frequent|dummy/i.test(method);
+const MAJORITY_ESTIMATOR = 'dummy.DummyClassifier(strategy="most_frequent")';
+
+/** The CSV and label column a scaffolded program can use, when scikit-learn and pandas are importable. */
+function scaffoldTarget(packages: Record<string, string>, data: Record<string, DataFacts>): { file: string; label: string } | undefined {
+  if (!('sklearn' in packages && 'pandas' in packages)) return undefined;
+  const found = Object.entries(data).find(([, facts]) => facts.label_column && facts.numeric_columns > 0);
+  return found ? { file: found[0], label: found[1].label_column! } : undefined;
+}
+
 /**
  * A complete program of the contract's shape, adapted to the data and runs of the plan by the
  * model: a small model copies a working shape far better than it follows a description.
  */
-function exampleProgram(sklearn: boolean, blueprint: ExperimentBlueprint, data: Record<string, DataFacts>): string {
-  // The plan's own run ids and data file, so that what the model copies is already right.
-  const [file, facts] = Object.entries(data)[0] ?? ['<file>.csv', undefined];
-  const label = facts?.label_column ?? '<label column>';
-  const runs = blueprint.experiment_matrix
-    .map(r => `"${r.run_id}": ${/majority|most.frequent|dummy/i.test(r.method) ? 'DummyClassifier(strategy="most_frequent")' : `<estimator for ${r.method}>`}`)
-    .join(', ');
-  const body = sklearn
-    ? [
-        'import json, os',
-        'import pandas as pd',
-        'from sklearn.model_selection import train_test_split',
-        'from sklearn.dummy import DummyClassifier',
-        'from sklearn.metrics import accuracy_score',
-        'os.makedirs("results", exist_ok=True)',
-        `df = pd.read_csv("data/${file}")`,
-        `y = df["${label}"].values`,
-        `X = df.drop(columns=["${label}"]).select_dtypes("number").values`,
-        'X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)',
-        '# one estimator per run of the plan, keyed by its run_id:',
-        `runs = {${runs}}`,
-        'metrics = {}',
-        'for run_id, model in runs.items():',
-        '    pred = model.fit(X_train, y_train).predict(X_test)',
-        '    metrics[run_id] = {"accuracy": float(accuracy_score(y_test, pred))}',
-        'json.dump(metrics, open("results/metrics.json", "w"), indent=2)',
-        'config = {"seed": 0, "test_size": 0.3, "n_train": len(y_train), "n_test": len(y_test)}',
-        `json.dump({"dataset": "data/${file}", "config": config, "runs": list(metrics)}, open("results/manifest.json", "w"), indent=2)`
-      ]
+function exampleProgram(target: { file: string; label: string } | undefined, blueprint: ExperimentBlueprint): string {
+  const body = target
+    ? sklearnProgram(blueprint, target.file, target.label, r => (isMajorityBaseline(r.method) ? MAJORITY_ESTIMATOR : `<estimator for ${r.method}>`))
     : [
         'import json, os, random',
         'os.makedirs("results", exist_ok=True)',
@@ -128,8 +165,39 @@ function exampleProgram(sklearn: boolean, blueprint: ExperimentBlueprint, data: 
         '# ... load data/<file>, split with the seed, fit and measure each run ...',
         'json.dump(metrics, open("results/metrics.json", "w"), indent=2)',
         'json.dump({"dataset": "data/<file>", "config": {"seed": 0}, "runs": list(metrics)}, open("results/manifest.json", "w"), indent=2)'
-      ];
-  return ['Example of the shape (replace every <...> with real code, add the plan\'s metrics):', '```python', ...body, '```'].join('\n');
+      ].join('\n');
+  return ['Example of the shape (replace every <...> with real code, add the plan\'s metrics):', '```python', body, '```'].join('\n');
+}
+
+/** Longest estimator expression a scaffold takes (one constructor call with a few arguments). */
+const ESTIMATOR_MAX_CHARS = 120;
+
+/**
+ * The last attempt of a small model that could not write a working program: it names only the
+ * estimator of each run (a bounded piece it gets right), and the program around them is the
+ * built-in sklearn-tabular-experiment pattern. The expressions are still untrusted code: the
+ * program runs in the sandbox like any other.
+ */
+async function scaffoldedProgram(ctx: StageContext, blueprint: ExperimentBlueprint, target: { file: string; label: string }, planText: string): Promise<string> {
+  const asked = blueprint.experiment_matrix.filter(r => !isMajorityBaseline(r.method));
+  const answer = asked.length
+    ? await askJson<Record<string, string>>(
+        ctx,
+        'coding',
+        'experiment-estimators',
+        `You choose scikit-learn estimators for an experiment plan. For each run, answer one Python expression that constructs the estimator carrying out its method, written as <module>.<Class>(<arguments>) with a module from: ${SKLEARN_MODULES.join(', ')} (for example neighbors.KNeighborsClassifier(n_neighbors=5), linear_model.LogisticRegression(max_iter=1000)). The program around the expressions loads the data, splits it, fits each estimator and measures it.`,
+        planText,
+        {
+          type: 'object',
+          additionalProperties: false,
+          required: asked.map(r => r.run_id),
+          properties: Object.fromEntries(asked.map(r => [r.run_id, { type: 'string', minLength: 3, maxLength: ESTIMATOR_MAX_CHARS }]))
+        },
+        256
+      )
+    : {};
+  // One line each: the expression is placed inside a dict literal.
+  return sklearnProgram(blueprint, target.file, target.label, r => (isMajorityBaseline(r.method) ? MAJORITY_ESTIMATOR : answer[r.run_id].replace(/\s+/g, ' ').trim())) + '\n';
 }
 
 /** Checks the artifact contract; returns the parsed files or the reason the run failed. */
@@ -192,6 +260,12 @@ function writeProject(dir: string, project: GeneratedProject): void {
   for (const f of project.files) writeInside(dir, safeRelative(f.path), f.content);
 }
 
+/** An attempt's log file: what ran, how it ended, then its stdout and stderr in full. */
+function runLog(attempt: number, entry: string, result: SandboxResult): string {
+  const ending = result.timedOut ? 'timed out' : result.exitCode !== null ? `exit code ${result.exitCode}` : `signal ${result.signal}`;
+  return [`# attempt ${attempt}: python3 ${entry} — ${ending} after ${result.wallMs} ms`, '## stdout', result.stdout, '## stderr', result.stderr].join('\n') + '\n';
+}
+
 /** The failure mode of an attempt in a few words, for memory conditions. */
 function failureMode(result: SandboxResult, error: string): string {
   if (result.timedOut) return 'timeout';
@@ -246,9 +320,18 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
     describeDataFiles(dir) ? `Data files (relative to the working directory):\n${describeDataFiles(dir)}` : 'No data files: generate synthetic data with a fixed seed.'
   ].join('\n\n');
 
+  const scaffold = scaffoldTarget(python.packages, dataFactsOf(dir));
+  const coderSystem = `You write a small, self-contained, runnable Python program that carries out the experiment plan exactly and measures every run. ${UNTRUSTED_SYSTEM_RULE}\n\n${CONTRACT}\n\n${exampleProgram(scaffold, blueprint)}`;
+
   for (let attempt = 1; attempt <= MAX_EXPERIMENT_ATTEMPTS; attempt++) {
-    ctx.progress(attempt === 1 ? 'writing the experiment code' : `fixing the code (attempt ${attempt})`, (attempt - 1) * 2, MAX_EXPERIMENT_ATTEMPTS * 2);
     const previousFailure = attempts[attempts.length - 1];
+    // The last chance after failed programs: the model names the estimators, the built-in pattern is the program.
+    const scaffolded = attempt === MAX_EXPERIMENT_ATTEMPTS && attempt > 1 && scaffold !== undefined;
+    ctx.progress(
+      attempt === 1 ? 'writing the experiment code' : scaffolded ? `choosing estimators for the built-in program (attempt ${attempt})` : `fixing the code (attempt ${attempt})`,
+      (attempt - 1) * 2,
+      MAX_EXPERIMENT_ATTEMPTS * 2
+    );
     const user =
       attempt === 1 || !project || !last
         ? planText
@@ -262,23 +345,28 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
           ]
             .filter(Boolean)
             .join('\n\n');
-    const code = fencedCode(
-      await askText(
-        ctx,
-        'coding',
-        attempt === 1 ? 'experiment-code' : 'experiment-fix',
-        `You write a small, self-contained, runnable Python program that carries out the experiment plan exactly and measures every run. ${UNTRUSTED_SYSTEM_RULE}\n\n${CONTRACT}\n\n${exampleProgram('sklearn' in python.packages && 'pandas' in python.packages, blueprint, dataFactsOf(dir))}`,
-        user,
-        CODE_MAX_TOKENS
-      )
-    );
+    let code: string;
+    try {
+      code = scaffolded
+        ? await scaffoldedProgram(ctx, blueprint, scaffold, planText)
+        : fencedCode(await askText(ctx, 'coding', attempt === 1 ? 'experiment-code' : 'experiment-fix', coderSystem, user, CODE_MAX_TOKENS));
+    } catch (error) {
+      // A spent budget or a cancel ends the stage; a model that failed to answer spends one attempt.
+      if (isFatal(error)) throw error;
+      attempts.push({ attempt, exitCode: null, timedOut: false, wallMs: 0, error: `the coding model gave no usable answer: ${errorMessage(error)}` });
+      log.push(`Attempt ${attempt}: no usable answer from the coding model (${errorMessage(error)}).`);
+      continue;
+    }
     if (project && code.trim() === project.files[0].content.trim()) {
       // Running the same script again would fail the same way: the attempt is spent, honestly recorded.
       attempts.push({ attempt, exitCode: null, timedOut: false, wallMs: 0, error: `the fix returned the same program unchanged (still failing: ${previousFailure.error})` });
       log.push(`Attempt ${attempt}: the model returned the failing program unchanged; not run again.`);
       continue;
     }
-    project = { files: [{ path: ENTRYPOINT, content: code }], entrypoint: ENTRYPOINT, ...(attempt > 1 ? { notes: `fixed after: ${previousFailure.error}` } : {}) };
+    const notes = scaffolded
+      ? `the model chose the estimators; the program is the built-in scikit-learn pattern (after: ${previousFailure.error})`
+      : `fixed after: ${previousFailure?.error}`;
+    project = { files: [{ path: ENTRYPOINT, content: code }], entrypoint: ENTRYPOINT, ...(attempt > 1 ? { notes } : {}) };
     let entry: string;
     try {
       writeProject(dir, project);
@@ -292,6 +380,14 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
     // A failed attempt's partial results must not pass for this attempt's.
     rmSync(path.join(dir, 'results'), { recursive: true, force: true });
     last = await runInSandbox({ cwd: dir, command: ['python3', entry], timeoutMs: minutes * 60_000, memoryMb, fileSizeMb: 256 });
+    // The run's own output, whole, for the researcher (the model sees only the tails): linked from the card.
+    try {
+      writeInside(dir, `logs/attempt-${attempt}.log`, runLog(attempt, entry, last));
+    } catch (error) {
+      // Generated code may have left a link where the log goes: never written through.
+      if (!(error instanceof WorkspacePathError)) throw error;
+      log.push(`Attempt ${attempt}: its log was not written (${error.message}).`);
+    }
     artifacts =
       last.timedOut
         ? { error: `timed out after ${minutes} minutes` }
@@ -330,6 +426,8 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
           ? 'manifest'
           : rel.startsWith('results/')
             ? 'result'
+            : rel.startsWith('logs/')
+              ? 'log'
             : rel.startsWith('data/')
               ? 'data'
               : 'code';

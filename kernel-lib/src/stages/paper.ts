@@ -29,6 +29,22 @@ export function citedKeys(text: string): string[] {
   return [...keys];
 }
 
+/**
+ * `text` citing only `known` keys: an unknown key is taken out of its [@a; @b] group, and a group
+ * left empty is removed. A small model invents plausible keys; the paper cites retrieved papers only.
+ */
+export function withKnownCitations(text: string, known: Set<string>): { text: string; removed: string[] } {
+  const removed = new Set<string>();
+  const cleaned = text.replace(/\s?\[([^\]]*@[^\]]*)\]/g, (group, inner: string) => {
+    const keys = [...inner.matchAll(/@([\w:.-]*\w)/g)].map(k => k[1]);
+    const kept = keys.filter(k => known.has(k));
+    for (const k of keys) if (!known.has(k)) removed.add(k);
+    if (kept.length === keys.length) return group;
+    return kept.length ? `${group.startsWith(' ') ? ' ' : ''}[${kept.map(k => `@${k}`).join('; ')}]` : '';
+  });
+  return { text: cleaned, removed: [...removed] };
+}
+
 export function renderMarkdown(draft: PaperDraft): string {
   const cited = new Set(draft.sections.flatMap(s => citedKeys(s.text)));
   const refs = draft.bibliography.filter(p => cited.has(p.key));

@@ -76,6 +76,29 @@ export function withRunIds(blueprint: ExperimentBlueprint, log: string[]): Exper
   return { ...blueprint, experiment_matrix };
 }
 
+/** Words that name no particular method: "Majority-class baseline" is covered by a run of "majority class". */
+const GENERIC_WORDS = new Set(['baseline', 'classifier', 'model', 'method', 'the', 'and', 'with', 'simple']);
+
+/**
+ * The plan with a run for every baseline it names: a baseline without a run is never measured,
+ * and the comparison the paper is about cannot be made (a small model listed the baseline and
+ * then planned three seeds of the method only). The added run is logged.
+ */
+export function withBaselineRuns(blueprint: ExperimentBlueprint, log: string[]): ExperimentBlueprint {
+  const words = (text: string) => text.toLowerCase().split(/[^a-z0-9]+/).filter(w => w.length >= 3 && !GENERIC_WORDS.has(w));
+  const first = blueprint.experiment_matrix[0];
+  const dataset = first?.dataset ?? blueprint.datasets[0]?.name;
+  if (!dataset) return blueprint;
+  const added = blueprint.baselines
+    .filter(b => {
+      const key = words(b.name);
+      return !blueprint.experiment_matrix.some(r => (key.length ? key.every(w => r.method.toLowerCase().includes(w)) : /baseline/i.test(r.method)));
+    })
+    .map(b => ({ run_id: b.name, method: b.name, dataset, ...(first?.seed !== undefined ? { seed: first.seed } : {}) }));
+  for (const run of added) log.push(`Baseline "${run.method}" had no run in the matrix: added one on ${dataset}.`);
+  return added.length ? { ...blueprint, experiment_matrix: [...blueprint.experiment_matrix, ...added] } : blueprint;
+}
+
 /** Budget violations found in code: they are fatal whatever the judge says. */
 export function budgetIssues(blueprint: ExperimentBlueprint, profile: Profile): Issue[] {
   const issues: Issue[] = [];
@@ -123,7 +146,7 @@ export async function planning(ctx: StageContext): Promise<StageResult> {
       `${base}\nhypothesis_id must be "${hypothesis.id}".${fatal.length ? `\n\nThe previous plan had fatal problems; fix each:\n${fatal.map(i => `- ${i.issue}${i.fix ? ` (fix: ${i.fix})` : ''}`).join('\n')}\n\nPrevious plan:\n${JSON.stringify(blueprint)}` : ''}`,
       request
     );
-    blueprint = withRunIds({ ...draft, hypothesis_id: hypothesis.id }, log);
+    blueprint = withRunIds(withBaselineRuns({ ...draft, hypothesis_id: hypothesis.id }, log), log);
 
     ctx.progress('critiquing the plan', revision * 2 + 1, (MAX_REPLANS + 1) * 2);
     const judged = await askJson<{ issues: Issue[] }>(

@@ -12,7 +12,7 @@ import { checkGrounding } from '../grounding';
 import { CrossrefProvider, Literature, normalizeTitle } from '../literature';
 import type { StageContext, StageResult } from '../orchestrator/types';
 import { askJson, askText, bounded, errorMessage, isFatal, previousOutput } from './common';
-import { citedKeys, SECTION_HEADINGS, SectionName, writePaperFiles } from './paper';
+import { citedKeys, SECTION_HEADINGS, SectionName, withKnownCitations, writePaperFiles } from './paper';
 import type { AnalysisOutput } from './analysis';
 import { experimentsText, NUMBER_RULES, sectionContext, WritingOutput } from './writing';
 
@@ -100,6 +100,7 @@ export async function review(ctx: StageContext): Promise<StageResult> {
   const analysisOut = previousOutput<AnalysisOutput>(ctx, 'analysis');
   const draft = { title: writingOut.title, sections: writingOut.sections.map(s => ({ ...s })), bibliography: writingOut.bibliography };
   const context = sectionContext(ctx, draft, analysisOut);
+  const known = new Set(draft.bibliography.map(p => p.key));
   const log: string[] = [];
   const total = draft.sections.length + 2;
 
@@ -128,7 +129,9 @@ export async function review(ctx: StageContext): Promise<StageResult> {
           `You revise sections of a research paper to fix a reviewer's issues. ${NUMBER_RULES}\n\nThe paper's material:\n${context}`,
           `Revise the ${SECTION_HEADINGS[section.name]} section.\n\nReviewer issues:\n${r.issues.map(i => `- ${i.problem} (impact: ${i.impact}; fix: ${i.fix})`).join('\n')}\n\nSection:\n${section.text}`
         );
-        const text = section.name === 'experiments' && !revised.includes(analysisOut.table) ? experimentsText(revised, analysisOut) : revised;
+        const cited = withKnownCitations(section.name === 'experiments' && !revised.includes(analysisOut.table) ? experimentsText(revised, analysisOut) : revised, known);
+        if (cited.removed.length) log.push(`Round ${rounds + 1}: citations of keys outside the bibliography taken out of the revision of ${section.name}: ${cited.removed.join(', ')}.`);
+        const text = cited.text;
         if (text.trim() === section.text.trim()) {
           stalled.add(section.name);
           log.push(`Round ${rounds + 1}: the revision of ${section.name} came back unchanged; no further rounds for it.`);
@@ -147,7 +150,8 @@ export async function review(ctx: StageContext): Promise<StageResult> {
     }
 
     ctx.progress('checking citations', draft.sections.length + 1, total);
-    const citations = await checkCitations(ctx, writingOut);
+    // The paper as it now stands: revisions included.
+    const citations = await checkCitations(ctx, { ...writingOut, sections: draft.sections });
     const files = writePaperFiles(ctx, draft);
     const overall = Math.round((reviews.reduce((a, r) => a + r.score, 0) / reviews.length) * 10) / 10;
     const output: ReviewOutput = { section_reviews: reviews, overall_score: overall, rounds, citation_check: citations, paper_path: files.paper_path };

@@ -2,9 +2,10 @@
  * Writing: title, then each section in order (abstract, introduction, related work, method,
  * experiments, conclusion), each given summaries of the sections before it, the measured
  * results and the bibliography of papers actually retrieved. Every number must come from
- * an artifact: the grounding checker runs on each section; offending sections get one
- * bounded rewrite; numbers still ungrounded fail the stage ("failed: ungrounded numbers"),
- * with the files written so the researcher can see them.
+ * an artifact: the grounding checker runs on each section; the sentences stating an ungrounded
+ * number are rewritten (two bounded passes), and a sentence still stating one is left out of the
+ * paper and listed in the card. Only a number that no sentence edit can remove fails the stage
+ * ("failed: ungrounded numbers"), with the files written so the researcher can see them.
  */
 import type { ExperimentBlueprint, IdeationOutput, Paper } from '@nanoresearch/schema';
 import { checkGrounding, GroundingArtifacts } from '../grounding';
@@ -12,7 +13,7 @@ import type { StageContext, StageResult } from '../orchestrator/types';
 import type { AnalysisOutput } from './analysis';
 import { renderFacts } from './analysis';
 import { askText, previousOutput } from './common';
-import { citedKeys, PaperDraft, SECTION_HEADINGS, SECTIONS, SectionName, writePaperFiles } from './paper';
+import { citedKeys, PaperDraft, SECTION_HEADINGS, SECTIONS, SectionName, withKnownCitations, writePaperFiles } from './paper';
 import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
 
 export interface UngroundedNumber {
@@ -28,6 +29,8 @@ export interface WritingOutput extends PaperDraft {
   citations: string[];
   /** Sections rewritten because they stated ungrounded numbers. */
   rewritten: string[];
+  /** Sentences left out because their numbers stayed ungrounded after the rewrites. */
+  dropped_sentences: { section: string; text: string }[];
   ungrounded: UngroundedNumber[];
   /** What numbers are checked against: kept so review can re-ground revisions. */
   grounding_artifacts: GroundingArtifacts;
@@ -79,15 +82,20 @@ export function sectionContext(ctx: StageContext, draft: PaperDraft, analysisOut
     .join('\n\n');
 }
 
-/** Length of each section: short enough for a small model to stay on topic and grounded. */
-const SECTION_WORDS: Record<SectionName, string> = {
-  abstract: 'one paragraph of at most 100 words',
-  introduction: 'one paragraph of at most 150 words',
-  related_work: 'one paragraph of at most 120 words',
-  method: 'one paragraph of at most 150 words',
-  experiments: 'one paragraph of at most 150 words',
-  conclusion: 'one paragraph of at most 100 words'
+/** Length of each section in words: short enough for a small model to stay on topic and grounded. */
+const SECTION_WORDS: Record<SectionName, number> = {
+  abstract: 100,
+  introduction: 150,
+  related_work: 120,
+  method: 150,
+  experiments: 150,
+  conclusion: 100
 };
+/**
+ * A section is cut at the last whole sentence within this multiple of its length: a greedy small
+ * model that starts repeating itself ("… has also been shown to …") runs on to the token cap.
+ */
+const SECTION_WORDS_SLACK = 1.3;
 const TITLE_MAX_TOKENS = 40;
 /** Room for the longest section asked for (150 words) with a margin: a section is never cut mid-sentence by the cap in practice. */
 const SECTION_MAX_TOKENS = 450;
@@ -111,14 +119,20 @@ function sentencesStating(text: string, numbers: string[]): string[] {
   return [...new Set(sentences.map(s => s.trim()).filter(s => s && numbers.some(n => s.includes(n))))];
 }
 
+/** A heading the model wrote itself, as a line of its own or run into the first sentence ("Method The data …"). */
+const HEADING_FORMS = Object.values(SECTION_HEADINGS).flatMap(h => [h, h.charAt(0) + h.slice(1).toLowerCase()]);
+const LEADING_HEADING = new RegExp(`^\\s*(?:#{1,6}\\s*)?(?:${[...new Set(HEADING_FORMS)].join('|')})s?\\s*:?(?:\\s*\\n|\\s+(?=[A-Z]))`);
+
 /**
  * A section as the paper takes it: headings the model added dropped (the paper has its own),
- * a sentence it repeated kept once (greedy decoding loops), and text cut by the token cap ended
- * at its last complete sentence.
+ * a sentence it repeated kept once (greedy decoding loops), at most `maxWords` words of whole
+ * sentences, and text cut by the token cap ended at its last complete sentence.
  */
-export function wholeSentences(text: string): string {
+export function wholeSentences(text: string, maxWords = Infinity): string {
   const seen = new Set<string>();
+  let words = 0;
   const kept = text
+    .replace(LEADING_HEADING, '')
     .split('\n')
     .filter(line => !/^\s*#{1,6}\s/.test(line))
     .join('\n')
@@ -127,7 +141,9 @@ export function wholeSentences(text: string): string {
       const key = sentence.trim().toLowerCase();
       if (key.length > 20 && seen.has(key)) return false;
       seen.add(key);
-      return true;
+      words += sentence.split(/\s+/).filter(Boolean).length;
+      // The first sentence is kept whatever its length: a section is never emptied by the cap.
+      return words <= maxWords || seen.size === 1;
     });
   const trimmed = kept.join('').replace(/\n{3,}/g, '\n\n').trim();
   if (/[.!?)\]"]$/.test(trimmed)) return trimmed;
@@ -135,13 +151,24 @@ export function wholeSentences(text: string): string {
   return last > 0 ? trimmed.slice(0, last + 1) : trimmed;
 }
 
-/** The measured results table, appended to the experiments section by code (its numbers are the artifacts'). */
 /**
  * The experiments section: the model's account of the setup, then the measured results table and
  * the computed comparisons, written by code (a small model restating results invents numbers).
  */
 export function experimentsText(text: string, analysisOut: AnalysisOutput): string {
   return `${text.trim()}\n\n${analysisOut.table}\n\n${renderFacts(analysisOut)}`;
+}
+
+/** Takes citations of keys outside the bibliography out of every section; returns the keys removed. */
+export function dropUnknownCitations(draft: PaperDraft): string[] {
+  const known = new Set(draft.bibliography.map(p => p.key));
+  const removed = new Set<string>();
+  for (const section of draft.sections) {
+    const cleaned = withKnownCitations(section.text, known);
+    section.text = cleaned.text;
+    cleaned.removed.forEach(k => removed.add(k));
+  }
+  return [...removed];
 }
 
 function groundSections(draft: PaperDraft, artifacts: GroundingArtifacts): UngroundedNumber[] {
@@ -162,6 +189,8 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
     .split('\n')[0]
     .replace(/^#+\s*|^["']|["']$/g, '')
     .trim();
+  // The title states no number either: one no artifact holds is taken out of it.
+  for (const n of checkGrounding(draft.title, artifacts).ungrounded) draft.title = draft.title.replace(n.text, '').replace(/\s{2,}/g, ' ').trim();
 
   // One system prompt for every section (the material and the rules), so an embedded model reads it once.
   const material = sectionContext(ctx, draft, analysisOut);
@@ -173,16 +202,19 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
       'writing',
       `write-section:${name}`,
       `You write a research paper one section at a time, from the material below. ${NUMBER_RULES}\n\n${material}`,
-      `Write the ${SECTION_HEADINGS[name]} section (${SECTION_WORDS[name]}). ${SECTION_BRIEFS[name]}\n\nPreviously written sections (keep consistent):\n${before || '(none yet)'}`,
+      `Write the ${SECTION_HEADINGS[name]} section (one paragraph of at most ${SECTION_WORDS[name]} words). ${SECTION_BRIEFS[name]}\n\nPreviously written sections (keep consistent):\n${before || '(none yet)'}`,
       SECTION_MAX_TOKENS
     );
-    draft.sections.push({ name, text: name === 'experiments' ? experimentsText(wholeSentences(text), analysisOut) : wholeSentences(text) });
+    const prose = wholeSentences(text, Math.round(SECTION_WORDS[name] * SECTION_WORDS_SLACK));
+    draft.sections.push({ name, text: name === 'experiments' ? experimentsText(prose, analysisOut) : prose });
   }
 
   ctx.progress('checking that every number is grounded', SECTIONS.length + 1, total);
+  const log: string[] = [];
+  const uncited = dropUnknownCitations(draft);
+  if (uncited.length) log.push(`Citations of keys outside the bibliography taken out: ${uncited.join(', ')}`);
   let ungrounded = groundSections(draft, artifacts);
   const rewritten: string[] = [];
-  const log: string[] = [];
   if (ungrounded.length) {
     log.push(`Ungrounded numbers in the first draft: ${ungrounded.map(u => `${u.text} (${u.section})`).join(', ')}`);
     // Only the sentences that state the numbers are rewritten: a small model asked to rewrite a
@@ -213,12 +245,35 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
     }
     log.push(ungrounded.length ? `Still ungrounded after rewriting their sentences: ${ungrounded.map(u => `${u.text} (${u.section})`).join(', ')}` : 'Rewriting their sentences grounded every number.');
   } else log.push('Every number in the first draft is grounded in the artifacts.');
+  const uncitedInFixes = dropUnknownCitations(draft);
+  if (uncitedInFixes.length) log.push(`Citations of keys outside the bibliography taken out of the rewritten sentences: ${uncitedInFixes.join(', ')}`);
+  // A paper never states a number no artifact holds: what the rewrites could not ground is left out.
+  const dropped: WritingOutput['dropped_sentences'] = [];
+  for (const name of [...new Set(ungrounded.map(u => u.section))] as SectionName[]) {
+    const section = draft.sections.find(s => s.name === name)!;
+    const prose = name === 'experiments' ? section.text.replace(`${analysisOut.table}\n\n${renderFacts(analysisOut)}`, '').trim() : section.text;
+    const bad = sentencesStating(prose, ungrounded.filter(u => u.section === name).map(u => u.text));
+    const kept = bad.reduce((text, sentence) => text.replace(sentence, ''), prose).replace(/[ \t]{2,}/g, ' ').replace(/\n{3,}/g, '\n\n').trim();
+    // A section left empty is no section: the stage fails instead, naming the numbers.
+    if (!kept && name !== 'experiments') continue;
+    dropped.push(...bad.map(text => ({ section: name, text })));
+    section.text = name === 'experiments' ? experimentsText(kept, analysisOut) : kept;
+  }
+  if (dropped.length) {
+    ungrounded = groundSections(draft, artifacts);
+    log.push(`Left out ${dropped.length} sentence(s) whose numbers no artifact holds: ${dropped.map(d => `"${d.text}" (${d.section})`).join('; ')}`);
+  }
 
   const files = writePaperFiles(ctx, draft);
   const citations = [...new Set(draft.sections.flatMap(s => citedKeys(s.text)))];
-  const output: WritingOutput = { ...draft, ...files, citations, rewritten, ungrounded, grounding_artifacts: artifacts };
-  const bundleOutputs = { paper_path: files.paper_path, ungrounded_numbers: ungrounded.map(u => `${u.text} (${u.section}, line ${u.line})`) };
-  const markdown = `### ${draft.title}\n\nPaper: \`${files.paper_path}\` (+ \`${files.tex_path}\`, \`${files.bib_path}\`); ${citations.length} citations; rewritten: ${rewritten.join(', ') || 'none'}.${ungrounded.length ? `\n\n**Ungrounded numbers:** ${bundleOutputs.ungrounded_numbers.join(', ')}` : ''}`;
+  const output: WritingOutput = { ...draft, ...files, citations, rewritten, dropped_sentences: dropped, ungrounded, grounding_artifacts: artifacts };
+  const bundleOutputs = {
+    abstract: draft.sections.find(s => s.name === 'abstract')?.text ?? '',
+    paper_path: files.paper_path,
+    ungrounded_numbers: ungrounded.map(u => `${u.text} (${u.section}, line ${u.line})`),
+    left_out_sentences: dropped.map(d => `${d.text} (${d.section})`)
+  };
+  const markdown = `### ${draft.title}\n\nPaper: \`${files.paper_path}\` (+ \`${files.tex_path}\`, \`${files.bib_path}\`); ${citations.length} citations; rewritten: ${rewritten.join(', ') || 'none'}.${dropped.length ? ` Left out ${dropped.length} sentence(s) whose numbers no artifact holds (listed in the trajectory).` : ''}${ungrounded.length ? `\n\n**Ungrounded numbers:** ${bundleOutputs.ungrounded_numbers.join(', ')}` : ''}`;
   if (ungrounded.length) {
     const error = `failed: ungrounded numbers: ${bundleOutputs.ungrounded_numbers.join(', ')} — every number in the paper must come from an experiment artifact; edit ${files.paper_path} or re-run writing`;
     return { status: 'failed', output, summary: error, error, bundleOutputs, trajectory: log.join('\n'), markdown };
@@ -226,7 +281,7 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
   return {
     status: 'done',
     output,
-    summary: `Wrote "${draft.title}": ${SECTIONS.length} sections, ${citations.length} citations, every number grounded${rewritten.length ? ` (after rewriting ${rewritten.join(', ')})` : ''}`,
+    summary: `Wrote "${draft.title}": ${SECTIONS.length} sections, ${citations.length} citations, every number grounded${rewritten.length ? ` (after rewriting ${rewritten.join(', ')})` : ''}${dropped.length ? `; ${dropped.length} ungroundable sentence(s) left out` : ''}`,
     bundleOutputs,
     trajectory: log.join('\n'),
     markdown

@@ -19,11 +19,14 @@ export class StoreLockedError extends Error {
     readonly file: string,
     readonly holderPid: number | null,
     readonly waitedMs: number,
-    readonly cause?: unknown
+    readonly cause?: unknown,
+    /** Processes still queued ahead of this one when it gave up. */
+    readonly queuedAhead = 0
   ) {
     const holder = holderPid === null ? 'another process' : `process ${holderPid}`;
     super(
-      `The store ${file} is locked by ${holder}; waited ${waitedMs} ms. ` +
+      `The store ${file} is locked by ${holder}; waited ${waitedMs} ms` +
+        `${queuedAhead > 0 ? ` with ${queuedAhead} other process${queuedAhead > 1 ? 'es' : ''} still queued ahead` : ''}. ` +
         `DuckDB lets one process hold a file at a time. Finish or close the other notebook kernel / CLI ` +
         `that uses this store${holderPid === null ? '' : ` (e.g. \`kill ${holderPid}\` if it is stuck)`}, ` +
         `or raise lockTimeoutMs.`

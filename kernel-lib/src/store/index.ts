@@ -10,6 +10,8 @@ export { acquireRunLease, RunLease, RunLeaseHeldError } from './run-lease';
 export type { RunLeaseOptions, LeaseHolder } from './run-lease';
 export type { TableRebuild } from './integrity';
 export { migrations, latestVersion } from './migrations';
+export { defineDurableWrite, INSERT_ROWS, StoreWriteQueuedError, outboxDirOf } from './outbox';
+export type { DurableKind, DurableApply, RowInserts, ReplayReport, OutboxEntry } from './outbox';
 export type { Migration } from './migrations';
 export { StoreLockedError, StoreVersionError, StoreReadOnlyError, StoreMigrationError, StoreRecoveryError } from './errors';
 export type { Row, Params } from './values';

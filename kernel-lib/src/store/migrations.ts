@@ -334,6 +334,81 @@ export const migrations: readonly Migration[] = [
         heartbeat_at TIMESTAMP NOT NULL
       )`
     ]
+  },
+  {
+    // Learning from feedback runs after the feedback is stored, as a background job
+    // (feedback/learning.ts). The job row is written in the feedback's own transaction, so
+    // stored feedback always has its job; a kernel that dies mid-job leaves the row behind and
+    // the next Lab in any process resumes it (owner and heartbeat say whether its worker lives).
+    version: 8,
+    name: 'feedback learning jobs',
+    up: [
+      `CREATE TABLE learning_jobs (
+        feedback_id VARCHAR PRIMARY KEY,
+        status VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL,
+        error VARCHAR,
+        steps JSON NOT NULL,
+        owner_id VARCHAR,
+        owner_pid INTEGER,
+        owner_host VARCHAR,
+        heartbeat_at TIMESTAMP,
+        created_at TIMESTAMP NOT NULL,
+        started_at TIMESTAMP,
+        finished_at TIMESTAMP,
+        updated_at TIMESTAMP NOT NULL
+      )`
+    ]
+  },
+  {
+    // Entries of the durable-write outbox (store/outbox.ts) that a replay has handled: applied
+    // ones (so a replay that died halfway never applies an entry twice; removed with their
+    // outbox file), and refused ones, kept with the error and the payload.
+    version: 9,
+    name: 'outbox entries',
+    up: [
+      `CREATE TABLE outbox_entries (
+        id VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        queued_at TIMESTAMP NOT NULL,
+        applied_at TIMESTAMP NOT NULL,
+        error VARCHAR,
+        payload JSON
+      )`
+    ]
+  },
+  {
+    // Retrieval scores in memory (retrieval/term-index.ts), so the store keeps only what that
+    // index is built from: one row per indexed document with its distinct terms and their
+    // frequencies (retrieval/terms.ts). The term tables of migration 2 were kept for an SQL
+    // search that no longer exists and cost ~200 ms per batch of 100 memories (postings,
+    // forward index and df rewritten on each write) and about as much space as the records.
+    // Their rows carry over; term_generation and term_changes stay as they are, so a cached
+    // index or snapshot of the store stays valid.
+    version: 10,
+    name: 'one index row per document',
+    up: [
+      `CREATE TABLE doc_index (
+        doc_kind VARCHAR NOT NULL,
+        doc_id VARCHAR NOT NULL,
+        scope VARCHAR NOT NULL,
+        len INTEGER NOT NULL,
+        terms VARCHAR[] NOT NULL,
+        tfs INTEGER[] NOT NULL
+      )`,
+      'CREATE INDEX doc_index_doc_id ON doc_index (doc_id)',
+      `INSERT INTO doc_index
+         SELECT t.doc_kind, t.doc_id, coalesce(any_value(m.scope), 'global'), min(t.doc_len), list(d.term ORDER BY d.term), list(t.tf ORDER BY d.term)
+           FROM doc_terms t JOIN term_df d USING (term_key)
+           LEFT JOIN memories m ON t.doc_kind = 'memory' AND m.id = t.doc_id
+          GROUP BY t.doc_kind, t.doc_id`,
+      'DROP INDEX doc_terms_doc_id',
+      'DROP INDEX term_postings_term_key',
+      'DROP TABLE doc_terms',
+      'DROP TABLE term_postings',
+      'DROP TABLE term_df',
+      'DROP TABLE doc_stats'
+    ]
   }
 ];
 

@@ -72,7 +72,8 @@ function holderOf(row: LeaseRow): LeaseHolder {
   return { pid: row.holder_pid, host: row.holder_host, runId: row.run_id, acquiredAt: row.acquired_at, heartbeatAt: row.heartbeat_at };
 }
 
-function pidAlive(pid: number): boolean {
+/** Does a process with this pid exist on this host? (Also used by feedback/learning.ts's job claims.) */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

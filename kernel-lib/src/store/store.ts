@@ -10,6 +10,7 @@ import { FileLease, StoreStats, dropLease, leaseFor } from './file-lease';
 import { migrate } from './migrate';
 import { Migration, migrations as libraryMigrations } from './migrations';
 import { ConnectionQueryable, Queryable, execute, rowsOf } from './queryable';
+import { DurableKind, ReplayReport, StoreWriteQueuedError, isStoreUnavailable } from './outbox';
 import { StoreRecovery } from './recovery';
 import { SqlResult, assertReadOnlyQuery, explainFileAccess } from './user-sql';
 import { Params } from './values';
@@ -34,6 +35,8 @@ const DEFAULT_IDLE_RELEASE_MS = 50;
 const DEFAULT_MAX_HOLD_MS = 1_000;
 /** A write that hits a DuckDB transaction conflict is retried this many times. */
 const CONFLICT_RETRIES = 5;
+/** Tries of a durable write (each waits up to lockTimeoutMs) before its data goes to the outbox. */
+const DURABLE_ATTEMPTS = 3;
 
 /** Where the store file lives for these options. */
 export function resolveStorePath(options: Pick<StoreOptions, 'path' | 'home'> = {}): string {
@@ -78,6 +81,7 @@ export class Store {
       await lease.serialize(() =>
         lease.withConnection(connection => migrate(connection, file, options.migrations ?? libraryMigrations), true)
       );
+      if (lease.outbox.hasEntries()) await store.replayOutbox();
     } catch (error) {
       await store.close();
       throw error;
@@ -140,6 +144,51 @@ export class Store {
         }
       }, true)
     );
+  }
+
+  /**
+   * A write that must not be lost: `kind.apply(q, payload)` in one transaction (plus `also`, in
+   * the same transaction, for work that may be lost with it). The payload is applied as its
+   * JSON round trip, exactly as a replay will see it. When the file stays locked (each try waits
+   * up to lockTimeoutMs, DURABLE_ATTEMPTS tries) or DuckDB fails below SQL, the payload is
+   * appended to this process's outbox file and StoreWriteQueuedError is thrown: the write is
+   * then done by the next open of the store (any process). Errors of the data itself (a
+   * constraint, a missing row the handler needs) are thrown as they are, and nothing is kept.
+   */
+  async writeDurable<P, T>(kind: DurableKind<P, T>, payload: P, also?: (q: Queryable, result: T) => Promise<void>): Promise<T> {
+    const data = JSON.parse(JSON.stringify(payload)) as P;
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= DURABLE_ATTEMPTS; attempt++) {
+      try {
+        const result = await this.write(async q => {
+          const applied = await kind.apply(q, data);
+          await also?.(q, applied);
+          return applied;
+        });
+        // The store is reachable again: write what this process had to queue.
+        if (this.lease.outbox.pending > 0) void this.replayOutbox().catch(() => undefined);
+        return result;
+      } catch (error) {
+        if (!isStoreUnavailable(error)) throw error;
+        lastError = error;
+      }
+    }
+    const entry = this.lease.outbox.append(kind.kind, data, lastError);
+    throw new StoreWriteQueuedError(this.path, this.lease.outbox.ownFile, entry.id, kind.kind, lastError);
+  }
+
+  /**
+   * Writes the outbox's entries (every process's) into the store; Store.open does it when
+   * there are any. Entries of kinds this process never loaded are left for another.
+   */
+  async replayOutbox(): Promise<ReplayReport> {
+    this.checkOpen();
+    return this.lease.replayOutbox(fn => this.write(fn));
+  }
+
+  /** This process's outbox file and how many of its entries are not written yet. */
+  get outbox(): { dir: string; file: string; pending: number } {
+    return { dir: this.lease.outbox.dir, file: this.lease.outbox.ownFile, pending: this.lease.outbox.pending };
   }
 
   /**

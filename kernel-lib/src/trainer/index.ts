@@ -8,8 +8,10 @@ import { spawn } from 'child_process';
 import { existsSync, promises as fs } from 'fs';
 import * as path from 'path';
 import type { AdapterManifest } from '@nanoresearch/schema';
-import { LiveDisplay, type DisplayWriter } from '../display';
-import { exportSdpo, trainingCoverage } from '../feedback';
+import { LiveDisplay, trainingCard, type DisplayWriter } from '../display';
+import { callsAwaitingResample, exportSdpo, trainingCoverage } from '../feedback';
+import type { Llm } from '../llm';
+import { resamplePlannerCall } from '../planner';
 import type { Store } from '../store';
 
 /** One row of the adapters table. */
@@ -61,6 +63,11 @@ export interface TrainTarget {
   store: Store;
   /** Adapters are written under `<home>/adapters/<version>`. */
   home: string;
+  /**
+   * The planner's LLM: with it, feedback on stages that ran on the fallback plan trains too (the
+   * current planner is asked for its own answer to each such x first); without it, such feedback waits.
+   */
+  llm?: Llm;
 }
 
 export class TrainingError extends Error {
@@ -132,14 +139,11 @@ export async function train(target: TrainTarget, options: TrainOptions = {}): Pr
   const dir = path.resolve(target.home, 'adapters');
   await fs.mkdir(dir, { recursive: true });
   const examplesFile = path.join(dir, `sdpo-examples-${Date.now()}.jsonl`);
+  const resampleFailures = target.llm ? await resampleFallbackCalls(store, target.llm) : {};
   const count = await (options.exportExamples ?? exportSdpo)(store, examplesFile);
   if (count === 0) {
     await fs.rm(examplesFile, { force: true });
-    const coverage = await trainingCoverage(store);
-    const why = coverage.feedback
-      ? `none of the ${coverage.feedback} feedback item(s) can train the planner: ${Object.entries(coverage.reasons).map(([reason, n]) => `${n} on ${reason}`).join('; ')}. Give feedback on a stage whose plan the planner made (its card lists the plan), then train`
-      : 'there is no feedback yet: give feedback on a stage (stage.feedback("...") or the card\'s feedback box), then train';
-    throw new TrainingError(`nothing to train on: ${why}`, '');
+    throw new TrainingError(`nothing to train on: ${await whyNothingTrains(store, resampleFailures)}`, '');
   }
   const previous = options.fresh ? null : await activeAdapter(store);
   const version = await nextVersion(store);
@@ -175,6 +179,31 @@ export async function train(target: TrainTarget, options: TrainOptions = {}): Pr
   } finally {
     await fs.rm(examplesFile, { force: true });
   }
+}
+
+/**
+ * Feedback on stages that ran on the fallback plan: asks the current planner for its own answer
+ * to each such stage's x (planner/resamplePlannerCall), so the feedback has a y to train on.
+ * Returns the calls that could not be re-asked, counted by why.
+ */
+async function resampleFallbackCalls(store: Store, llm: Llm): Promise<Record<string, number>> {
+  const failures: Record<string, number> = {};
+  for (const id of await callsAwaitingResample(store)) {
+    const result = await resamplePlannerCall(store, llm, id, () => activeAdapter(store));
+    if ('reason' in result) failures[result.reason] = (failures[result.reason] ?? 0) + 1;
+  }
+  return failures;
+}
+
+/** lab.train()'s refusal: the feedback items counted by state, each state with its cause. */
+async function whyNothingTrains(store: Store, resampleFailures: Record<string, number>): Promise<string> {
+  const coverage = await trainingCoverage(store);
+  if (!coverage.feedback) return 'there is no feedback yet: give feedback on a stage (stage.feedback("...") or the card\'s feedback box), then train';
+  const parts = Object.entries(coverage.reasons).map(([reason, n]) => `${n} on ${reason}`);
+  const failed = Object.entries(resampleFailures);
+  if (failed.length) parts.push(...failed.map(([reason, n]) => `${n} planner call(s) on a fallback plan that could not be re-asked: ${reason}`));
+  else if (coverage.awaitingResample) parts.push(`${coverage.awaitingResample} on a fallback plan, not re-asked (train from the Lab, which can ask the planner)`);
+  return `none of the ${coverage.feedback} feedback item(s) can train the planner: ${parts.join('; ')}`;
 }
 
 async function nextVersion(store: Store): Promise<string> {
@@ -249,9 +278,12 @@ function lastLines(text: string, n: number): string {
   return text.trim().split('\n').slice(-n).join('\n');
 }
 
-/** A progress bar in the cell, updated in place (Markdown + plain text). */
+/** A progress bar in the cell, updated in place (Markdown + plain text), replaced by the round's result card. */
 class ProgressBar {
   private readonly display: LiveDisplay;
+  /** The loss of each step so far: the result card's curve. */
+  private readonly losses: number[] = [];
+  private readonly startedAt = Date.now();
 
   constructor(private readonly version: string, private readonly examples: number, writer?: DisplayWriter | null) {
     this.display = new LiveDisplay({ writer });
@@ -259,6 +291,7 @@ class ProgressBar {
   }
 
   step(p: TrainProgress): void {
+    if (Number.isFinite(p.loss)) this.losses.push(p.loss);
     const width = 30;
     const filled = Math.round((width * p.step) / Math.max(1, p.steps));
     const bar = '█'.repeat(filled) + '░'.repeat(width - filled);
@@ -269,10 +302,18 @@ class ProgressBar {
   }
 
   done(m: AdapterManifest): void {
-    this.show(
-      `SDPO round ${this.version} done: ${m.steps} steps on ${m.examples_used ?? m.examples} of ${this.examples} examples, ` +
-        `final loss ${m.final_loss.toFixed(4)}, mean advantage ${m.mean_advantage.toFixed(4)}. The planner now uses ${this.version}.`
-    );
+    const card = trainingCard({
+      version: this.version,
+      steps: m.steps,
+      examples: this.examples,
+      examplesUsed: m.examples_used ?? m.examples,
+      finalLoss: m.final_loss,
+      meanAdvantage: m.mean_advantage,
+      losses: this.losses,
+      wallMs: Date.now() - this.startedAt,
+      parentVersion: m.parent_version ?? null
+    });
+    this.display.show({ 'text/html': card.html, 'text/markdown': card.markdown, 'text/plain': card.markdown.replace(/[*`|]/g, '') });
   }
 
   failed(message: string): void {

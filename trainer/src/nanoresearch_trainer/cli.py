@@ -53,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", default="q_proj,v_proj", help="comma-separated LoRA target modules")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="compute dtype of the step: bf16 autocast (fp32 LoRA weights and loss) where the device "
+                        "supports it; auto = bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32")
+    p.add_argument("--micro-batch", type=int, default=0,
+                   help="rows per forward pass (0: 1 on a CPU, where unpadded rows measured fastest; all on a GPU)")
+    s = sub.add_parser("score", help="log p(y | x) of every row as the trainer computes it (JSON line per row)")
+    s.add_argument("--data", required=True, help="JSONL of sdpo-example rows")
+    s.add_argument("--base", help="a .gguf file or a Hugging Face model folder (default: the embedded SmolLM2)")
+    s.add_argument("--adapter-in", help="an adapter (trainer output folder or PEFT folder) to score with")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--threads", type=int, default=0)
     return parser
 
 
@@ -81,7 +92,11 @@ def run_sdpo(args: argparse.Namespace, emit) -> dict[str, Any]:
     device = pick_device(args.device)
     out = Path(args.out)
     remove_stale_temporaries(out.resolve())
-    emit({"event": "start", "examples": len(rows), "base": str(base), "device": str(device), "steps": args.steps})
+    from .precision import compute_dtype
+
+    dtype = str(compute_dtype(device, args.precision)).replace("torch.", "")
+    emit({"event": "start", "examples": len(rows), "base": str(base), "device": str(device), "steps": args.steps,
+          "precision": dtype})
     model, tokenizer = load_base(base, device)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     model = attach_lora(model, rank=args.rank, alpha=args.alpha, targets=targets, adapter_in=args.adapter_in)
@@ -89,7 +104,8 @@ def run_sdpo(args: argparse.Namespace, emit) -> dict[str, Any]:
     cfg = TrainConfig(steps=args.steps, lr=args.lr, rank=int(lora.r), alpha=float(lora.lora_alpha),
                       max_len=args.max_len, max_response=args.max_response, clip=args.clip, loss_type=args.loss,
                       teacher=args.teacher, ema_rate=args.ema_rate, topk=args.topk, seed=args.seed,
-                      batch_size=args.batch, targets=sorted(lora.target_modules))
+                      batch_size=args.batch, targets=sorted(lora.target_modules), precision=args.precision,
+                      micro_batch=args.micro_batch)
     result = train(model, tokenizer, rows, cfg, emit)
 
     parent = args.parent_version
@@ -111,6 +127,26 @@ def run_sdpo(args: argparse.Namespace, emit) -> dict[str, Any]:
     return json.loads((path / "manifest.json").read_text())
 
 
+def run_score(args: argparse.Namespace, emit) -> dict[str, Any]:
+    from .data import read_examples
+    from .model import default_base, load_base, peft_dir_of, pick_device
+    from .score import score_rows
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows, _ = read_examples(args.data)
+    model, tokenizer = load_base(Path(args.base) if args.base else default_base(), pick_device(args.device))
+    if args.adapter_in:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(peft_dir_of(args.adapter_in)))
+    model.eval()
+    for scored in score_rows(model.float(), tokenizer, rows):
+        emit({"event": "row", **scored})
+    return {"rows": len(rows)}
+
+
 def main(argv: list[str] | None = None) -> int:
     events: TextIO = sys.stdout
 
@@ -127,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
 
             transformers.utils.logging.set_verbosity_error()
             transformers.utils.logging.disable_progress_bar()
+            if args.command == "score":
+                emit({"event": "done", **run_score(args, emit), "wall_s": time.perf_counter() - started})
+                return 0
             manifest = run_sdpo(args, emit)
         emit({"event": "done", "manifest": manifest, "out": str(Path(args.out).resolve()),
               "wall_s": time.perf_counter() - started})

@@ -1,8 +1,15 @@
 """Training rows: reading and validating the JSONL history, building the two contexts, tokenising and packing.
 
-One row is (x, y, feedback). The student sees x; the teacher sees x with the feedback stated in the same
-user turn (before the assistant header, so causal attention lets every response token see it). The
-response y is tokenised ONCE and the same ids are appended to both contexts, so response token j sits at
+One row is (x, y, feedback). x is the planner's prompt exactly as the planner model was given it: the whole
+text after the chat template (system message included, up to and including the assistant header, special
+tokens written out) -- the kernel library stores that for its embedded planner. The student context is x
+itself, tokenised back to the very ids the model evaluated. The teacher context is the same rendering with
+the feedback block inserted at ONE place: the end of the last user message's content, i.e. just before the
+template's end-of-turn + assistant header (`generation_suffix`), so causal attention lets every response
+token see it. An x that is not a rendering (a row from an OpenAI-compatible server, or an older store) is
+the user message itself; it is rendered here as the one user turn, and the feedback goes to the same place.
+
+The response y is tokenised ONCE and the same ids are appended to both contexts, so response token j sits at
 the same column of the student and the teacher batch (left-padded prompts, right-padded responses).
 """
 from __future__ import annotations
@@ -79,12 +86,47 @@ def teacher_user_text(x: str, feedback: str) -> str:
     return x + FEEDBACK_TEMPLATE.format(feedback=feedback.strip())
 
 
-def render_prompt(tokenizer: Any, user_text: str) -> str:
-    """The prompt text up to and including the assistant header (the planner's x is the user turn)."""
+def render_prompt(tokenizer: Any, user_text: str, system: str | None = None) -> str:
+    """The prompt text up to and including the assistant header for one user turn (and a system message)."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
-                                             add_generation_prompt=True)
-    return user_text + "\n"
+        messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+            {"role": "user", "content": user_text}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return (system + "\n\n" if system else "") + user_text + "\n"
+
+
+_MARKER = "\u241eNANORESEARCH_USER_TEXT\u241e"
+
+
+def generation_suffix(tokenizer: Any) -> str:
+    """What the chat template writes after the last user message's content: its end-of-turn and the assistant
+    header (SmolLM2: "<|im_end|>\\n<|im_start|>assistant\\n"). The feedback block is inserted right before it."""
+    rendered = render_prompt(tokenizer, _MARKER, system="S")
+    return rendered[rendered.index(_MARKER) + len(_MARKER):]
+
+
+def is_rendered(tokenizer: Any, x: str) -> bool:
+    """Whether x is a whole rendered prompt (ends with the template's generation suffix) or a bare user message."""
+    suffix = generation_suffix(tokenizer)
+    return bool(suffix.strip()) and x.endswith(suffix)
+
+
+def student_prompt_text(tokenizer: Any, x: str) -> str:
+    return x if is_rendered(tokenizer, x) else render_prompt(tokenizer, x)
+
+
+def teacher_prompt_text(tokenizer: Any, x: str, feedback: str) -> str:
+    """The student's prompt with the feedback block at the end of the last user message's content."""
+    if not is_rendered(tokenizer, x):
+        return render_prompt(tokenizer, teacher_user_text(x, feedback))
+    suffix = generation_suffix(tokenizer)
+    return x[:len(x) - len(suffix)] + FEEDBACK_TEMPLATE.format(feedback=feedback.strip()) + suffix
+
+
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of text as it stands: special tokens written in it (e.g. '<|im_start|>') become their ids, and
+    nothing is added (no BOS): a rendered x carries every token the model saw."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 @dataclass
@@ -99,7 +141,7 @@ class Encoded:
 def encode_row(tokenizer: Any, row: dict[str, Any], max_len: int, max_response: int) -> Encoded:
     """Tokenise one row. The response is cut to its first max_response tokens (the scored prefix keeps its
     exact causal context); prompts are left-truncated so prompt + response fits max_len."""
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encode = lambda text: encode_text(tokenizer, text)  # noqa: E731
     response = encode(row["y"])
     if tokenizer.eos_token_id is not None:
         response = response + [tokenizer.eos_token_id]  # the planner emitted end-of-turn: train the stop too
@@ -108,8 +150,8 @@ def encode_row(tokenizer: Any, row: dict[str, Any], max_len: int, max_response: 
         raise DataError(f"--max-len {max_len} leaves no room for a prompt next to a {len(response)}-token response")
     keep = max_len - len(response)
     scored = has_feedback(row)
-    student = encode(render_prompt(tokenizer, row["x"]))
-    teacher = encode(render_prompt(tokenizer, teacher_user_text(row["x"], row["feedback"]))) if scored else student
+    student = encode(student_prompt_text(tokenizer, row["x"]))
+    teacher = encode(teacher_prompt_text(tokenizer, row["x"], row["feedback"])) if scored else student
     return Encoded(student[-keep:], teacher[-keep:], response, scored)
 
 

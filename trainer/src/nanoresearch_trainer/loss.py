@@ -30,8 +30,11 @@ class LossOutput:
 
 def response_logits(model: torch.nn.Module, batch, *, keep_all: bool = False) -> torch.Tensor:
     """Logits predicting the R response tokens: rows [:, P-1 : P+R-1] of the sequence, as float32+."""
-    kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                  position_ids=batch.position_ids, use_cache=False)
+    kwargs = dict(input_ids=batch.input_ids, use_cache=False)
+    if not bool(batch.attention_mask.all()):
+        # Padding: mask it and count positions over real tokens. Without padding the default positions are the
+        # same and no mask lets attention take its causal fast path.
+        kwargs.update(attention_mask=batch.attention_mask, position_ids=batch.position_ids)
     if not keep_all:
         kwargs["logits_to_keep"] = batch.response_len + 1  # skip the vocabulary projection of the prompt
     logits = model(**kwargs).logits

@@ -18,6 +18,14 @@ type LlamaContextSequence = ReturnType<LlamaContext['getSequence']>;
 type LlamaGrammar = Awaited<ReturnType<Llama['createGrammar']>>;
 type LlamaChatSession = InstanceType<NodeLlamaCpp['LlamaChatSession']>;
 type ChatHistoryItem = ReturnType<LlamaChatSession['getChatHistory']>[number];
+type Token = Parameters<LlamaModel['detokenize']>[0][number];
+type ChatWrapper = NonNullable<ConstructorParameters<NodeLlamaCpp['LlamaChatSession']>[0]['chatWrapper']>;
+
+/** A call's prompt exactly as the model evaluates it: the token ids and their text (special tokens as text). */
+export interface RenderedPrompt {
+  text: string;
+  tokens: number[];
+}
 
 export interface LocalProviderOptions {
   /** Folder of the GGUF files; each call's model name maps to a file in it (llm/embedded.ts). */
@@ -43,6 +51,8 @@ interface LoadedModel {
   lib: NodeLlamaCpp;
   llama: Llama;
   model: LlamaModel;
+  /** How chat messages become the prompt text (see chatWrapperFor). */
+  chatWrapper: Exclude<ChatWrapper, 'auto'>;
   contexts: Map<string, Promise<ContextSlot>>;
   grammars: Map<string, Promise<LlamaGrammar>>;
 }
@@ -80,13 +90,12 @@ export class LocalProvider implements Provider {
 
   private async generateWith(loaded: LoadedModel, call: ProviderCall): Promise<ProviderResult> {
     const { sequence } = await this.contextFor(loaded, call.adapterPath ?? null);
-    const messages = call.jsonSchema ? withSystemInstruction(call.messages, grammarInstruction(call.jsonSchema)) : call.messages;
-    const { history, prompt } = toChatHistory(messages);
+    const { history, prompt } = toChatHistory(modelMessages(call));
     const grammar = call.jsonSchema ? await grammarFor(loaded, call.jsonSchema, maxStringLengthFor(call.maxTokens)) : undefined;
 
     // A new session on the kept sequence: the history is set in full, so nothing of an earlier
     // call's conversation is in this one; only its evaluated prefix is reused.
-    const session = new loaded.lib.LlamaChatSession({ contextSequence: sequence, autoDisposeSequence: false });
+    const session = new loaded.lib.LlamaChatSession({ contextSequence: sequence, autoDisposeSequence: false, chatWrapper: loaded.chatWrapper });
     const signal = this.options.timeoutMs > 0 ? AbortSignal.timeout(this.options.timeoutMs) : undefined;
     const outputBefore = sequence.tokenMeter.usedOutputTokens;
     try {
@@ -106,7 +115,9 @@ export class LocalProvider implements Provider {
         ...(call.temperature !== undefined && { temperature: call.temperature }),
         ...(call.seed !== undefined && { seed: call.seed }),
         ...(grammar && { grammar }),
-        ...(signal && { signal })
+        ...(signal && { signal }),
+        // The card's live preview and token count of a call in flight.
+        ...(call.onText && { onTextChunk: call.onText })
       });
       return {
         text,
@@ -122,8 +133,9 @@ export class LocalProvider implements Provider {
           `The embedded model ${call.model} did not finish within ${this.options.timeoutMs} ms`,
           false,
           undefined,
-          'Raise the per-call limit: Lab.open({ llm: { ...llmConfigFromEnv(), timeoutMs: 600_000 } }) or NANORESEARCH_LLM_TIMEOUT_MS (then restart the kernel); ' +
-            'or point NANORESEARCH_LLM_BASE_URL at a faster OpenAI-compatible endpoint',
+          // The suggestion doubles today's limit: a limit that fired is never the one to suggest.
+          `Raise the per-call limit: Lab.open({ llm: { ...llmConfigFromEnv(), timeoutMs: ${this.options.timeoutMs * 2} } }) or NANORESEARCH_LLM_TIMEOUT_MS=${this.options.timeoutMs * 2} (then restart the kernel); ` +
+            'a machine busy with other work slows the embedded model; or point NANORESEARCH_LLM_BASE_URL at a faster OpenAI-compatible endpoint',
           undefined,
           { cause: err }
         );
@@ -134,6 +146,39 @@ export class LocalProvider implements Provider {
     } finally {
       session.dispose();
     }
+  }
+
+  /**
+   * The prompt `generate(call)` gives the model, without generating: the chat template applied to
+   * the messages (the JSON instruction included when the call has a schema), as token ids and
+   * their text. The planner stores this text as its x, so the trainer scores y in this context.
+   */
+  async renderPrompt(call: Pick<ProviderCall, 'model' | 'messages' | 'jsonSchema'>): Promise<RenderedPrompt> {
+    const loaded = await this.load(call.model);
+    const { history, prompt } = toChatHistory(modelMessages(call));
+    const tokens = [...promptTokensOf(loaded, loaded.chatWrapper, history, prompt)];
+    return { text: loaded.model.detokenize(tokens as Token[], true), tokens };
+  }
+
+  /**
+   * log p(tokens[i] | tokens[<i]) for every i >= from, as this model (with the adapter) computes
+   * it: the full-vocabulary distribution before any grammar or sampler option. For checks that the
+   * trainer scores an answer as inference does; it runs in the generation queue.
+   */
+  async tokenLogprobs(call: { model: string; adapterPath?: string | null; tokens: number[]; from: number }): Promise<number[]> {
+    const run = generationQueue.then(async () => {
+      const { sequence } = await this.contextFor(await this.load(call.model), call.adapterPath ?? null);
+      await sequence.clearHistory();
+      const wanted = (i: number) => i >= call.from - 1 && i < call.tokens.length - 1;
+      const out = await sequence.controlledEvaluate(
+        call.tokens.map(id => id as Token).map((token, i) => (wanted(i) ? [token, { generateNext: { probabilities: true } }] : token))
+      );
+      const logprobs: number[] = [];
+      for (let i = Math.max(call.from, 1); i < call.tokens.length; i++) logprobs.push(Math.log(out[i - 1]?.next.probabilities?.get(call.tokens[i] as Token) ?? 0));
+      return logprobs;
+    });
+    generationQueue = run.catch(() => undefined);
+    return run;
   }
 
   private load(model: string): Promise<LoadedModel> {
@@ -201,7 +246,7 @@ async function loadModel(modelPath: string): Promise<LoadedModel> {
     const lib = await importNodeLlamaCpp();
     const llama = await lib.getLlama({ gpu: false, build: 'never', logLevel: lib.LlamaLogLevel.error });
     const model = await llama.loadModel({ modelPath });
-    return { lib, llama, model, contexts: new Map(), grammars: new Map() };
+    return { lib, llama, model, chatWrapper: chatWrapperFor(lib, model), contexts: new Map(), grammars: new Map() };
   } catch (err) {
     const message = (err as Error).message;
     const hint = /experimental-vm-modules/.test(message)
@@ -230,6 +275,38 @@ export async function disposeLocalModels(): Promise<void> {
   }
   // Models may share one llama instance: each is disposed once, after its models.
   for (const llama of llamas) await llama.dispose();
+}
+
+/**
+ * The prompt's rendering: the model's own GGUF chat template (the one transformers applies too,
+ * so the trainer scores an answer in the context the model was given) wherever node-llama-cpp's
+ * built-in wrapper for the model renders a system + user turn differently from it; else the
+ * built-in wrapper. SmolLM2: the built-in ChatML wrapper prepends the BOS token, which for this
+ * model is `<|im_start|>`, so every prompt began with it twice; Qwen2.5: the two agree.
+ */
+function chatWrapperFor(lib: NodeLlamaCpp, model: LlamaModel): Exclude<ChatWrapper, 'auto'> {
+  const builtIn = lib.resolveChatWrapper(model);
+  let template: Exclude<ChatWrapper, 'auto'>;
+  try {
+    template = lib.resolveChatWrapper(model, { type: 'jinjaTemplate' });
+  } catch {
+    return builtIn;
+  }
+  const probe: ChatHistoryItem[] = [{ type: 'system', text: 'S' }];
+  const render = (wrapper: Exclude<ChatWrapper, 'auto'>) => {
+    try {
+      return promptTokensOf({ model }, wrapper, probe, 'U').join(',');
+    } catch {
+      return null;
+    }
+  };
+  const fromTemplate = render(template);
+  return fromTemplate !== null && fromTemplate !== render(builtIn) ? template : builtIn;
+}
+
+/** The messages the model is given: a call with a schema gets the JSON instruction as (part of) its system message. */
+function modelMessages(call: Pick<ProviderCall, 'messages' | 'jsonSchema'>): ChatMessage[] {
+  return call.jsonSchema ? withSystemInstruction(call.messages, grammarInstruction(call.jsonSchema)) : call.messages;
 }
 
 /**
@@ -331,8 +408,21 @@ function countPromptTokens(
   history: ChatHistoryItem[],
   prompt: string
 ): number {
-  const state = session.chatWrapper.generateContextState({
+  return promptTokensOf(loaded, session.chatWrapper, history, prompt).length;
+}
+
+/** The prompt's token ids: the history and the user prompt rendered by `wrapper`, up to the model's turn. */
+function promptTokensOf(loaded: Pick<LoadedModel, 'model'>, wrapper: Pick<LlamaChatSession['chatWrapper'], 'generateContextState'>, history: ChatHistoryItem[], prompt: string): number[] {
+  const state = wrapper.generateContextState({
     chatHistory: [...history, { type: 'user', text: prompt }, { type: 'model', response: [] }]
   });
-  return state.contextText.tokenize(loaded.model.tokenizer).length;
+  return state.contextText.tokenize(loaded.model.tokenizer) as number[];
+}
+
+/**
+ * The prompt an embedded-model call would give the model (LocalProvider.renderPrompt), for code
+ * that holds an Llm config rather than the provider: the planner stores it as x.
+ */
+export function renderEmbeddedPrompt(modelsDir: string | undefined, call: Pick<ProviderCall, 'model' | 'messages' | 'jsonSchema'>): Promise<RenderedPrompt> {
+  return new LocalProvider({ modelsDir, contextSize: 0, threads: 1, timeoutMs: 0 }).renderPrompt(call);
 }

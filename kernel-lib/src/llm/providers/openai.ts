@@ -109,7 +109,8 @@ export class OpenAiProvider implements Provider {
         `${what}: the token limit (${call.maxTokens ?? 'server default'}) was reached before any text`,
         false,
         undefined,
-        'Raise maxTokens (a reasoning model may spend its tokens before answering)'
+        'A reasoning model may spend all its tokens before it answers: choose a model that answers directly for this role ' +
+          '(NANORESEARCH_MODEL_<ROLE>, then restart the kernel)'
       );
     }
     return new ProviderFailure(`${what} (finish_reason ${choice.finish_reason})`, true, undefined, 'If it persists, check the server and the model');
@@ -127,8 +128,8 @@ export class OpenAiProvider implements Provider {
         !limit.byDeadline,
         undefined,
         limit.byDeadline
-          ? 'Raise deadlineMs in the LLM configuration or check the server load'
-          : 'Raise timeoutMs (NANORESEARCH_LLM_TIMEOUT_MS) or check the server load',
+          ? 'Raise the whole-call deadline: Lab.open({ llm: { ...llmConfigFromEnv(), deadlineMs: 1_200_000 } }), or check the server load'
+          : 'Raise the per-attempt limit: NANORESEARCH_LLM_TIMEOUT_MS (then restart the kernel) or Lab.open({ llm: { ...llmConfigFromEnv(), timeoutMs: 600_000 } }), or check the server load',
         undefined,
         { cause: err }
       );
@@ -139,7 +140,7 @@ export class OpenAiProvider implements Provider {
         `The LLM server at ${where} sent an answer for model "${model}" that was refused: ${tooLarge.message}`,
         false,
         undefined,
-        'Ask for a shorter answer (maxTokens), or raise maxResponseBytes in the LLM configuration',
+        'Raise the answer size limit: Lab.open({ llm: { ...llmConfigFromEnv(), maxResponseBytes: 8_000_000 } })',
         undefined,
         { cause: err }
       );

@@ -13,6 +13,11 @@ export interface ProviderCall {
   seed?: number;
   /** Epoch ms by which this attempt must have ended: the whole call's deadline. */
   deadlineAt?: number;
+  /**
+   * Called with each piece of the answer as it is generated (about one token), by a provider
+   * that generates incrementally; never by one that gets the answer in one piece. Live displays only.
+   */
+  onText?: (piece: string) => void;
 }
 
 export interface ProviderResult {
