@@ -88,8 +88,13 @@ export type KernelChoice = 'kept' | 'switched' | 'missing';
  */
 export async function ensureStageKernel(panel: NotebookPanel, kernelName: string, available: readonly string[]): Promise<KernelChoice> {
   const session = panel.sessionContext;
-  // Not `ready`: for a notebook on "No Kernel" that resolves only once a kernel starts.
   await session.initialize();
+  // A kernel that is still starting is waited for, so that a notebook just created on tslab is
+  // never switched (a restart in the middle of its first cell). `ready` alone would wait forever
+  // on "No Kernel", which has no session.
+  if (session.session) {
+    await session.ready;
+  }
   const current = session.session?.kernel?.name;
   if (current === kernelName) {
     return 'kept';

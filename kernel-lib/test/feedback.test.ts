@@ -110,7 +110,7 @@ describe('feedback', () => {
     const stageGate = new Promise<void>(resolve => (releaseStage = resolve));
     const slow = t.lab.orchestrator.runStage(project.record, 'experiment', async () => {
       await stageGate;
-      return { status: 'done', output: {}, summary: 'ok', trajectory: '', markdown: '' };
+      return { status: 'done', output: {}, summary: 'ok', trajectory: '', markdown: '', bundleOutputs: {} };
     });
     await new Promise(resolve => setTimeout(resolve, 100));
     expect(t.lab.orchestrator.busy).toBe(true);

@@ -61,6 +61,9 @@ describe('Lab', () => {
   test('by default workspaces go to a visible nanoresearch/ folder in the current folder (beside the notebook in a kernel)', async () => {
     t = await openTestLab();
     const cwd = process.cwd();
+    // The default, not the folder `npm test` points every other test at.
+    const configured = process.env.NANORESEARCH_WORKSPACES;
+    delete process.env.NANORESEARCH_WORKSPACES;
     process.chdir(t.home);
     let lab: Lab | undefined;
     try {
@@ -72,6 +75,7 @@ describe('Lab', () => {
     } finally {
       await lab?.close();
       process.chdir(cwd);
+      if (configured !== undefined) process.env.NANORESEARCH_WORKSPACES = configured;
     }
   });
 

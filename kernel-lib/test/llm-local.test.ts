@@ -19,6 +19,7 @@ import {
   LlmError,
   llmConfigFromEnv,
   validateAgainst,
+  type LlmActivity,
   type LlmCallRecord
 } from '../src/llm';
 
@@ -86,6 +87,20 @@ test('a LoRA adapter GGUF loads per call and changes the generation', async () =
   expect(adapted.text).not.toBe(base.text);
   // Greedy decoding without the adapter is reproducible: the difference is the adapter's.
   expect(baseAgain.text).toBe(base.text);
+}, SLOW_MS);
+
+test('a call in flight reports its text as it is generated, for the live card', async () => {
+  const seen: LlmActivity[] = [];
+  const live = llm.scoped({ onActivity: a => seen.push(a) });
+  const r = await live.complete({ role: 'planner', messages: [{ role: 'user', content: 'Count from one to five in words.' }], maxTokens: 16, temperature: 0, cache: false });
+  const texts = seen.filter((a): a is Extract<LlmActivity, { type: 'text' }> => a.type === 'text');
+  expect(seen[0].type).toBe('start');
+  expect(seen[seen.length - 1].type).toBe('end');
+  // Several updates before the end, each the answer so far (a short answer: not cut to the preview's tail), counting up.
+  expect(texts.length).toBeGreaterThan(1);
+  expect(texts.map(t => t.tokens)).toEqual(texts.map((_, i) => i + 1));
+  expect(r.text.trim().startsWith(texts[0].text.trim())).toBe(true);
+  expect(texts[texts.length - 1].text.trim()).toBe(r.text.trim());
 }, SLOW_MS);
 
 test('a missing adapter file fails with a clear error', async () => {

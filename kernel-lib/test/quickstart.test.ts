@@ -151,7 +151,7 @@ describe('the quickstart notebook run headless with the embedded models', () => 
     for (const [stage, card] of byStage) {
       expect(schemaErrors('stage-bundle', card)).toEqual([]);
       expect(card.stage).toBe(stage);
-      expect({ stage, status: card.status, error: card.error }).toEqual({ stage, status: 'done', error: undefined });
+      expect({ stage, status: card.status, error: card.error ?? null }).toEqual({ stage, status: 'done', error: null });
     }
   });
 

@@ -13,6 +13,7 @@ import { analysis, experiment, ideation, planning, review, stageFunctions, writi
 import { MAX_SECTIONS_PER_ROUND } from '../src/stages/review';
 import { withKnownCitations } from '../src/stages/paper';
 import { wholeSentences } from '../src/stages/writing';
+import { analyzeMetrics } from '../src/stages/analysis';
 import { withBaselineRuns, withRunIds } from '../src/stages/planning';
 import { UNTRUSTED_SYSTEM_RULE } from '../src/llm/untrusted';
 import type { AnalysisOutput, ExperimentOutput, ReviewOutput, WritingOutput } from '../src/stages';
@@ -327,6 +328,21 @@ describe('stage functions', () => {
     expect(out.attempts.map(a => a.exitCode)).toEqual([1, null, null]);
     expect(out.attempts[1].error).toMatch(/^the fix returned the same program unchanged \(still failing: exited with 1/);
     expect(r.memories!.filter(m => m.kind === 'failed_direction')).toHaveLength(1);
+  });
+
+  test('analysis: the method is compared with the runs of other methods, never with its own other seeds', () => {
+    const plan = {
+      method: { name: 'nearest centroid' },
+      metrics: [{ name: 'accuracy', goal: 'maximize' }],
+      experiment_matrix: [
+        { run_id: 'nc_0', method: 'nearest centroid', dataset: 'iris', seed: 0 },
+        { run_id: 'nc_1', method: 'nearest centroid', dataset: 'iris', seed: 1 },
+        { run_id: 'maj', method: 'majority class', dataset: 'iris', seed: 0 }
+      ]
+    } as unknown as ExperimentBlueprint;
+    const computed = analyzeMetrics({ nc_0: { accuracy: 0.9 }, nc_1: { accuracy: 0.92 }, maj: { accuracy: 0.33 } }, plan);
+    expect(computed.method_run).toBe('nc_0');
+    expect(computed.comparisons.map(c => c.baseline_run)).toEqual(['maj']);
   });
 
   test('analysis: comparisons computed in code from the artifact; the phrasing is grounded', async () => {

@@ -72,8 +72,12 @@ export function analyzeMetrics(metrics: Metrics, blueprint?: ExperimentBlueprint
   const methodName = blueprint?.method.name.toLowerCase();
   const matrixRun = blueprint?.experiment_matrix.find(row => row.method.toLowerCase() === methodName && runs.includes(row.run_id))?.run_id;
   const methodRun = matrixRun ?? runs.find(r => methodName && r.toLowerCase().includes(methodName)) ?? bestRun[primary];
+  // Another seed of the method is not a baseline: compared are the runs of other methods (all others when the plan does not say).
+  const methodOf = (run: string) => blueprint?.experiment_matrix.find(row => row.run_id === run)?.method.toLowerCase();
+  const others = runs.filter(r => r !== methodRun);
+  const otherMethods = others.filter(r => methodOf(r) === undefined || methodOf(r) !== methodOf(methodRun));
   const comparisons: Comparison[] = [];
-  for (const baseline of runs.filter(r => r !== methodRun)) {
+  for (const baseline of otherMethods.length ? otherMethods : others) {
     for (const metric of metricNames) {
       const m = metrics[methodRun][metric];
       const b = metrics[baseline][metric];
