@@ -297,7 +297,7 @@ export class MemoryBank {
     identify(input);
     return new Promise<Memory>((resolve, reject) => {
       this.batch.push({ input, now, resolve, reject });
-      this.flushing ??= this.flush();
+      if (!this.flushing) this.flushing = this.flush();
     });
   }
 

@@ -160,7 +160,7 @@ export function experimentsText(text: string, analysisOut: AnalysisOutput): stri
 }
 
 /** Takes citations of keys outside the bibliography out of every section; returns the keys removed. */
-export function dropUnknownCitations(draft: PaperDraft): string[] {
+function dropUnknownCitations(draft: PaperDraft): string[] {
   const known = new Set(draft.bibliography.map(p => p.key));
   const removed = new Set<string>();
   for (const section of draft.sections) {
