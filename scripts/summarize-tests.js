@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Reads each suite's machine-readable report (jest JSON, pytest JUnit XML, Playwright JSON) and prints
+// Reads each suite's machine-readable report (jest JSON, pytest JUnit XML, Playwright JSON, scripts/lint's
+// JSON: one check per lint tool) and prints
 // the per-suite counts and one closing line "N passed, N failed". A suite that exited non-zero
 // without a report, or with fewer failures than its exit code implies, counts as one failure, so a
 // crashed runner can never look green. Exit code: 0 only if nothing failed and something ran.
@@ -8,7 +9,7 @@ const fs = require('fs');
 const path = require('path');
 
 const dir = process.argv[2];
-const suites = ['kernel-lib', 'extension', 'trainer', 'ui-tests'];
+const suites = ['lint', 'kernel-lib', 'extension', 'trainer', 'ui-tests'];
 
 function readIf(file) {
   return fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : null;
@@ -38,8 +39,15 @@ function playwrightCounts(text) {
   return { passed: s.expected + (s.flaky || 0), failed: s.unexpected, skipped: s.skipped };
 }
 
-const parsers = { 'kernel-lib': jestCounts, extension: jestCounts, trainer: junitCounts, 'ui-tests': playwrightCounts };
-const files = { 'kernel-lib': 'kernel-lib.json', extension: 'extension.json', trainer: 'trainer.xml', 'ui-tests': 'ui-tests.json' };
+// scripts/lint --report: {"checks": [{"name": "eslint", "passed": true}, ...]}, each tool one test.
+function lintCounts(text) {
+  const checks = JSON.parse(text).checks;
+  const passed = checks.filter(c => c.passed === true).length;
+  return { passed, failed: checks.length - passed, skipped: 0 };
+}
+
+const parsers = { lint: lintCounts, 'kernel-lib': jestCounts, extension: jestCounts, trainer: junitCounts, 'ui-tests': playwrightCounts };
+const files = { lint: 'lint.json', 'kernel-lib': 'kernel-lib.json', extension: 'extension.json', trainer: 'trainer.xml', 'ui-tests': 'ui-tests.json' };
 
 let passed = 0;
 let failed = 0;

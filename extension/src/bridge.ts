@@ -1,5 +1,7 @@
 /**
- * The extension's side of the kernel bridge.
+ * The extension's side of the kernel bridge: BridgeClient carries one request to a notebook's
+ * kernel and back; NanoBridge, on top of it, has one typed function per method of
+ * schema/bridge-methods.schema.json, the only place a method is named.
  *
  * tslab has no comms and ignores `silent`, so a request is an execute request (sent straight to
  * the kernel, never through a cell, so nothing lands in the notebook) whose code calls
@@ -8,15 +10,9 @@
  * so requests are serialised and an aborted one is retried once after 250 ms.
  */
 import type { Kernel, KernelMessage } from '@jupyterlab/services';
-import { BRIDGE_MIME_TYPE } from './constants';
-
-/** What `bridge.respond` displays: the method's JSON result, or an error message. */
-export interface IBridgePayload {
-  request_id?: string;
-  method: string;
-  result?: unknown;
-  error?: string;
-}
+import type { BridgeMethodName, BridgeParams, BridgeReply, BridgeResult } from '@nanoresearch/schema';
+import { BRIDGE_MIME_TYPE } from '@nanoresearch/schema/dist/constants';
+import type { INanoBridgeMethods } from './tokens';
 
 /** A bridge request that failed; `kind` says where. */
 export class BridgeError extends Error {
@@ -36,13 +32,13 @@ export type BridgeKernel = Pick<Kernel.IKernelConnection, 'requestExecute'>;
 /** The TypeScript that a bridge request runs in the kernel. */
 export function bridgeCode(method: string, params: unknown, requestId: string): string {
   return (
-    'await require("@nanoresearch/kernel").bridge.respond(' +
+    'await require("@nanoresearch/kernel/internals").bridge.respond(' +
     `${JSON.stringify(method)}, ${JSON.stringify(params ?? {})}, ${JSON.stringify(requestId)});`
   );
 }
 
 /** The bridge payload carried by an iopub message, if it carries one. */
-export function parseBridgeMessage(msg: KernelMessage.IIOPubMessage): IBridgePayload | undefined {
+export function parseBridgeMessage(msg: KernelMessage.IIOPubMessage): BridgeReply | undefined {
   const type = msg.header.msg_type;
   if (type !== 'display_data' && type !== 'execute_result' && type !== 'update_display_data') {
     return undefined;
@@ -56,10 +52,10 @@ export function parseBridgeMessage(msg: KernelMessage.IIOPubMessage): IBridgePay
       return undefined;
     }
   }
-  if (!value || typeof value !== 'object' || typeof (value as IBridgePayload).method !== 'string') {
+  if (!value || typeof value !== 'object' || typeof (value as BridgeReply).method !== 'string') {
     return undefined;
   }
-  return value as IBridgePayload;
+  return value as BridgeReply;
 }
 
 /** Text a failed request left on iopub (stderr and error messages), for the error report. */
@@ -78,7 +74,7 @@ export function failureText(msg: KernelMessage.IIOPubMessage): string | undefine
 
 /** Outcome of one execute request: the payload if one arrived, the reply status, and stderr. */
 interface IAttempt {
-  payload?: IBridgePayload;
+  payload?: BridgeReply;
   status: string;
   errorText: string;
 }
@@ -98,9 +94,12 @@ export class BridgeClient {
     private readonly retryDelayMs = 250
   ) {}
 
-  /** Calls `method` in the kernel and resolves with its result; rejects with a BridgeError. */
-  call<T = unknown>(method: string, params: unknown = {}): Promise<T> {
-    const run = this.queue.then(() => this.callNow<T>(method, params));
+  /**
+   * Calls `method` in the kernel and resolves with its result; rejects with a BridgeError.
+   * Untyped: NanoBridge is the typed way to call a method.
+   */
+  call(method: string, params: unknown = {}): Promise<unknown> {
+    const run = this.queue.then(() => this.callNow(method, params));
     // The queue waits for each request to settle, whatever its outcome.
     this.queue = run.then(
       () => undefined,
@@ -109,7 +108,7 @@ export class BridgeClient {
     return run;
   }
 
-  private async callNow<T>(method: string, params: unknown): Promise<T> {
+  private async callNow(method: string, params: unknown): Promise<unknown> {
     let attempt = await this.attempt(method, params);
     if (!attempt.payload && attempt.status !== 'ok') {
       // tslab aborts requests that arrive within 200 ms of an error: wait, then try once more.
@@ -129,7 +128,7 @@ export class BridgeClient {
     if (payload.error !== undefined) {
       throw new BridgeError(method, 'method', `${method} failed in the kernel: ${payload.error}`);
     }
-    return payload.result as T;
+    return payload.result;
   }
 
   private async attempt(method: string, params: unknown): Promise<IAttempt> {
@@ -140,10 +139,7 @@ export class BridgeClient {
     const requestId = `br_${Date.now().toString(36)}_${(requestCounter++).toString(36)}`;
     let future: ReturnType<BridgeKernel['requestExecute']>;
     try {
-      future = kernel.requestExecute(
-        { code: bridgeCode(method, params, requestId), silent: false, store_history: false },
-        true
-      );
+      future = kernel.requestExecute({ code: bridgeCode(method, params, requestId), silent: false, store_history: false }, true);
     } catch (reason) {
       // requestExecute throws when the kernel is dead or disposed.
       const why = reason instanceof Error ? reason.message : String(reason);
@@ -177,4 +173,78 @@ export class BridgeClient {
 
 function firstLines(text: string, count = 4): string {
   return text.split('\n').filter(Boolean).slice(0, count).join(' | ');
+}
+
+/**
+ * The kernel bridge of one notebook, one function per method (as Jupyter AI's AiService): the
+ * params and result of each are the schema's (schema/bridge-methods.schema.json), so a method
+ * the schema has and this class lacks fails tsc, and the kernel's table is typed by the same schema.
+ */
+export class NanoBridge implements INanoBridgeMethods {
+  constructor(private readonly client: BridgeClient) {}
+
+  authorResolve(params: BridgeParams<'author.resolve'>): Promise<BridgeResult<'author.resolve'>> {
+    return this.call('author.resolve', params);
+  }
+
+  feedbackAdd(params: BridgeParams<'feedback.add'>): Promise<BridgeResult<'feedback.add'>> {
+    return this.call('feedback.add', params);
+  }
+
+  feedbackLearning(params: BridgeParams<'feedback.learning'>): Promise<BridgeResult<'feedback.learning'>> {
+    return this.call('feedback.learning', params);
+  }
+
+  feedbackRetry(params: BridgeParams<'feedback.retry'>): Promise<BridgeResult<'feedback.retry'>> {
+    return this.call('feedback.retry', params);
+  }
+
+  stageGet(params: BridgeParams<'stage.get'>): Promise<BridgeResult<'stage.get'>> {
+    return this.call('stage.get', params);
+  }
+
+  skillsList(): Promise<BridgeResult<'skills.list'>> {
+    return this.call('skills.list', {});
+  }
+
+  skillsUpdate(params: BridgeParams<'skills.update'>): Promise<BridgeResult<'skills.update'>> {
+    return this.call('skills.update', params);
+  }
+
+  skillsRetire(params: BridgeParams<'skills.retire'>): Promise<BridgeResult<'skills.retire'>> {
+    return this.call('skills.retire', params);
+  }
+
+  memoriesList(): Promise<BridgeResult<'memories.list'>> {
+    return this.call('memories.list', {});
+  }
+
+  memoriesUpdate(params: BridgeParams<'memories.update'>): Promise<BridgeResult<'memories.update'>> {
+    return this.call('memories.update', params);
+  }
+
+  memoriesRetire(params: BridgeParams<'memories.retire'>): Promise<BridgeResult<'memories.retire'>> {
+    return this.call('memories.retire', params);
+  }
+
+  adaptersList(): Promise<BridgeResult<'adapters.list'>> {
+    return this.call('adapters.list', {});
+  }
+
+  modelsList(): Promise<BridgeResult<'models.list'>> {
+    return this.call('models.list', {});
+  }
+
+  sql(params: BridgeParams<'sql'>): Promise<BridgeResult<'sql'>> {
+    return this.call('sql', params);
+  }
+
+  notebookImport(params: BridgeParams<'notebook.import'>): Promise<BridgeResult<'notebook.import'>> {
+    return this.call('notebook.import', params);
+  }
+
+  /** The kernel checks `params` against the schema and answers in its shape (kernel-lib bridge.ts). */
+  private call<M extends BridgeMethodName>(method: M, params: BridgeParams<M>): Promise<BridgeResult<M>> {
+    return this.client.call(method, params) as Promise<BridgeResult<M>>;
+  }
 }

@@ -14,6 +14,7 @@ import ideationOutput from '@nanoresearch/schema/ideation-output.schema.json';
 import sectionReview from '@nanoresearch/schema/section-review.schema.json';
 import stageBundle from '@nanoresearch/schema/stage-bundle.schema.json';
 import stageRun from '@nanoresearch/schema/stage-run.schema.json';
+import stageName from '@nanoresearch/schema/stage.schema.json';
 
 let validate: ValidateFunction | undefined;
 
@@ -21,7 +22,7 @@ let validate: ValidateFunction | undefined;
 function validator(): ValidateFunction {
   if (!validate) {
     const ajv = new Ajv2020({ strict: false, validateFormats: false });
-    for (const schema of [experimentBlueprint, ideationOutput, sectionReview, stageRun]) {
+    for (const schema of [experimentBlueprint, ideationOutput, sectionReview, stageName, stageRun]) {
       ajv.addSchema(schema as object);
     }
     validate = ajv.compile(stageBundle as object);

@@ -4,15 +4,16 @@
  * renderer adds the inline feedback box, which goes through the feedback service because a
  * renderer does not know which cell it is in.
  */
+import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
-import type { JupyterFrontEnd } from '@jupyterlab/application';
 import { Widget } from '@lumino/widgets';
-import type { StageBundle } from '@nanoresearch/schema';
+import type { LearningState, StageBundle } from '@nanoresearch/schema';
 import { readStageBundle } from './bundleCheck';
-import { STAGE_LABELS } from './constants';
+import { STAGE_LABELS, STAGE_MIME_TYPE } from './constants';
 import { Child, formatCost, formatDuration, formatTokens, formatValue, h, table } from './dom';
-import { ILearningActions, ILearningState, learningActions, renderLearning } from './learning';
-import type { IFeedbackService } from './tokens';
+import { ILearningActions, learningActions, renderLearning } from './learning';
+import { IFeedbackService } from './tokens';
 
 type Outputs = StageBundle['outputs'];
 type Hypothesis = NonNullable<Outputs['ideation']>['hypotheses'][number];
@@ -183,10 +184,19 @@ export function renderArtifacts(artifacts: Artifact[], opener: IArtifactOpener |
         : 'Opens from a notebook';
       return h('li', { class: 'jp-nr-artifact jp-nr-unlinked', 'data-kind': artifact.kind, title: why }, label, h('code', {}, artifact.path));
     }
-    const link = h('a', { class: 'jp-nr-artifact-link', href: '#', 'data-kind': artifact.kind, 'data-path': artifact.path, title: `Open ${artifact.path}` }, artifact.path);
+    const link = h(
+      'a',
+      { class: 'jp-nr-artifact-link', href: '#', 'data-kind': artifact.kind, 'data-path': artifact.path, title: `Open ${artifact.path}` },
+      artifact.path
+    );
     const target = opener.resolve(encodeHref(artifact.href)).then(encoded => decodeURIComponent(encoded));
     // A real URL too, so a middle click or "copy link" gets the file.
-    void target.then(path => opener.downloadUrl(path)).then(url => link.setAttribute('href', url), () => undefined);
+    void target
+      .then(path => opener.downloadUrl(path))
+      .then(
+        url => link.setAttribute('href', url),
+        () => undefined
+      );
     link.addEventListener('click', event => {
       event.preventDefault();
       void target.then(path => opener.open(path, artifact.kind === 'paper' ? 'Markdown Preview' : undefined));
@@ -251,9 +261,7 @@ function renderOutputs(outputs: Outputs, linked: ReadonlySet<string>): HTMLEleme
           { class: 'jp-nr-hypotheses' },
           (ideation.hypotheses as Hypothesis[]).map(hyp => renderHypothesis(hyp, hyp.id === ideation.selected_hypothesis_id))
         ),
-        ideation.literature_status !== 'searched'
-          ? h('div', { class: 'jp-nr-note' }, `Literature: ${ideation.literature_status}`)
-          : null
+        ideation.literature_status !== 'searched' ? h('div', { class: 'jp-nr-note' }, `Literature: ${ideation.literature_status}`) : null
       )
     );
   }
@@ -302,17 +310,10 @@ function renderOutputs(outputs: Outputs, linked: ReadonlySet<string>): HTMLEleme
     sections.push(section('Paper', h('code', {}, outputs.paper_path)));
   }
   if (outputs.ungrounded_numbers && outputs.ungrounded_numbers.length > 0) {
-    sections.push(
-      section('Ungrounded numbers', h('div', { class: 'jp-nr-warning' }, outputs.ungrounded_numbers.join(', ')))
-    );
+    sections.push(section('Ungrounded numbers', h('div', { class: 'jp-nr-warning' }, outputs.ungrounded_numbers.join(', '))));
   }
   if (outputs.left_out_sentences && outputs.left_out_sentences.length > 0) {
-    sections.push(
-      section(
-        'Left out (numbers no artifact holds)',
-        h('ul', {}, ...outputs.left_out_sentences.map(sentence => h('li', {}, sentence)))
-      )
-    );
+    sections.push(section('Left out (numbers no artifact holds)', h('ul', {}, ...outputs.left_out_sentences.map(sentence => h('li', {}, sentence)))));
   }
   return sections;
 }
@@ -340,10 +341,7 @@ function renderHypothesis(hyp: Hypothesis, selected: boolean): HTMLElement {
           'div',
           { class: 'jp-nr-closest' },
           'Closest work: ',
-          closest.flatMap((p, i): Child[] => [
-            i > 0 ? '; ' : '',
-            h('span', { class: 'jp-nr-paper', title: p.key }, p.title, p.year ? ` (${p.year})` : '')
-          ])
+          closest.flatMap((p, i): Child[] => [i > 0 ? '; ' : '', h('span', { class: 'jp-nr-paper', title: p.key }, p.title, p.year ? ` (${p.year})` : '')])
         )
       : null
   );
@@ -387,9 +385,7 @@ function renderContext(bundle: StageBundle): HTMLElement {
       { class: 'jp-nr-context-row' },
       h('span', { class: 'jp-nr-context-label' }, 'Memories'),
       bundle.memories_used.length > 0
-        ? bundle.memories_used.map(m =>
-            h('span', { class: 'jp-nr-chip jp-nr-memory', title: `${m.kind}: ${m.content}` }, shorten(m.content, 60))
-          )
+        ? bundle.memories_used.map(m => h('span', { class: 'jp-nr-chip jp-nr-memory', title: `${m.kind}: ${m.content}` }, shorten(m.content, 60)))
         : h('span', { class: 'jp-nr-muted' }, 'none')
     )
   );
@@ -411,7 +407,7 @@ export interface ICardFeedback {
 export function renderFeedbackList(
   list: HTMLElement,
   entries: ICardFeedback[],
-  learning?: { stateOf: (id: string) => ILearningState | undefined; actions: ILearningActions }
+  learning?: { stateOf: (id: string) => LearningState | undefined; actions: ILearningActions }
 ): void {
   list.textContent = '';
   for (const f of entries) {
@@ -556,3 +552,22 @@ export class StageCardRenderer extends Widget implements IRenderMime.IRenderer {
 
   private disconnect: () => void = () => undefined;
 }
+
+export const stageCardPlugin: JupyterFrontEndPlugin<void> = {
+  id: '@nanoresearch/jupyterlab:stage-card',
+  description: 'Renders application/vnd.nanoresearch.stage+json as a stage card with inline feedback.',
+  autoStart: true,
+  requires: [IRenderMimeRegistry],
+  optional: [IFeedbackService],
+  activate: (app: JupyterFrontEnd, rendermime: IRenderMimeRegistry, feedback: IFeedbackService | null) => {
+    rendermime.addFactory(
+      {
+        safe: true,
+        mimeTypes: [STAGE_MIME_TYPE],
+        defaultRank: 0,
+        createRenderer: options => new StageCardRenderer(options.mimeType, feedback, documentOpener(app.commands, options.resolver))
+      },
+      0
+    );
+  }
+};

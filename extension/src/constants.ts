@@ -5,14 +5,10 @@
  * `@nanoresearch/schema/dist/constants`: the schema package's small browser-safe module (its main
  * entry loads the JSON schema files with Node's `path` and cannot be bundled for the browser).
  */
-import type { CellMetadata } from '@nanoresearch/schema';
+import type { StageName } from '@nanoresearch/schema/dist/constants';
 
-export { CELL_METADATA_KEY, STAGES, STAGE_LABELS, STAGE_MIME_TYPE } from '@nanoresearch/schema/dist/constants';
-
-/** MIME type of the kernel bridge's replies to the extension's execute requests. */
-export const BRIDGE_MIME_TYPE = 'application/vnd.nanoresearch.bridge+json';
-
-export type StageName = CellMetadata['stage'];
+export { CELL_METADATA_KEY, STAGE_NAMES, STAGE_LABELS, STAGE_MIME_TYPE } from '@nanoresearch/schema/dist/constants';
+export type { StageName };
 
 /** The `project` method that runs each stage (see kernel-lib's Project class). */
 export const STAGE_METHODS: Record<StageName, string> = {
@@ -23,6 +19,12 @@ export const STAGE_METHODS: Record<StageName, string> = {
   writing: 'write',
   review: 'review'
 };
+
+/** The translation domain of the extension's user-visible strings (ITranslator.load). */
+export const TRANSLATION_DOMAIN = 'nanoresearch';
+
+/** Where the extension's commands are listed in the command palette. */
+export const PALETTE_CATEGORY = 'NanoResearch';
 
 /** Plugin id whose settings live in schema/plugin.json. */
 export const SETTINGS_PLUGIN_ID = '@nanoresearch/jupyterlab:plugin';

@@ -41,11 +41,25 @@ export function table(headers: string[], rows: Array<Array<Child>>, className = 
   return h(
     'table',
     { class: className },
-    h('thead', {}, h('tr', {}, headers.map(title => h('th', {}, title)))),
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        headers.map(title => h('th', {}, title))
+      )
+    ),
     h(
       'tbody',
       {},
-      rows.map(row => h('tr', {}, row.map(cell => h('td', {}, cell))))
+      rows.map(row =>
+        h(
+          'tr',
+          {},
+          row.map(cell => h('td', {}, cell))
+        )
+      )
     )
   );
 }

@@ -6,41 +6,15 @@
  * lost reply adds nothing twice.
  */
 import { UUID } from '@lumino/coreutils';
-import type { CellMetadata } from '@nanoresearch/schema';
-import {
-  FeedbackEntry,
-  IMetadataHost,
-  getStageMetadata,
-  setStageMetadata,
-  unsyncedFeedback,
-  withFeedback,
-  withSynced
-} from './metadata';
-
-/** What the kernel's `feedback.add` receives. */
-export interface IFeedbackRequest {
-  stage_run_id: string;
-  id: string;
-  text: string;
-  author: string;
-  origin: string;
-  created_at: string;
-}
-
-/** The result of one flush. */
-export interface IFlushResult {
-  sent: number;
-  failed: number;
-  /** Entries that cannot be sent yet because their cell has no stage run (not run yet). */
-  waiting: number;
-  errors: string[];
-}
+import type { CellMetadata, FeedbackRequest } from '@nanoresearch/schema';
+import { IMetadataHost, getStageMetadata, setStageMetadata, unsyncedFeedback, withFeedback, withSynced } from './metadata';
+import type { FeedbackEntry, IFlushResult } from './tokens';
 
 export interface IFeedbackSyncOptions {
   /** The notebook's cells, in order (read on every flush, so added cells count). */
   cells: () => Iterable<IMetadataHost>;
   /** Sends one entry to the kernel; rejects when it could not. */
-  send: (request: IFeedbackRequest) => Promise<unknown>;
+  send: (request: FeedbackRequest) => Promise<unknown>;
   /** Where feedback given here comes from, e.g. 'sidebar:<notebook path>'. */
   origin: () => string;
 }
@@ -153,7 +127,7 @@ export class FeedbackSync {
   private again = false;
 }
 
-function toRequest(metadata: CellMetadata, entry: FeedbackEntry, origin: string): IFeedbackRequest {
+function toRequest(metadata: CellMetadata, entry: FeedbackEntry, origin: string): FeedbackRequest {
   return {
     stage_run_id: metadata.stage_run_id as string,
     id: entry.id,

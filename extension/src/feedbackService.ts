@@ -3,23 +3,27 @@
  * when the notebook's kernel becomes ready, so feedback given offline reaches the store later;
  * and one LearningTracker per notebook, which follows each item's background learning.
  */
+import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Notification } from '@jupyterlab/apputils';
 import type { ICellModel } from '@jupyterlab/cells';
-import type { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { INotebookTracker, type NotebookPanel } from '@jupyterlab/notebook';
+import { ITranslator, nullTranslator, type TranslationBundle } from '@jupyterlab/translation';
 import { Signal } from '@lumino/signaling';
-import { FeedbackSync, IFlushResult } from './feedback';
+import type { LearningState } from '@nanoresearch/schema';
+import { FeedbackSync } from './feedback';
 import { KernelReadyTrigger } from './kernelReady';
-import { ILearningReply, ILearningState, LearningTracker } from './learning';
-import { FeedbackEntry, getStageMetadata, setStageMetadata, withSynced } from './metadata';
-import { CELL_METADATA_KEY } from './constants';
-import type { IFeedbackService, INanoBridge, IStageCellInfo } from './tokens';
+import { LearningTracker } from './learning';
+import { getStageMetadata, setStageMetadata, withSynced } from './metadata';
+import { CELL_METADATA_KEY, CommandIDs, TRANSLATION_DOMAIN } from './constants';
+import { IFeedbackService, INanoBridge, type FeedbackEntry, type IFlushResult, type IStageCellInfo } from './tokens';
 
 export class FeedbackService implements IFeedbackService {
   constructor(
     private readonly tracker: INotebookTracker,
     private readonly bridge: INanoBridge,
     /** Opens the lab panel on a memory or skill (a command of the app). */
-    private readonly open: (kind: 'memories' | 'skills', query: string) => void = () => undefined
+    private readonly open: (kind: 'memories' | 'skills', query: string) => void = () => undefined,
+    private readonly trans: TranslationBundle = nullTranslator.load(TRANSLATION_DOMAIN)
   ) {
     tracker.forEach(panel => this.watch(panel));
     tracker.widgetAdded.connect((_, panel) => this.watch(panel));
@@ -40,7 +44,7 @@ export class FeedbackService implements IFeedbackService {
     });
     if (!found) {
       throw new Error(
-        `No open notebook has a stage cell for stage run ${stageRunId}. Run the stage cell again so its metadata records the run.`
+        this.trans.__('No open notebook has a stage cell for stage run %1. Run the stage cell again so its metadata records the run.', stageRunId)
       );
     }
     const { panel, model } = found;
@@ -72,7 +76,7 @@ export class FeedbackService implements IFeedbackService {
     this.open(kind, query);
   }
 
-  learningOf(feedbackId: string): ILearningState | undefined {
+  learningOf(feedbackId: string): LearningState | undefined {
     for (const tracker of this.trackers.values()) {
       const state = tracker.stateOf(feedbackId);
       if (state) {
@@ -85,13 +89,13 @@ export class FeedbackService implements IFeedbackService {
   async retryLearning(feedbackId: string): Promise<void> {
     const panel = this.panelHolding(feedbackId);
     if (!panel) {
-      Notification.error(`No open notebook holds feedback ${feedbackId}: open the notebook it was given in to retry.`, { autoClose: false });
+      Notification.error(this.trans.__('No open notebook holds feedback %1: open the notebook it was given in to retry.', feedbackId), { autoClose: false });
       return;
     }
     try {
       await this.trackerFor(panel).retry(feedbackId);
     } catch (reason) {
-      Notification.error(`Retry of learning failed: ${reason instanceof Error ? reason.message : String(reason)}`, { autoClose: false });
+      Notification.error(this.trans.__('Retry of learning failed: %1', reason instanceof Error ? reason.message : String(reason)), { autoClose: false });
     }
   }
 
@@ -135,8 +139,8 @@ export class FeedbackService implements IFeedbackService {
       tracker = new LearningTracker({
         // Entries of cells that ran: synced ones for their learning, unsynced ones in case the store already has them.
         ids: () => this.stageCells(panel).flatMap(c => (c.metadata.stage_run_id ? c.metadata.feedback.map(f => f.id) : [])),
-        query: ids => client().call<ILearningReply>('feedback.learning', { ids }),
-        retry: id => client().call<ILearningState>('feedback.retry', { id }),
+        query: ids => client().feedbackLearning({ ids }),
+        retry: id => client().feedbackRetry({ id }),
         onStored: ids => this.markStored(panel, ids),
         onChange: () => this.changed.emit(panel)
       });
@@ -160,7 +164,7 @@ export class FeedbackService implements IFeedbackService {
     if (!sync) {
       sync = new FeedbackSync({
         cells: () => (panel.model ? Array.from(panel.model.cells) : []),
-        send: request => this.bridge.clientFor(panel).call('feedback.add', request),
+        send: request => this.bridge.clientFor(panel).feedbackAdd(request),
         origin: () => `notebook:${panel.context.path}`
       });
       this.syncs.set(panel, sync);
@@ -180,8 +184,8 @@ export class FeedbackService implements IFeedbackService {
     }
     const offline = reason.length > 0 && /No kernel|cannot take requests/.test(reason);
     const message = offline
-      ? 'Feedback saved in the notebook. It is sent to the store when the kernel runs.'
-      : `Feedback saved in the notebook but not sent to the store: ${reason}`;
+      ? this.trans.__('Feedback saved in the notebook. It is sent to the store when the kernel runs.')
+      : this.trans.__('Feedback saved in the notebook but not sent to the store: %1', reason);
     Notification.emit(message, offline ? 'info' : 'error', { autoClose: offline ? 4000 : false });
   }
 
@@ -189,15 +193,13 @@ export class FeedbackService implements IFeedbackService {
     const trigger = new KernelReadyTrigger();
     const flushIfReady = (): void => {
       // The author first: the kernel learns the setting before any feedback is signed in code.
-      void this.bridge
-        .resolveAuthor(panel)
-        .then(async () => {
-          const sync = this.syncFor(panel);
-          if (sync.hasPending()) {
-            this.report(await sync.flush(), false);
-          }
-          await this.trackerFor(panel).refresh();
-        });
+      void this.bridge.resolveAuthor(panel).then(async () => {
+        const sync = this.syncFor(panel);
+        if (sync.hasPending()) {
+          this.report(await sync.flush(), false);
+        }
+        await this.trackerFor(panel).refresh();
+      });
     };
     const session = panel.sessionContext;
     session.kernelChanged.connect(() => trigger.kernelChanged());
@@ -244,3 +246,20 @@ export class FeedbackService implements IFeedbackService {
   private readonly syncs = new Map<NotebookPanel, FeedbackSync>();
   private readonly trackers = new Map<NotebookPanel, LearningTracker>();
 }
+
+export const feedbackPlugin: JupyterFrontEndPlugin<IFeedbackService> = {
+  id: '@nanoresearch/jupyterlab:feedback',
+  description: 'Feedback on stage cells: cell metadata first, then the store; offline feedback is synced when a kernel starts.',
+  autoStart: true,
+  provides: IFeedbackService,
+  requires: [INotebookTracker, INanoBridge],
+  optional: [ITranslator],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker, bridge: INanoBridge, translator: ITranslator | null): IFeedbackService =>
+    new FeedbackService(
+      tracker,
+      bridge,
+      // A learned feedback item links to its memory or skill in the lab panel.
+      (kind, query) => void app.commands.execute(CommandIDs.openLabPanel, { tab: kind, query }),
+      (translator ?? nullTranslator).load(TRANSLATION_DOMAIN)
+    )
+};

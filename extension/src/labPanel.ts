@@ -3,26 +3,17 @@
  * history, and a read-only SQL box. Everything goes through the bridge of the current
  * notebook's kernel, the one process that holds the store.
  */
-import type { Memory, Skill } from '@nanoresearch/schema';
+import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
+import { ITranslator, nullTranslator, type TranslationBundle } from '@jupyterlab/translation';
+import type { AdapterRecord, Memory, ModelsReport, Skill, SqlResult } from '@nanoresearch/schema';
 import { Widget } from '@lumino/widgets';
+import { CommandIDs, PALETTE_CATEGORY, TRANSLATION_DOMAIN } from './constants';
 import { formatValue, h, table } from './dom';
-import type { INanoBridge } from './tokens';
-
-/** What `sql` answers. */
-export interface ISqlResult {
-  columns: string[];
-  rows: Array<Record<string, unknown>>;
-}
-
-/** What `models.list` answers: the model of each role and how to switch. */
-export interface IModelsReport {
-  provider: 'openai' | 'local';
-  endpoint: string | null;
-  roles: Array<{ role: string; model: string; license?: string }>;
-  howToSwitch: string;
-}
+import { INanoBridge, type INanoBridgeMethods } from './tokens';
 
 type Tab = 'skills' | 'memories' | 'adapters' | 'models' | 'sql';
+/** The tabs and their labels (translated when drawn). */
 const TABS: Array<[Tab, string]> = [
   ['skills', 'Skills'],
   ['memories', 'Memories'],
@@ -32,7 +23,7 @@ const TABS: Array<[Tab, string]> = [
 ];
 
 /** The result rows as a table (columns in the order the query gave them); JSON values fold open. */
-export function sqlTable(result: ISqlResult): HTMLTableElement {
+export function sqlTable(result: SqlResult): HTMLTableElement {
   return table(
     result.columns,
     result.rows.map(row =>
@@ -54,7 +45,9 @@ const JSON_PREVIEW_CHARS = 80;
  */
 export function jsonTree(value: object): HTMLElement {
   const entries: Array<[string, unknown]> = Array.isArray(value) ? value.map((v, i) => [String(i), v]) : Object.entries(value);
-  const size = Array.isArray(value) ? `[${entries.length} item${entries.length === 1 ? '' : 's'}]` : `{${entries.length} key${entries.length === 1 ? '' : 's'}}`;
+  const size = Array.isArray(value)
+    ? `[${entries.length} item${entries.length === 1 ? '' : 's'}]`
+    : `{${entries.length} key${entries.length === 1 ? '' : 's'}}`;
   const text = JSON.stringify(value);
   const preview = text.length > JSON_PREVIEW_CHARS ? `${text.slice(0, JSON_PREVIEW_CHARS - 1)}…` : text;
   return h(
@@ -81,17 +74,20 @@ export function jsonTree(value: object): HTMLElement {
 const STALE = Symbol('stale tab request');
 
 export class LabPanel extends Widget {
-  constructor(private readonly bridge: INanoBridge) {
+  constructor(
+    private readonly bridge: INanoBridge,
+    private readonly trans: TranslationBundle = nullTranslator.load(TRANSLATION_DOMAIN)
+  ) {
     super();
     this.id = 'nanoresearch-lab';
-    this.title.label = 'NanoResearch Lab';
+    this.title.label = trans.__('NanoResearch Lab');
     this.title.closable = true;
     this.addClass('jp-nr-lab');
     this.tabBar = h('nav', { class: 'jp-nr-tabs' });
     this.status = h('div', { class: 'jp-nr-lab-status' });
     this.content = h('div', { class: 'jp-nr-lab-content' });
     for (const [tab, label] of TABS) {
-      const button = h('button', { class: 'jp-nr-tab', type: 'button', 'data-tab': tab }, label);
+      const button = h('button', { class: 'jp-nr-tab', type: 'button', 'data-tab': tab }, trans.__(label));
       button.addEventListener('click', () => {
         this.setStatus('');
         void this.showTab(tab);
@@ -122,13 +118,13 @@ export class LabPanel extends Widget {
     }
     try {
       if (tab === 'skills') {
-        this.renderSkills(current(await this.call<Skill[]>('skills.list', {})));
+        this.renderSkills(current(await this.kernel().then(k => k.skillsList())));
       } else if (tab === 'memories') {
-        this.renderMemories(current(await this.call<Memory[]>('memories.list', {})));
+        this.renderMemories(current(await this.kernel().then(k => k.memoriesList())));
       } else if (tab === 'models') {
-        this.renderModels(current(await this.call<IModelsReport>('models.list', {})));
+        this.renderModels(current(await this.kernel().then(k => k.modelsList())));
       } else {
-        this.renderAdapters(current(await this.call<Array<Record<string, unknown>>>('adapters.list', {})));
+        this.renderAdapters(current(await this.kernel().then(k => k.adaptersList())));
       }
     } catch (reason) {
       if (reason === STALE) {
@@ -140,14 +136,13 @@ export class LabPanel extends Widget {
 
   private requests = 0;
 
-  private call<T>(method: string, params: unknown): Promise<T> {
+  /** The bridge of the current notebook's kernel, the one process that holds the store. */
+  private async kernel(): Promise<INanoBridgeMethods> {
     const panel = this.bridge.currentPanel();
     if (!panel) {
-      return Promise.reject(
-        new Error('Open a notebook that runs the TypeScript (tslab) kernel: the lab panel reads the store through it.')
-      );
+      throw new Error(this.trans.__('Open a notebook that runs the TypeScript (tslab) kernel: the lab panel reads the store through it.'));
     }
-    return this.bridge.clientFor(panel).call<T>(method, params);
+    return this.bridge.clientFor(panel);
   }
 
   private setStatus(text: string, error = false): void {
@@ -156,7 +151,7 @@ export class LabPanel extends Widget {
   }
 
   private searchBox(onSearch: (query: string) => void): HTMLInputElement {
-    const input = h('input', { class: 'jp-nr-search', type: 'search', placeholder: 'Search…' });
+    const input = h('input', { class: 'jp-nr-search', type: 'search', placeholder: this.trans.__('Search…') });
     input.addEventListener('input', () => onSearch(input.value.trim().toLowerCase()));
     return input;
   }
@@ -167,7 +162,7 @@ export class LabPanel extends Widget {
       list.textContent = '';
       const shown = skills.filter(s => !query || `${s.name} ${s.description} ${(s.tags ?? []).join(' ')}`.toLowerCase().includes(query));
       if (shown.length === 0) {
-        list.appendChild(h('div', { class: 'jp-nr-muted' }, 'No skills match.'));
+        list.appendChild(h('div', { class: 'jp-nr-muted' }, this.trans.__('No skills match.')));
       }
       for (const skill of shown) {
         list.appendChild(this.skillRecord(skill));
@@ -183,23 +178,26 @@ export class LabPanel extends Widget {
     const instructions = h('textarea', { class: 'jp-nr-edit', rows: String(Math.max(3, skill.instructions.length)) });
     instructions.value = skill.instructions.join('\n');
     const editor = h('div', { class: 'jp-nr-editor', hidden: '' }, description, instructions);
-    const save = this.actionButton('Save', async () => {
+    const save = this.actionButton(this.trans.__('Save'), async () => {
       const patch = {
         description: description.value.trim(),
-        instructions: instructions.value.split('\n').map(line => line.trim()).filter(Boolean)
+        instructions: instructions.value
+          .split('\n')
+          .map(line => line.trim())
+          .filter(Boolean)
       };
-      await this.call('skills.update', { id: skill.id, patch });
-      this.setStatus(`Saved skill ${skill.name}.`);
+      await (await this.kernel()).skillsUpdate({ id: skill.id, patch });
+      this.setStatus(this.trans.__('Saved skill %1.', skill.name));
       await this.showTab('skills');
     });
     save.hidden = true;
-    const edit = this.actionButton('Edit', async () => {
+    const edit = this.actionButton(this.trans.__('Edit'), async () => {
       editor.hidden = !editor.hidden;
       save.hidden = editor.hidden;
     });
-    const retire = this.actionButton('Retire', async () => {
-      await this.call('skills.retire', { id: skill.id });
-      this.setStatus(`Retired skill ${skill.name}.`);
+    const retire = this.actionButton(this.trans.__('Retire'), async () => {
+      await (await this.kernel()).skillsRetire({ id: skill.id });
+      this.setStatus(this.trans.__('Retired skill %1.', skill.name));
       await this.showTab('skills');
     });
     retire.disabled = skill.status === 'retired';
@@ -212,8 +210,8 @@ export class LabPanel extends Widget {
         h('strong', {}, skill.name),
         h('span', { class: 'jp-nr-chip' }, skill.source),
         h('span', { class: 'jp-nr-chip' }, `v${skill.version}`),
-        skill.status === 'retired' ? h('span', { class: 'jp-nr-chip jp-nr-retired-chip' }, 'retired') : null,
-        h('span', { class: 'jp-nr-muted' }, `used ${skill.usage_count ?? 0}×`),
+        skill.status === 'retired' ? h('span', { class: 'jp-nr-chip jp-nr-retired-chip' }, this.trans.__('retired')) : null,
+        h('span', { class: 'jp-nr-muted' }, this.trans.__('used %1×', skill.usage_count ?? 0)),
         h('span', { class: 'jp-nr-actions' }, edit, save, retire)
       ),
       h('div', { class: 'jp-nr-record-body' }, skill.description),
@@ -227,7 +225,7 @@ export class LabPanel extends Widget {
       list.textContent = '';
       const shown = memories.filter(m => !query || `${m.kind} ${m.key} ${m.content} ${(m.tags ?? []).join(' ')}`.toLowerCase().includes(query));
       if (shown.length === 0) {
-        list.appendChild(h('div', { class: 'jp-nr-muted' }, 'No memories match.'));
+        list.appendChild(h('div', { class: 'jp-nr-muted' }, this.trans.__('No memories match.')));
       }
       for (const memory of shown) {
         list.appendChild(this.memoryRecord(memory));
@@ -243,27 +241,31 @@ export class LabPanel extends Widget {
     const importance = h('input', { class: 'jp-nr-number', type: 'number', min: '0', max: '1', step: '0.05' });
     importance.value = String(memory.importance);
     const editor = h('div', { class: 'jp-nr-editor', hidden: '' }, content, h('label', {}, 'Importance ', importance));
-    const save = this.actionButton('Save', async () => {
-      await this.call('memories.update', {
+    const save = this.actionButton(this.trans.__('Save'), async () => {
+      await (
+        await this.kernel()
+      ).memoriesUpdate({
         id: memory.id,
         patch: { content: content.value.trim(), importance: Number(importance.value) }
       });
-      this.setStatus('Saved memory.');
+      this.setStatus(this.trans.__('Saved memory.'));
       await this.showTab('memories');
     });
     save.hidden = true;
-    const edit = this.actionButton('Edit', async () => {
+    const edit = this.actionButton(this.trans.__('Edit'), async () => {
       editor.hidden = !editor.hidden;
       save.hidden = editor.hidden;
     });
-    const retire = this.actionButton('Retire', async () => {
-      await this.call('memories.retire', { id: memory.id });
-      this.setStatus('Retired memory.');
+    const retire = this.actionButton(this.trans.__('Retire'), async () => {
+      await (await this.kernel()).memoriesRetire({ id: memory.id });
+      this.setStatus(this.trans.__('Retired memory.'));
       await this.showTab('memories');
     });
     retire.disabled = memory.status === 'retired';
     const conditions = memory.conditions
-      ? Object.entries(memory.conditions).map(([k, v]) => `${k}: ${v}`).join(' · ')
+      ? Object.entries(memory.conditions)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join(' · ')
       : '';
     return h(
       'article',
@@ -272,9 +274,9 @@ export class LabPanel extends Widget {
         'div',
         { class: 'jp-nr-record-head' },
         h('span', { class: 'jp-nr-chip' }, memory.kind.replace(/_/g, ' ')),
-        h('span', { class: 'jp-nr-muted' }, memory.scope === 'global' ? 'global' : 'project'),
-        h('span', { class: 'jp-nr-muted' }, `importance ${formatValue(memory.importance)} · confidence ${formatValue(memory.confidence)}`),
-        memory.status === 'retired' ? h('span', { class: 'jp-nr-chip jp-nr-retired-chip' }, 'retired') : null,
+        h('span', { class: 'jp-nr-muted' }, memory.scope === 'global' ? this.trans.__('global') : this.trans.__('project')),
+        h('span', { class: 'jp-nr-muted' }, this.trans.__('importance %1 · confidence %2', formatValue(memory.importance), formatValue(memory.confidence))),
+        memory.status === 'retired' ? h('span', { class: 'jp-nr-chip jp-nr-retired-chip' }, this.trans.__('retired')) : null,
         h('span', { class: 'jp-nr-actions' }, edit, save, retire)
       ),
       h('div', { class: 'jp-nr-record-body' }, memory.content),
@@ -283,28 +285,36 @@ export class LabPanel extends Widget {
     );
   }
 
-  private renderModels(report: IModelsReport): void {
-    const source = report.provider === 'local' ? 'Embedded models, run in the kernel on this machine\'s CPU' : `OpenAI-compatible endpoint ${report.endpoint ?? ''}`;
+  private renderModels(report: ModelsReport): void {
+    const source =
+      report.provider === 'local'
+        ? this.trans.__("Embedded models, run in the kernel on this machine's CPU")
+        : this.trans.__('OpenAI-compatible endpoint %1', report.endpoint ?? '');
     this.content.append(
       h('div', { class: 'jp-nr-models-source' }, source),
       table(
-        ['role', 'model', 'licence'],
+        [this.trans.__('role'), this.trans.__('model'), this.trans.__('licence')],
         report.roles.map(r => [r.role, r.model, r.license ?? ''])
       ),
-      h('p', { class: 'jp-nr-muted' }, `To switch: ${report.howToSwitch}`)
+      h('p', { class: 'jp-nr-muted' }, this.trans.__('To switch: %1', report.howToSwitch))
     );
   }
 
-  private renderAdapters(adapters: Array<Record<string, unknown>>): void {
+  private renderAdapters(records: AdapterRecord[]): void {
+    // One row per adapter: its manifest (how it was trained) with the registry's fields.
+    const adapters: Array<Record<string, unknown>> = records.map(r => ({ ...r.manifest, version: r.version, active: r.active, created_at: r.created_at }));
     if (adapters.length === 0) {
-      this.content.appendChild(h('div', { class: 'jp-nr-muted' }, 'No planner adapters yet: run lab.train() after giving feedback.'));
+      this.content.appendChild(h('div', { class: 'jp-nr-muted' }, this.trans.__('No planner adapters yet: run lab.train() after giving feedback.')));
       return;
     }
     const columns = ['version', 'active', 'created_at', 'examples', 'steps', 'loss_type', 'final_loss', 'mean_advantage', 'parent_version'];
     const present = columns.filter(c => adapters.some(a => a[c] !== undefined));
     this.content.append(
-      h('h3', { class: 'jp-nr-lab-heading' }, 'Planner adapters and training history'),
-      table(present, adapters.map(a => present.map(c => formatValue(a[c]))))
+      h('h3', { class: 'jp-nr-lab-heading' }, this.trans.__('Planner adapters and training history')),
+      table(
+        present,
+        adapters.map(a => present.map(c => formatValue(a[c])))
+      )
     );
   }
 
@@ -312,11 +322,11 @@ export class LabPanel extends Widget {
     const query = h('textarea', { class: 'jp-nr-sql', rows: '4', spellcheck: 'false' });
     query.value = this.lastSql;
     const result = h('div', { class: 'jp-nr-sql-result' });
-    const run = this.actionButton('Run (read-only)', async () => {
+    const run = this.actionButton(this.trans.__('Run (read-only)'), async () => {
       this.lastSql = query.value;
       result.textContent = '';
-      const answer = await this.call<ISqlResult>('sql', { query: query.value });
-      result.append(h('div', { class: 'jp-nr-muted' }, `${answer.rows.length} rows`), sqlTable(answer));
+      const answer = await (await this.kernel()).sql({ query: query.value });
+      result.append(h('div', { class: 'jp-nr-muted' }, this.trans._n('%1 row', '%1 rows', answer.rows.length)), sqlTable(answer));
     });
     this.content.append(query, h('div', { class: 'jp-nr-sql-actions' }, run), result);
   }
@@ -335,3 +345,43 @@ export class LabPanel extends Widget {
   private readonly status: HTMLElement;
   private readonly content: HTMLElement;
 }
+
+export const labPanelPlugin: JupyterFrontEndPlugin<void> = {
+  id: '@nanoresearch/jupyterlab:lab-panel',
+  description: 'Main-area panel: skills, memories, planner adapters and read-only SQL.',
+  autoStart: true,
+  requires: [INanoBridge],
+  optional: [ICommandPalette, ITranslator],
+  activate: (app: JupyterFrontEnd, bridge: INanoBridge, palette: ICommandPalette | null, translator: ITranslator | null) => {
+    const trans = (translator ?? nullTranslator).load(TRANSLATION_DOMAIN);
+    let widget: MainAreaWidget<LabPanel> | null = null;
+    app.commands.addCommand(CommandIDs.openLabPanel, {
+      label: trans.__('Open NanoResearch Lab'),
+      caption: trans.__('Browse and edit skills and memories, see planner adapters, query the store'),
+      execute: async args => {
+        if (!widget || widget.isDisposed) {
+          const created = new MainAreaWidget<LabPanel>({ content: new LabPanel(bridge, trans) });
+          created.id = 'nanoresearch-lab-panel';
+          created.title.label = trans.__('NanoResearch Lab');
+          created.title.closable = true;
+          widget = created;
+        }
+        if (!widget.isAttached) {
+          app.shell.add(widget, 'main');
+        }
+        app.shell.activateById(widget.id);
+        // From a learned feedback item: its tab, searched for the memory or skill.
+        const tab = args.tab as 'memories' | 'skills' | undefined;
+        if (tab === 'memories' || tab === 'skills') {
+          await widget.content.showTab(tab);
+          const search = widget.content.node.querySelector<HTMLInputElement>('.jp-nr-search');
+          if (search && typeof args.query === 'string') {
+            search.value = args.query;
+            search.dispatchEvent(new Event('input'));
+          }
+        }
+      }
+    });
+    palette?.addItem({ command: CommandIDs.openLabPanel, category: PALETTE_CATEGORY });
+  }
+};

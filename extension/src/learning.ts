@@ -8,38 +8,16 @@
  * is still queued or learning; nothing is asked once every item is learned or failed. The same
  * reply says which ids the store holds, so an entry the store has is never shown as unsynced.
  */
+import type { LearningReply, LearningState } from '@nanoresearch/schema';
 import { h } from './dom';
-
-export type LearningStatus = 'queued' | 'learning' | 'learned' | 'failed';
-
-/** One feedback item's learning, as `feedback.learning` answers it. */
-export interface ILearningState {
-  feedback_id: string;
-  status: LearningStatus;
-  attempts: number;
-  error: string | null;
-  memories: Array<{ id: string; kind: string; content: string }>;
-  skills: Array<{ id: string; name: string; decision: string }>;
-  discarded: number;
-  waiting: string | null;
-  updated_at: string;
-}
-
-/** What `feedback.learning` answers. */
-export interface ILearningReply {
-  /** The ids (of those asked) that the store holds. */
-  stored: string[];
-  /** Null for feedback without a learning job (imported from a colleague's notebook). */
-  states: Record<string, ILearningState | null>;
-}
 
 export interface ILearningTrackerOptions {
   /** The feedback ids worth asking about now (read on every round). */
   ids: () => string[];
   /** Asks the kernel; rejects when it cannot (no kernel, an error). */
-  query: (ids: string[]) => Promise<ILearningReply>;
+  query: (ids: string[]) => Promise<LearningReply>;
   /** Asks the kernel to queue a failed job again. */
-  retry: (id: string) => Promise<ILearningState>;
+  retry: (id: string) => Promise<LearningState>;
   /** The store holds these ids: mark them synced where the notebook still says otherwise. */
   onStored: (ids: string[]) => void;
   /** A state changed: redraw. */
@@ -52,7 +30,7 @@ const DEFAULT_INTERVAL_MS = 700;
 const WAITING_FACTOR = 10;
 
 /** True while a job may still change without anyone asking for it. */
-export function isActive(state: ILearningState | null | undefined): boolean {
+export function isActive(state: LearningState | null | undefined): boolean {
   return state?.status === 'queued' || state?.status === 'learning';
 }
 
@@ -61,7 +39,7 @@ export class LearningTracker {
   constructor(private readonly options: ILearningTrackerOptions) {}
 
   /** The last known state of a feedback item (undefined: not known yet, or it has no job). */
-  stateOf(id: string): ILearningState | undefined {
+  stateOf(id: string): LearningState | undefined {
     return this.states.get(id) ?? undefined;
   }
 
@@ -111,7 +89,7 @@ export class LearningTracker {
     if (ids.length === 0) {
       return;
     }
-    let reply: ILearningReply;
+    let reply: LearningReply;
     try {
       reply = await this.options.query(ids);
     } catch {
@@ -157,7 +135,7 @@ export class LearningTracker {
     }
   }
 
-  private readonly states = new Map<string, ILearningState | null>();
+  private readonly states = new Map<string, LearningState | null>();
   private running: Promise<void> | null = null;
   private again = false;
   private stopped = false;
@@ -179,14 +157,17 @@ export function learningActions(service: {
 }
 
 /** The one-line learning state of a feedback item, or null when there is none to show. */
-export function renderLearning(state: ILearningState | undefined, actions: ILearningActions = {}): HTMLElement | null {
+export function renderLearning(state: LearningState | undefined, actions: ILearningActions = {}): HTMLElement | null {
   if (!state) {
     return null;
   }
   const line = h('div', { class: `jp-nr-learning jp-nr-learning-${state.status}`, 'data-learning': state.status });
   switch (state.status) {
     case 'queued':
-      line.append(h('span', { class: 'jp-nr-learning-label' }, 'Queued to learn'), state.waiting ? h('span', { class: 'jp-nr-muted' }, ` — ${state.waiting}`) : '');
+      line.append(
+        h('span', { class: 'jp-nr-learning-label' }, 'Queued to learn'),
+        state.waiting ? h('span', { class: 'jp-nr-muted' }, ` — ${state.waiting}`) : ''
+      );
       break;
     case 'learning':
       line.append(h('span', { class: 'jp-nr-learning-label' }, 'Learning…'), h('span', { class: 'jp-nr-muted' }, ' memories and skills from this feedback'));
@@ -195,7 +176,10 @@ export function renderLearning(state: ILearningState | undefined, actions: ILear
       line.append(h('span', { class: 'jp-nr-learning-label' }, 'Learned'), ...learnedLinks(state, actions));
       break;
     case 'failed': {
-      line.append(h('span', { class: 'jp-nr-learning-label' }, 'Learning failed'), h('div', { class: 'jp-nr-learning-error' }, state.error ?? 'no reason was recorded'));
+      line.append(
+        h('span', { class: 'jp-nr-learning-label' }, 'Learning failed'),
+        h('div', { class: 'jp-nr-learning-error' }, state.error ?? 'no reason was recorded')
+      );
       if (actions.retry) {
         const retry = h('button', { class: 'jp-nr-button jp-nr-retry', type: 'button', title: 'Run the failed learning step again' }, 'Retry');
         retry.addEventListener('click', () => {
@@ -210,7 +194,7 @@ export function renderLearning(state: ILearningState | undefined, actions: ILear
   return line;
 }
 
-function learnedLinks(state: ILearningState, actions: ILearningActions): Array<HTMLElement | string> {
+function learnedLinks(state: LearningState, actions: ILearningActions): Array<HTMLElement | string> {
   const links: Array<HTMLElement | string> = [];
   const link = (kind: 'memories' | 'skills', label: string, query: string, title: string): HTMLElement => {
     const a = h('button', { class: `jp-nr-chip jp-nr-link jp-nr-learned-${kind === 'memories' ? 'memory' : 'skill'}`, type: 'button', title }, label);
@@ -221,7 +205,14 @@ function learnedLinks(state: ILearningState, actions: ILearningActions): Array<H
     links.push(link('memories', `memory: ${shorten(m.content, 48)}`, m.content, `${m.kind} · ${m.id} — open in the NanoResearch Lab`));
   }
   for (const s of state.skills) {
-    links.push(link('skills', `skill ${s.decision === 'add' ? 'added' : s.decision === 'merge' ? 'merged' : 'revised'}: ${s.name}`, s.name, `${s.id} — open in the NanoResearch Lab`));
+    links.push(
+      link(
+        'skills',
+        `skill ${s.decision === 'add' ? 'added' : s.decision === 'merge' ? 'merged' : 'revised'}: ${s.name}`,
+        s.name,
+        `${s.id} — open in the NanoResearch Lab`
+      )
+    );
   }
   if (links.length === 0) {
     const discarded = state.discarded ? ` (${state.discarded} skill candidate${state.discarded === 1 ? '' : 's'} discarded by the review)` : '';

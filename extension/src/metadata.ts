@@ -5,15 +5,13 @@
  * records one change per update and collaborators never see half an update.
  */
 import type { CellMetadata, PlannerCall, StageBundle, StageRun } from '@nanoresearch/schema';
-import { CELL_METADATA_KEY, STAGES, StageName } from './constants';
-
-/** One feedback entry as the cell keeps it. */
-export type FeedbackEntry = CellMetadata['feedback'][number];
+import { CELL_METADATA_KEY, STAGE_NAMES, StageName } from './constants';
+import type { FeedbackEntry } from './tokens';
 
 /** The part of a cell model these helpers need (ICellModel has it). */
 export interface IMetadataHost {
   getMetadata(key: string): unknown;
-  setMetadata(key: string, value: any): void;
+  setMetadata(key: string, value: unknown): void;
 }
 
 /** The cell's stage metadata, or undefined when the cell is not a stage cell. */
@@ -31,12 +29,7 @@ export function isStageMetadata(value: unknown): value is CellMetadata {
     return false;
   }
   const v = value as Partial<CellMetadata>;
-  return (
-    typeof v.stage === 'string' &&
-    (STAGES as readonly string[]).includes(v.stage) &&
-    typeof v.status === 'string' &&
-    Array.isArray(v.feedback)
-  );
+  return typeof v.stage === 'string' && (STAGE_NAMES as readonly string[]).includes(v.stage) && typeof v.status === 'string' && Array.isArray(v.feedback);
 }
 
 /** Metadata of a freshly inserted stage cell. */
@@ -92,11 +85,7 @@ export function applyBundle(current: CellMetadata, bundle: StageBundle): CellMet
 }
 
 /** Embeds the stage run and planner call so a shared notebook carries its trajectory. */
-export function withTrajectory(
-  current: CellMetadata,
-  trajectory: StageRun | null,
-  plannerCall: PlannerCall | null
-): CellMetadata {
+export function withTrajectory(current: CellMetadata, trajectory: StageRun | null, plannerCall: PlannerCall | null): CellMetadata {
   return { ...current, trajectory, planner_call: plannerCall };
 }
 

@@ -4,14 +4,16 @@
  * (queued, learning, learned with links, failed with Retry). What is typed survives re-renders
  * (drafts are kept per cell).
  */
-import type { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+import { INotebookTracker, type NotebookPanel } from '@jupyterlab/notebook';
+import { ITranslator, nullTranslator, type TranslationBundle } from '@jupyterlab/translation';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
-import { FEEDBACK_SIDEBAR_ID, STAGE_LABELS } from './constants';
+import { CommandIDs, FEEDBACK_SIDEBAR_ID, PALETTE_CATEGORY, STAGE_LABELS, TRANSLATION_DOMAIN } from './constants';
 import { h } from './dom';
 import { learningActions, renderLearning } from './learning';
-import type { FeedbackEntry } from './metadata';
-import type { IFeedbackService, IStageCellInfo } from './tokens';
+import { IFeedbackService, type FeedbackEntry, type IStageCellInfo } from './tokens';
 
 export const feedbackIcon = new LabIcon({
   name: 'nanoresearch:feedback',
@@ -23,12 +25,13 @@ export const feedbackIcon = new LabIcon({
 export class FeedbackSidebar extends Widget {
   constructor(
     private readonly service: IFeedbackService,
-    private readonly tracker: INotebookTracker
+    private readonly tracker: INotebookTracker,
+    private readonly trans: TranslationBundle = nullTranslator.load(TRANSLATION_DOMAIN)
   ) {
     super();
     this.id = FEEDBACK_SIDEBAR_ID;
     this.title.icon = feedbackIcon;
-    this.title.caption = 'NanoResearch feedback';
+    this.title.caption = trans.__('NanoResearch feedback');
     this.addClass('jp-nr-sidebar');
     service.changed.connect((_, panel) => {
       if (panel === this.tracker.currentWidget) {
@@ -46,31 +49,35 @@ export class FeedbackSidebar extends Widget {
     const focusedCell = focused?.dataset?.cellId;
     this.node.textContent = '';
     if (!panel) {
-      this.node.appendChild(this.empty('Open a notebook to see its stage cells and their feedback.'));
+      this.node.appendChild(this.empty(this.trans.__('Open a notebook to see its stage cells and their feedback.')));
       return;
     }
     const cells = this.service.stageCells(panel);
     const pending = cells.reduce((n, c) => n + c.metadata.feedback.filter(f => !f.synced).length, 0);
-    const syncButton = h('button', { class: 'jp-nr-button', type: 'button', title: 'Send unsynced feedback to the store now' }, 'Sync now');
+    const syncButton = h(
+      'button',
+      { class: 'jp-nr-button', type: 'button', title: this.trans.__('Send unsynced feedback to the store now') },
+      this.trans.__('Sync now')
+    );
     syncButton.addEventListener('click', () => void this.service.syncNow(panel));
     this.node.appendChild(
       h(
         'header',
         { class: 'jp-nr-sidebar-header' },
-        h('div', { class: 'jp-nr-sidebar-title' }, 'Feedback'),
+        h('div', { class: 'jp-nr-sidebar-title' }, this.trans.__('Feedback')),
         h('div', { class: 'jp-nr-sidebar-notebook', title: panel.context.path }, panel.context.path.split('/').pop() ?? ''),
         h(
           'div',
           { class: 'jp-nr-sync-line' },
           pending === 0
-            ? h('span', { class: 'jp-nr-synced-all' }, 'All feedback is in the store')
-            : h('span', { class: 'jp-nr-unsynced' }, `${pending} not yet in the store`),
+            ? h('span', { class: 'jp-nr-synced-all' }, this.trans.__('All feedback is in the store'))
+            : h('span', { class: 'jp-nr-unsynced' }, this.trans.__('%1 not yet in the store', pending)),
           pending > 0 ? syncButton : null
         )
       )
     );
     if (cells.length === 0) {
-      this.node.appendChild(this.empty('No stage cells yet. Insert one from the NanoResearch menu or the notebook toolbar.'));
+      this.node.appendChild(this.empty(this.trans.__('No stage cells yet. Insert one from the NanoResearch menu or the notebook toolbar.')));
       return;
     }
     const list = h('div', { class: 'jp-nr-sidebar-cells' });
@@ -89,10 +96,10 @@ export class FeedbackSidebar extends Widget {
     const cellId = model.id;
     const title = h(
       'button',
-      { class: 'jp-nr-cell-link', type: 'button', title: 'Go to this cell' },
-      h('span', { class: 'jp-nr-stage-chip' }, STAGE_LABELS[metadata.stage]),
+      { class: 'jp-nr-cell-link', type: 'button', title: this.trans.__('Go to this cell') },
+      h('span', { class: 'jp-nr-stage-chip' }, this.trans.__(STAGE_LABELS[metadata.stage])),
       h('span', { class: `jp-nr-status-pill jp-nr-pill-${metadata.status}` }, metadata.status),
-      h('span', { class: 'jp-nr-cell-index' }, `cell ${info.index + 1}`)
+      h('span', { class: 'jp-nr-cell-index' }, this.trans.__('cell %1', info.index + 1))
     );
     title.addEventListener('click', () => {
       panel.content.activeCellIndex = info.index;
@@ -102,11 +109,11 @@ export class FeedbackSidebar extends Widget {
       class: 'jp-nr-feedback-input',
       rows: '2',
       'data-cell-id': cellId,
-      placeholder: metadata.stage_run_id ? 'What should change next time?' : 'Feedback (sent once the stage has run)'
+      placeholder: metadata.stage_run_id ? this.trans.__('What should change next time?') : this.trans.__('Feedback (sent once the stage has run)')
     });
     input.value = this.drafts.get(cellId) ?? '';
     input.addEventListener('input', () => this.drafts.set(cellId, input.value));
-    const add = h('button', { class: 'jp-nr-button jp-mod-accept', type: 'button' }, 'Add');
+    const add = h('button', { class: 'jp-nr-button jp-mod-accept', type: 'button' }, this.trans.__('Add'));
     const submit = (): void => {
       const text = input.value.trim();
       if (!text) {
@@ -127,13 +134,13 @@ export class FeedbackSidebar extends Widget {
       'section',
       { class: 'jp-nr-sidebar-cell', 'data-stage': metadata.stage, 'data-cell-id': cellId },
       title,
-      metadata.stage_run_id ? h('div', { class: 'jp-nr-run-id', title: 'Stage run id' }, metadata.stage_run_id) : null,
+      metadata.stage_run_id ? h('div', { class: 'jp-nr-run-id', title: this.trans.__('Stage run id') }, metadata.stage_run_id) : null,
       h(
         'ul',
         { class: 'jp-nr-thread' },
         metadata.feedback.length > 0
           ? metadata.feedback.map(entry => this.renderEntry(entry))
-          : h('li', { class: 'jp-nr-muted' }, 'No feedback yet.')
+          : h('li', { class: 'jp-nr-muted' }, this.trans.__('No feedback yet.'))
       ),
       h('div', { class: 'jp-nr-feedback-form' }, input, add)
     );
@@ -156,8 +163,13 @@ export class FeedbackSidebar extends Widget {
         h('span', { class: 'jp-nr-entry-time', title: entry.created_at }, shortTime(entry.created_at)),
         h(
           'span',
-          { class: 'jp-nr-entry-sync', title: entry.synced ? 'In the store (and an SDPO example where the plan was the planner\'s)' : 'Kept in the notebook; sent when the kernel runs' },
-          entry.synced ? '✓ stored' : '● pending'
+          {
+            class: 'jp-nr-entry-sync',
+            title: entry.synced
+              ? this.trans.__("In the store (and an SDPO example where the plan was the planner's)")
+              : this.trans.__('Kept in the notebook; sent when the kernel runs')
+          },
+          entry.synced ? this.trans.__('✓ stored') : this.trans.__('● pending')
         )
       ),
       h('div', { class: 'jp-nr-entry-text' }, entry.text),
@@ -177,3 +189,32 @@ function shortTime(iso: string): string {
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? iso : date.toLocaleString([], { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
 }
+
+export const sidebarPlugin: JupyterFrontEndPlugin<void> = {
+  id: '@nanoresearch/jupyterlab:feedback-sidebar',
+  description: 'Right-hand panel with every stage cell of the notebook and its feedback thread.',
+  autoStart: true,
+  requires: [IFeedbackService, INotebookTracker],
+  optional: [ILayoutRestorer, ICommandPalette, ITranslator],
+  activate: (
+    app: JupyterFrontEnd,
+    feedback: IFeedbackService,
+    tracker: INotebookTracker,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null,
+    translator: ITranslator | null
+  ) => {
+    const trans = (translator ?? nullTranslator).load(TRANSLATION_DOMAIN);
+    const sidebar = new FeedbackSidebar(feedback, tracker, trans);
+    app.shell.add(sidebar, 'right', { rank: 700 });
+    if (restorer) {
+      restorer.add(sidebar, sidebar.id);
+    }
+    app.commands.addCommand(CommandIDs.openFeedback, {
+      label: trans.__('Show Stage Feedback'),
+      caption: trans.__('Open the NanoResearch feedback sidebar'),
+      execute: () => app.shell.activateById(sidebar.id)
+    });
+    palette?.addItem({ command: CommandIDs.openFeedback, category: PALETTE_CATEGORY });
+  }
+};

@@ -4,29 +4,28 @@
  * planner call fetched through the bridge once the stage has finished, so a shared notebook
  * carries its trajectory).
  */
-import { Notification } from '@jupyterlab/apputils';
+import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, InputDialog, Notification } from '@jupyterlab/apputils';
 import type { Cell, ICellModel, ICodeCellModel } from '@jupyterlab/cells';
-import { NotebookActions, type NotebookPanel } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions, type NotebookPanel } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { ITranslator, nullTranslator, type TranslationBundle } from '@jupyterlab/translation';
 import { Signal } from '@lumino/signaling';
-import type { PlannerCall, StageRun } from '@nanoresearch/schema';
-import { CELL_METADATA_KEY, STAGES, STAGE_LABELS, STAGE_MIME_TYPE, StageName } from './constants';
 import {
-  applyBundle,
-  findBundle,
-  getStageMetadata,
-  newStageMetadata,
-  setStageMetadata,
-  withTrajectory
-} from './metadata';
+  CELL_METADATA_KEY,
+  CommandIDs,
+  PALETTE_CATEGORY,
+  SETTINGS_PLUGIN_ID,
+  STAGE_LABELS,
+  STAGE_MIME_TYPE,
+  STAGE_NAMES,
+  TRANSLATION_DOMAIN,
+  StageName
+} from './constants';
+import { applyBundle, findBundle, getStageMetadata, newStageMetadata, setStageMetadata, withTrajectory } from './metadata';
 import { renderStartingCard, statusLabel, tickClocks } from './card';
-import { isSetupSource, setupCode, stageCode, type ISetupDefaults } from './templates';
-import type { INanoBridge } from './tokens';
-
-/** What `stage.get` answers. */
-export interface IStageGetResult {
-  stage_run: StageRun | null;
-  planner_call: PlannerCall | null;
-}
+import { hasSetup, setupCode, stageCode, type ISetupDefaults } from './templates';
+import { INanoBridge } from './tokens';
 
 /** The stage that follows the notebook's last stage cell (ideation in a notebook without one). */
 export function nextStage(stages: StageName[]): StageName {
@@ -34,28 +33,23 @@ export function nextStage(stages: StageName[]): StageName {
   if (!last) {
     return 'ideation';
   }
-  const next = STAGES.indexOf(last) + 1;
-  return STAGES[Math.min(next, STAGES.length - 1)];
+  const next = STAGE_NAMES.indexOf(last) + 1;
+  return STAGE_NAMES[Math.min(next, STAGE_NAMES.length - 1)];
 }
 
 /**
  * Inserts a stage cell below the active cell, and the set-up cell at the top if the notebook
- * has none. Returns the index of the new stage cell.
+ * has none (`hasSetup`: no cell opens the lab, or none opens a project). Returns the index of
+ * the new stage cell.
  */
-export function insertStageCell(
-  panel: NotebookPanel,
-  stage: StageName,
-  topic: string,
-  author?: string,
-  defaults: ISetupDefaults = {}
-): number {
+export function insertStageCell(panel: NotebookPanel, stage: StageName, topic: string, author?: string, defaults: ISetupDefaults = {}): number {
   const notebook = panel.content;
   const model = panel.model;
   if (!model) {
     throw new Error('The notebook is not loaded yet.');
   }
   const cells = Array.from(model.cells);
-  if (!cells.some(cell => isSetupSource(cell.sharedModel.getSource()))) {
+  if (!hasSetup(cells.map(cell => cell.sharedModel.getSource()))) {
     const first = cells[0];
     if (first && first.type === 'code' && first.sharedModel.getSource().trim() === '') {
       first.sharedModel.setSource(setupCode(topic, defaults));
@@ -113,7 +107,8 @@ export async function ensureStageKernel(panel: NotebookPanel, kernelName: string
 export class StageCellWatcher {
   constructor(
     private readonly panel: NotebookPanel,
-    private readonly bridge: INanoBridge
+    private readonly bridge: INanoBridge,
+    private readonly trans: TranslationBundle = nullTranslator.load(TRANSLATION_DOMAIN)
   ) {
     void panel.context.ready.then(() => this.start());
   }
@@ -234,16 +229,14 @@ export class StageCellWatcher {
     }
     this.fetching.add(stageRunId);
     try {
-      const result = await this.bridge
-        .clientFor(this.panel)
-        .call<IStageGetResult>('stage.get', { stage_run_id: stageRunId });
+      const result = await this.bridge.clientFor(this.panel).stageGet({ stage_run_id: stageRunId });
       const latest = getStageMetadata(cell);
       if (latest && latest.stage_run_id === stageRunId) {
         setStageMetadata(cell, withTrajectory(latest, result.stage_run, result.planner_call));
       }
     } catch (reason) {
       Notification.warning(
-        `Could not embed the stage run ${stageRunId} in the notebook: ${reason instanceof Error ? reason.message : String(reason)}`,
+        this.trans.__('Could not embed the stage run %1 in the notebook: %2', stageRunId, reason instanceof Error ? reason.message : String(reason)),
         { autoClose: 8000 }
       );
     } finally {
@@ -298,3 +291,122 @@ export class StageCellWatcher {
   private readonly starting = new WeakMap<ICellModel, () => void>();
   private readonly fetching = new Set<string>();
 }
+
+/** The sources of a notebook's cells, in order. */
+function notebookSources(panel: NotebookPanel): string[] {
+  return panel.model ? Array.from(panel.model.cells).map(cell => cell.sharedModel.getSource()) : [];
+}
+
+/** The set-up defaults and kernel of stage cells, kept in step with the settings. */
+interface IStageSettings extends ISetupDefaults {
+  kernelName: string;
+}
+
+function stageSettings(registry: ISettingRegistry | null): IStageSettings {
+  // The quickstart's defaults for the set-up cell of a new notebook, and the kernel it runs in.
+  const settings: IStageSettings = { literatureSources: 'none', embeddedCallTimeoutMs: 600_000, kernelName: 'tslab' };
+  if (registry) {
+    void registry
+      .load(SETTINGS_PLUGIN_ID)
+      .then(loaded => {
+        const read = (): void => {
+          settings.literatureSources = (loaded.get('literatureSources').composite as string) ?? '';
+          settings.embeddedCallTimeoutMs = (loaded.get('embeddedCallTimeoutMs').composite as number) ?? 0;
+          settings.kernelName = ((loaded.get('kernelName').composite as string) ?? '').trim() || 'tslab';
+        };
+        read();
+        loaded.changed.connect(read);
+      })
+      .catch(reason => console.error(`NanoResearch: settings could not be loaded: ${reason}`));
+  }
+  return settings;
+}
+
+/** A notebook getting its first stage cell runs them in the TypeScript kernel: switch it, or say how. */
+function putOnStageKernel(app: JupyterFrontEnd, panel: NotebookPanel, kernelName: string, trans: TranslationBundle): void {
+  const specs = Object.keys(app.serviceManager.kernelspecs.specs?.kernelspecs ?? {});
+  void ensureStageKernel(panel, kernelName, specs).then(
+    choice => {
+      if (choice === 'switched') {
+        Notification.info(trans.__('Stage cells run in the TypeScript kernel: this notebook now uses %1.', kernelName), { autoClose: 5000 });
+      } else if (choice === 'missing') {
+        Notification.warning(
+          trans.__(
+            "The kernel '%1' that runs stage cells is not installed: run `npm run setup` in the NanoResearch repository (it registers tslab), then pick it in Kernel › Change Kernel.",
+            kernelName
+          ),
+          { autoClose: false }
+        );
+      }
+    },
+    reason => Notification.error(trans.__('Could not switch this notebook to %1: %2', kernelName, reason instanceof Error ? reason.message : String(reason)))
+  );
+}
+
+/** Stage cells: the insert command (menu, toolbar "+ Stage", shortcuts, palette), badges and metadata updates. */
+export const stageCellsPlugin: JupyterFrontEndPlugin<void> = {
+  id: '@nanoresearch/jupyterlab:stage-cells',
+  description: 'Commands that insert stage cells, stage badges, and metadata updates from stage bundles.',
+  autoStart: true,
+  requires: [INotebookTracker, INanoBridge],
+  optional: [ICommandPalette, ISettingRegistry, ITranslator],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    bridge: INanoBridge,
+    palette: ICommandPalette | null,
+    registry: ISettingRegistry | null,
+    translator: ITranslator | null
+  ) => {
+    const trans = (translator ?? nullTranslator).load(TRANSLATION_DOMAIN);
+    const settings = stageSettings(registry);
+    tracker.forEach(panel => new StageCellWatcher(panel, bridge, trans));
+    tracker.widgetAdded.connect((_, panel) => new StageCellWatcher(panel, bridge, trans));
+
+    app.commands.addCommand(CommandIDs.insertStage, {
+      label: args => (args.stage ? trans.__('Insert %1 Stage Cell', trans.__(STAGE_LABELS[args.stage as StageName])) : trans.__('Insert Next Stage Cell')),
+      caption: trans.__('Insert a NanoResearch stage cell below the active cell (and the set-up cell if missing)'),
+      isEnabled: () => tracker.currentWidget !== null,
+      execute: async args => {
+        const panel = tracker.currentWidget;
+        if (!panel) {
+          return;
+        }
+        await panel.context.ready;
+        const requested = args.stage as string | undefined;
+        if (requested !== undefined && !(STAGE_NAMES as readonly string[]).includes(requested)) {
+          throw new Error(trans.__("Unknown stage '%1'. Stages: %2.", requested, STAGE_NAMES.join(', ')));
+        }
+        const existing = panel.model
+          ? Array.from(panel.model.cells)
+              .map(cell => getStageMetadata(cell)?.stage)
+              .filter((s): s is StageName => s !== undefined)
+          : [];
+        const stage = (requested as StageName | undefined) ?? nextStage(existing);
+        let topic = (args.topic as string | undefined) ?? bridge.defaultTopic();
+        // The same test insertStageCell makes: a topic is needed exactly when a set-up cell is inserted.
+        const setUp = hasSetup(notebookSources(panel));
+        if (!setUp && !topic) {
+          const answer = await InputDialog.getText({
+            title: trans.__('Research topic of this notebook'),
+            placeholder: trans.__('e.g. Small MLPs on tabular data')
+          });
+          if (!answer.button.accept || !answer.value?.trim()) {
+            return;
+          }
+          topic = answer.value.trim();
+        }
+        insertStageCell(panel, stage, topic, bridge.author(), settings);
+        if (!setUp) {
+          putOnStageKernel(app, panel, settings.kernelName, trans);
+        }
+      }
+    });
+    if (palette) {
+      for (const stage of STAGE_NAMES) {
+        palette.addItem({ command: CommandIDs.insertStage, args: { stage }, category: PALETTE_CATEGORY });
+      }
+      palette.addItem({ command: CommandIDs.insertStage, args: {}, category: PALETTE_CATEGORY });
+    }
+  }
+};

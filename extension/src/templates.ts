@@ -40,15 +40,16 @@ export function setupCode(topic: string, defaults: ISetupDefaults = {}): string 
   return lines.join('\n');
 }
 
-/** True when a cell's source already opens the lab and a project. */
-export function isSetupSource(source: string): boolean {
-  return /Lab\.open\s*\(/.test(source) && /\.project\s*\(/.test(source);
+/**
+ * True when the notebook's cells already open the lab and a project, in one set-up cell or in
+ * several (stage cells need both `lab` and `project`). The one test of "is there a set-up": the
+ * insert command asks for a topic, and a set-up cell is inserted, exactly when it is false.
+ */
+export function hasSetup(sources: readonly string[]): boolean {
+  return sources.some(source => /Lab\.open\s*\(/.test(source)) && sources.some(source => /\.project\s*\(/.test(source));
 }
 
 /** The code of a stage cell. */
 export function stageCode(stage: StageName): string {
-  return [
-    `// NanoResearch · ${STAGE_LABELS[stage]} stage`,
-    `const ${stage} = await project.${STAGE_METHODS[stage]}();`
-  ].join('\n');
+  return [`// NanoResearch · ${STAGE_LABELS[stage]} stage`, `const ${stage} = await project.${STAGE_METHODS[stage]}();`].join('\n');
 }

@@ -1,20 +1,42 @@
 /**
- * Lumino tokens of the services other plugins (ours or another extension's) may use.
+ * Lumino tokens of the services other plugins (ours or another extension's) may use, and the
+ * interfaces they are made of. A leaf: it imports no module of this extension.
  */
 import type { ICellModel } from '@jupyterlab/cells';
 import type { NotebookPanel } from '@jupyterlab/notebook';
 import { Token } from '@lumino/coreutils';
 import type { ISignal } from '@lumino/signaling';
-import type { CellMetadata } from '@nanoresearch/schema';
-import type { BridgeClient } from './bridge';
-import type { IFlushResult } from './feedback';
-import type { ILearningState } from './learning';
-import type { FeedbackEntry } from './metadata';
+import type { BridgeMethodName, BridgeParams, BridgeResult, CellMetadata, LearningState } from '@nanoresearch/schema';
+
+/** A bridge method's name as a function name: 'skills.list' → 'skillsList'. */
+export type BridgeFunctionName<M extends string> = M extends `${infer Head}.${infer Tail}` ? `${Head}${Capitalize<Tail>}` : M;
+
+/**
+ * One function per method of schema/bridge-methods.schema.json (NanoBridge implements it); a
+ * method without params takes none.
+ */
+export type INanoBridgeMethods = {
+  [M in BridgeMethodName as BridgeFunctionName<M>]: (
+    ...params: keyof BridgeParams<M> extends never ? [params?: BridgeParams<M>] : [params: BridgeParams<M>]
+  ) => Promise<BridgeResult<M>>;
+};
+
+/** One feedback entry of a stage cell's metadata. */
+export type FeedbackEntry = CellMetadata['feedback'][number];
+
+/** The result of one flush of a notebook's unsynced feedback. */
+export interface IFlushResult {
+  sent: number;
+  failed: number;
+  /** Entries that cannot be sent yet because their cell has no stage run (not run yet). */
+  waiting: number;
+  errors: string[];
+}
 
 /** The kernel bridge of each notebook, and the user's NanoResearch settings. */
 export interface INanoBridge {
-  /** The bridge client of a notebook's kernel (one per notebook, requests serialised). */
-  clientFor(panel: NotebookPanel): BridgeClient;
+  /** The bridge of a notebook's kernel (one per notebook, requests serialised). */
+  clientFor(panel: NotebookPanel): INanoBridgeMethods;
   /** The notebook in focus (or last in focus), if any. */
   currentPanel(): NotebookPanel | null;
   /**
@@ -56,7 +78,7 @@ export interface IFeedbackService {
   /** Sends the notebook's unsynced feedback now. */
   syncNow(panel: NotebookPanel): Promise<IFlushResult>;
   /** The learning state of a feedback item, when the kernel has reported one. */
-  learningOf(feedbackId: string): ILearningState | undefined;
+  learningOf(feedbackId: string): LearningState | undefined;
   /** Queues a failed learning job again, in the kernel of the notebook that holds the feedback. */
   retryLearning(feedbackId: string): Promise<void>;
   /** Shows a memory or skill a feedback item produced (the lab panel, searched for it). */

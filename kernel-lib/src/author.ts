@@ -28,9 +28,7 @@ export function setAuthorSetting(name: string): void {
  * JupyterLab setting `author`, then $NANORESEARCH_AUTHOR, then git's `user.name`, then the OS
  * user. `git` is injectable for tests; by default it runs `git config --get user.name`.
  */
-export function resolveAuthor(
-  options: { env?: NodeJS.ProcessEnv; setting?: string; git?: () => string | null } = {}
-): ResolvedAuthor {
+export function resolveAuthor(options: { env?: NodeJS.ProcessEnv; setting?: string; git?: () => string | null } = {}): ResolvedAuthor {
   const setting = (options.setting ?? settingAuthor).trim();
   if (setting) return { author: setting, source: 'setting' };
   const env = options.env ?? process.env;

@@ -1,40 +1,37 @@
 import * as path from 'path';
-import type { PlannerCall, StageRun } from '@nanoresearch/schema';
+import {
+  BRIDGE_MIME_TYPE,
+  BRIDGE_METHOD_NAMES,
+  type BridgeMethodName,
+  type BridgeParams,
+  type BridgeReply,
+  type BridgeResult,
+  type PlannerCall,
+  type StageRun
+} from '@nanoresearch/schema';
 import { resolveAuthor, setAuthorSetting } from './author';
 import { resolveDisplayWriter, type DisplayWriter } from './display';
-import { recordFeedback } from './feedback';
 import { Lab } from './lab';
+import { plannerCallOfStageRun, stageRunById, withoutNulls } from './records';
 import { importNotebook } from './sharing';
+import { schemaErrorsAt } from './validate';
 
-/** MIME type of the bridge's replies; the JupyterLab extension reads it from iopub. */
-export const BRIDGE_MIME_TYPE = 'application/vnd.nanoresearch.bridge+json';
+/** The methods answered without a store (no Lab is opened for them). */
+type LabFreeMethodName = 'author.resolve';
+type LabMethodName = Exclude<BridgeMethodName, LabFreeMethodName>;
 
-/** One bridge reply: the method's JSON result, or the error that stopped it. */
-export interface BridgePayload {
-  request_id?: string;
-  method: string;
-  result?: unknown;
-  error?: string;
-}
-
-/** What `feedback.add` receives from the extension (the entry it wrote into the cell metadata). */
-export interface FeedbackAddParams {
-  stage_run_id: string;
-  id: string;
-  text: string;
-  author: string;
-  origin?: string;
-  created_at?: string;
-}
-
-type Params = Record<string, unknown>;
-type Method = (lab: Lab, params: Params) => Promise<unknown>;
-/** A method that needs no store: answered without opening a Lab. */
-type LabFreeMethod = (params: Params, env: NodeJS.ProcessEnv) => Promise<unknown>;
+/**
+ * The method table, typed by schema/bridge-methods.schema.json: a method the schema has and this
+ * table lacks, or one the schema lacks, fails tsc. Params arrive checked against the schema.
+ */
+type LabMethods = { [M in LabMethodName]: (lab: Lab, params: BridgeParams<M>) => Promise<BridgeResult<M>> };
+type LabFreeMethods = { [M in LabFreeMethodName]: (params: BridgeParams<M>, env: NodeJS.ProcessEnv) => Promise<BridgeResult<M>> };
+type LabMethod = (lab: Lab, params: unknown) => Promise<unknown>;
+type LabFreeMethod = (params: unknown, env: NodeJS.ProcessEnv) => Promise<unknown>;
 
 /**
  * What the JupyterLab extension calls through execute requests (tslab has no comms):
- * `await require("@nanoresearch/kernel").bridge.respond(method, params, requestId)`.
+ * `await require("@nanoresearch/kernel/internals").bridge.respond(method, params, requestId)`.
  * `respond` never throws: a failure is displayed as `{ error }`, because a thrown error would
  * make tslab drop the requests that follow it.
  */
@@ -53,9 +50,9 @@ export class Bridge {
     } = {}
   ) {}
 
-  /** Runs `method` and displays its reply as BRIDGE_MIME_TYPE. */
-  async respond(method: string, params: Params = {}, requestId?: string): Promise<void> {
-    const payload: BridgePayload = { method };
+  /** Runs `method` and displays its reply (schema/bridge-reply.schema.json) as BRIDGE_MIME_TYPE. */
+  async respond(method: string, params: unknown = {}, requestId?: string): Promise<void> {
+    const payload: BridgeReply = { method };
     if (requestId !== undefined) payload.request_id = requestId;
     try {
       payload.result = await this.call(method, params);
@@ -80,14 +77,14 @@ export class Bridge {
   }
 
   /** Runs `method` against the process-wide lab and resolves with its JSON result. */
-  async call(method: string, params: Params = {}): Promise<unknown> {
-    const labFree = LAB_FREE_METHODS[method];
-    if (labFree) return labFree(params ?? {}, this.options.env ?? process.env);
-    const run = METHODS[method];
-    if (!run) {
-      throw new Error(`unknown bridge method '${method}': known are ${[...Object.keys(LAB_FREE_METHODS), ...Object.keys(METHODS)].join(', ')}`);
+  async call(method: string, params: unknown = {}): Promise<unknown> {
+    if (!isMethodName(method)) {
+      throw new Error(`unknown bridge method '${method}': known are ${BRIDGE_METHOD_NAMES.join(', ')}`);
     }
-    return run(await this.lab(), params ?? {});
+    const checked = checkedParams(method, params ?? {});
+    // The casts only forget which method: `checked` matches that method's params in the schema.
+    if (isLabFree(method)) return (LAB_FREE_METHODS[method] as LabFreeMethod)(checked, this.options.env ?? process.env);
+    return (LAB_METHODS[method] as LabMethod)(await this.lab(), checked);
   }
 
   /**
@@ -120,113 +117,79 @@ export class Bridge {
   }
 }
 
-function requireString(params: Params, key: string): string {
-  const value = params[key];
-  if (typeof value !== 'string' || !value.trim()) {
-    throw new Error(`parameter '${key}' must be a non-empty string`);
-  }
-  return value;
+function isMethodName(method: string): method is BridgeMethodName {
+  return (BRIDGE_METHOD_NAMES as readonly string[]).includes(method);
 }
 
-function requireObject(params: Params, key: string): Record<string, unknown> {
-  const value = params[key];
-  if (!value || typeof value !== 'object' || Array.isArray(value)) {
-    throw new Error(`parameter '${key}' must be an object of the fields to change`);
-  }
-  return value as Record<string, unknown>;
+function isLabFree(method: BridgeMethodName): method is LabFreeMethodName {
+  return Object.prototype.hasOwnProperty.call(LAB_FREE_METHODS, method);
 }
 
-/** A stored row without SQL NULLs, except the columns whose schema allows null where required. */
-function withoutNulls<T>(row: Record<string, unknown>, keepNull: string[] = []): T {
-  return Object.fromEntries(Object.entries(row).filter(([k, v]) => v !== null || keepNull.includes(k))) as T;
+/** `params` if it matches the method's params in the schema; else an error naming each mismatch. */
+function checkedParams(method: BridgeMethodName, params: unknown): unknown {
+  const errors = schemaErrorsAt('bridge-methods', `/properties/${method}/properties/params`, params);
+  if (errors.length) throw new Error(`bad parameters for ${method}: ${errors.join('; ')}`);
+  return params;
 }
 
-function requireStrings(params: Params, key: string): string[] {
-  const value = params[key];
-  if (!Array.isArray(value) || value.some(v => typeof v !== 'string')) {
-    throw new Error(`parameter '${key}' must be an array of strings`);
-  }
-  return value as string[];
-}
-
-const LAB_FREE_METHODS: Record<string, LabFreeMethod> = {
+const LAB_FREE_METHODS: LabFreeMethods = {
   /**
    * The author of feedback and shared notebooks. `setting` is the JupyterLab `author` setting
    * ('' when unset): kept for this kernel process, so feedback given in code signs the same way.
    */
   'author.resolve': async (params, env) => {
-    if (params.setting !== undefined) {
-      if (typeof params.setting !== 'string') throw new Error("parameter 'setting' must be a string ('' when the setting is empty)");
-      setAuthorSetting(params.setting);
-    }
+    if (params.setting !== undefined) setAuthorSetting(params.setting);
     return resolveAuthor({ env });
   }
 };
 
-const METHODS: Record<string, Method> = {
+const LAB_METHODS: LabMethods = {
   // Stores the feedback and its learning job, then answers: learning runs in the background.
   'feedback.add': async (lab, params) => {
-    const p = params as unknown as FeedbackAddParams;
-    const result = await recordFeedback(
-      lab.store,
-      {
-        stageRunId: requireString(params, 'stage_run_id'),
-        id: requireString(params, 'id'),
-        text: requireString(params, 'text'),
-        author: requireString(params, 'author'),
-        origin: p.origin ?? 'sidebar',
-        createdAt: p.created_at
-      },
-      { queue: lab.learning }
-    );
+    const result = await lab.feedback(params.stage_run_id, params.text, {
+      id: params.id,
+      author: params.author,
+      origin: params.origin ?? 'sidebar',
+      createdAt: params.created_at
+    });
     return { id: result.feedback.id, created: result.created, learning: result.learning };
   },
 
   // Which of these feedback ids the store holds, and the learning state of each.
-  'feedback.learning': async (lab, params) => {
-    const ids = requireStrings(params, 'ids');
+  'feedback.learning': async (lab, { ids }) => {
     const stored = ids.length
-      ? await lab.store.read(q =>
-          q.all<{ id: string }>(`select id from feedback where id in (${ids.map((_, i) => `$${i + 1}`).join(', ')})`, ids)
-        )
+      ? await lab.store.read(q => q.all<{ id: string }>(`select id from feedback where id in (${ids.map((_, i) => `$${i + 1}`).join(', ')})`, ids))
       : [];
     return { stored: stored.map(r => r.id), states: await lab.learningStates(ids) };
   },
 
-  'feedback.retry': async (lab, params) => lab.retryLearning(requireString(params, 'id')),
+  'feedback.retry': async (lab, { id }) => lab.retryLearning(id),
 
-  'stage.get': async (lab, params) => {
-    const id = requireString(params, 'stage_run_id');
-    return lab.store.read(async q => {
-      const run = await q.get<Record<string, unknown>>('select * from stage_runs where id = $1', [id]);
+  'stage.get': async (lab, { stage_run_id: id }) =>
+    lab.store.read(async q => {
+      const run = await stageRunById(q, id);
       if (!run) throw new Error(`no stage run '${id}' in this store`);
-      const call = run.planner_call_id
-        ? await q.get<Record<string, unknown>>('select * from planner_calls where id = $1', [run.planner_call_id])
-        : await q.get<Record<string, unknown>>(
-            'select * from planner_calls where stage_run_id = $1 order by created_at desc limit 1',
-            [id]
-          );
+      const call = await plannerCallOfStageRun(q, run);
       return {
         stage_run: withoutNulls<StageRun>(run, ['error', 'planner_call_id', 'finished_at']),
         planner_call: call ? withoutNulls<PlannerCall>(call, ['adapter_version', 'fallback', 'parsed']) : null
       };
-    });
-  },
+    }),
 
   'skills.list': async lab => lab.skills.list(),
-  'skills.update': async (lab, params) => lab.skills.update(requireString(params, 'id'), requireObject(params, 'patch')),
-  'skills.retire': async (lab, params) => lab.skills.retire(requireString(params, 'id')),
+  'skills.update': async (lab, { id, patch }) => lab.skills.update(id, patch),
+  'skills.retire': async (lab, { id }) => lab.skills.retire(id),
 
   'memories.list': async lab => lab.memory.list(),
-  'memories.update': async (lab, params) => lab.memory.update(requireString(params, 'id'), requireObject(params, 'patch')),
-  'memories.retire': async (lab, params) => lab.memory.retire(requireString(params, 'id')),
+  'memories.update': async (lab, { id, patch }) => lab.memory.update(id, patch),
+  'memories.retire': async (lab, { id }) => lab.memory.retire(id),
 
   'adapters.list': async lab => lab.adapters(),
   'models.list': async lab => lab.models(),
 
-  sql: async (lab, params) => lab.store.sql(requireString(params, 'query')),
+  sql: async (lab, { query }) => lab.store.sql(query),
 
-  'notebook.import': async (lab, params) => importNotebook(lab, requireString(params, 'path'))
+  'notebook.import': async (lab, { path: notebookPath }) => importNotebook(lab, notebookPath)
 };
 
 /** The bridge of this kernel process. */

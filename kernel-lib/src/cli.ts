@@ -33,7 +33,10 @@ class UsageError extends Error {}
 
 /** The first and last stage of a consecutive list, or a usage error. */
 export function stageRangeOf(list: string): { from: StageName; to: StageName } {
-  const names = list.split(',').map(s => s.trim()).filter(Boolean);
+  const names = list
+    .split(',')
+    .map(s => s.trim())
+    .filter(Boolean);
   const indexes = names.map(n => {
     const i = (STAGES as readonly string[]).indexOf(n);
     if (i < 0) throw new UsageError(`unknown stage '${n}'; stages are ${STAGES.join(', ')}`);
@@ -95,7 +98,9 @@ export async function main(argv: string[]): Promise<number> {
           lastLine = line;
         }
       });
-      const lines = stages.map(s => `${s.status === 'done' ? 'ok  ' : 'FAIL'} ${s.stage.padEnd(10)} ${s.status === 'done' ? s.summary : s.error ?? s.summary}`);
+      const lines = stages.map(
+        s => `${s.status === 'done' ? 'ok  ' : 'FAIL'} ${s.stage.padEnd(10)} ${s.status === 'done' ? s.summary : (s.error ?? s.summary)}`
+      );
       process.stdout.write(`${lines.join('\n')}\n`);
       const failed = stages.filter(s => s.status !== 'done');
       if (failed.length) {

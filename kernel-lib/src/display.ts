@@ -101,11 +101,7 @@ export class StageDisplay {
 }
 
 /** Shows a stage card once and returns its display, so a caller can update it in place. */
-export function displayStage(
-  bundle: StageBundle,
-  markdown: string,
-  options: { displayId?: string; writer?: DisplayWriter | null } = {}
-): StageDisplay {
+export function displayStage(bundle: StageBundle, markdown: string, options: { displayId?: string; writer?: DisplayWriter | null } = {}): StageDisplay {
   const display = new StageDisplay(options);
   display.show(bundle, markdown);
   return display;
@@ -116,9 +112,13 @@ export function progressLine(bundle: StageBundle): string {
   const progress = bundle.progress;
   const count = progress && progress.total !== undefined ? ` (${progress.done ?? 0}/${progress.total})` : '';
   const detail =
-    bundle.status === 'running' ? (progress ? `${progress.step}${count}` : 'started')
-    : bundle.status === 'failed' ? (bundle.error ?? 'failed')
-    : bundle.summary;
+    bundle.status === 'running'
+      ? progress
+        ? `${progress.step}${count}`
+        : 'started'
+      : bundle.status === 'failed'
+        ? (bundle.error ?? 'failed')
+        : bundle.summary;
   return `[${bundle.stage}] ${bundle.status}: ${detail}`;
 }
 
@@ -157,7 +157,10 @@ export interface TrainingSummary {
 export function trainingCard(summary: TrainingSummary): { html: string; markdown: string } {
   const seconds = summary.wallMs / 1000;
   const time = seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
-  const used = summary.examplesUsed !== undefined && summary.examplesUsed !== summary.examples ? `${summary.examplesUsed} of ${summary.examples}` : String(summary.examples);
+  const used =
+    summary.examplesUsed !== undefined && summary.examplesUsed !== summary.examples
+      ? `${summary.examplesUsed} of ${summary.examples}`
+      : String(summary.examples);
   const facts: Array<[string, string]> = [
     ['steps', String(summary.steps)],
     ['examples', used],
@@ -166,7 +169,10 @@ export function trainingCard(summary: TrainingSummary): { html: string; markdown
     ['time', time]
   ];
   if (summary.parentVersion) facts.push(['continued from', summary.parentVersion]);
-  const plot = summary.losses.length >= 2 ? `<img alt="loss per step" src="data:image/svg+xml;base64,${Buffer.from(lossCurveSvg(summary.losses)).toString('base64')}" style="display:block;margin-top:6px">` : '';
+  const plot =
+    summary.losses.length >= 2
+      ? `<img alt="loss per step" src="data:image/svg+xml;base64,${Buffer.from(lossCurveSvg(summary.losses)).toString('base64')}" style="display:block;margin-top:6px">`
+      : '';
   const html =
     `<div class="nanoresearch-training" style="border:1px solid #8884;border-radius:6px;padding:8px 12px;max-width:440px;font-size:13px">` +
     `<div style="font-weight:600;margin-bottom:4px">Planner adapter ${escapeHtml(summary.version)} trained · the planner now uses it</div>` +

@@ -4,11 +4,14 @@ import type { Profile, Project as ProjectRecord } from '@nanoresearch/schema';
 import { resolveAuthor } from './author';
 import { displayTable, type DisplayWriter } from './display';
 import { exportSdpo, LearningQueue, recordFeedback, type FeedbackResult, type LearningState } from './feedback';
+import { errorMessage } from './error-message';
 import { stableId, nowIso } from './ids';
+import { insertProject, latestProfile, profileById, projectById, saveProfile } from './records';
 import { Literature } from './literature';
 import { CAPABLE_ENDPOINT_HINT, createLlm, llmConfigFromEnv, LlmError, LlmOutputError, modelsReport, type Llm, type LlmConfig, type ModelsReport } from './llm';
 import { MemoryBank } from './memory';
-import { Orchestrator, type Ablation, type StageFn, type StageName } from './orchestrator';
+import { Orchestrator } from './orchestrator';
+import type { Ablation, StageFn, StageName } from './stage-contract';
 import { archetypes, getArchetype, validateProfile } from './profiles';
 import { Project } from './project';
 import { SkillBank } from './skills';
@@ -63,6 +66,8 @@ export interface FeedbackOptions {
   origin?: string;
   /** Makes a resend a no-op (the sidebar sends the id it wrote into the cell metadata). */
   id?: string;
+  /** When it was given (default now): feedback given offline in the sidebar is sent later. */
+  createdAt?: string;
 }
 
 /** Labs open in this process, oldest first: the bridge answers the extension with the notebook's own (see Lab.lastOpened). */
@@ -79,10 +84,10 @@ const openLabs: Lab[] = [];
  * ```
  */
 export class Lab {
-  readonly orchestrator: Orchestrator;
+  /** Runs the stages of this lab's projects; reached through `Project`, not part of the notebook surface. */
+  private readonly orchestrator: Orchestrator;
   /** Learning from feedback, in the background (see feedback/learning.ts). */
   readonly learning: LearningQueue;
-  private readonly stageOverrides: Partial<Record<StageName, StageFn>>;
   private readonly displayWriter: DisplayWriter | null | undefined;
   /** Where new projects' workspaces are created (LabOptions.workspaces). */
   private readonly workspaces: string;
@@ -98,7 +103,6 @@ export class Lab {
     readonly memory: MemoryBank,
     options: LabOptions
   ) {
-    this.stageOverrides = options.stages ?? {};
     this.displayWriter = options.display;
     this.workspaces = path.resolve(options.workspaces ?? process.env.NANORESEARCH_WORKSPACES ?? 'nanoresearch');
     this.orchestrator = new Orchestrator({
@@ -106,15 +110,21 @@ export class Lab {
       llm,
       skills,
       memory,
+      // The stage table is fixed when the lab opens: the built-in stages with the lab's overrides.
+      stages: { ...builtinStageFunctions, ...options.stages },
       ablation: options.ablation,
       activeAdapter: () => activeAdapter(store),
       display: options.display
     });
-    this.learning = new LearningQueue(store, { llm, memory, skills }, {
-      run: options.learnInBackground !== false,
-      isBusy: () => this.orchestrator.busy,
-      describe: error => describeLlmFailure(error, llm)
-    });
+    this.learning = new LearningQueue(
+      store,
+      { llm, memory, skills },
+      {
+        run: options.learnInBackground !== false,
+        isBusy: () => this.orchestrator.busy,
+        describe: error => describeLlmFailure(error, llm)
+      }
+    );
   }
 
   /**
@@ -157,27 +167,13 @@ export class Lab {
    */
   async useProfile(profile: string | Profile): Promise<Profile> {
     const chosen = typeof profile === 'string' ? getArchetype(profile) : validateProfile(profile);
-    const now = nowIso();
-    const stored = await this.store.write(async q => {
-      const existing = await q.get<Profile>('select created_at from profiles where id = $1', [chosen.id]);
-      const row = { ...chosen, created_at: existing?.created_at ?? chosen.created_at ?? now, updated_at: now };
-      await q.run('delete from profiles where id = $1', [row.id]);
-      await q.run(
-        `insert into profiles (id, name, archetype, research, resources, writing, publication, interaction, notes, created_at, updated_at)
-         values ($id, $name, $archetype, $research, $resources, $writing, $publication, $interaction, $notes, $created_at, $updated_at)`,
-        { archetype: null, notes: null, ...row }
-      );
-      return row;
-    });
-    return stored;
+    return this.store.write(q => saveProfile(q, chosen, nowIso()));
   }
 
   /** The current profile: the one most recently set with useProfile, else the default archetype. */
   async profile(): Promise<Profile> {
-    const latest = await this.store.read(q =>
-      q.get<Profile>('select * from profiles order by updated_at desc nulls last, id limit 1')
-    );
-    return latest ? withoutNulls(latest) : this.useProfile(DEFAULT_ARCHETYPE);
+    const latest = await this.store.read(latestProfile);
+    return latest ?? this.useProfile(DEFAULT_ARCHETYPE);
   }
 
   /**
@@ -191,8 +187,8 @@ export class Lab {
     const profile = options.profile === undefined ? await this.profile() : await this.storedProfile(options.profile);
     const id = stableId('prj', cleanTopic.toLowerCase(), profile.id);
     const record = await this.store.write(async q => {
-      const existing = await q.get<ProjectRecord>('select * from projects where id = $1', [id]);
-      if (existing) return withoutNulls(existing);
+      const existing = await projectById(q, id);
+      if (existing) return existing;
       const now = nowIso();
       const row: ProjectRecord = {
         id,
@@ -204,15 +200,11 @@ export class Lab {
         created_at: now,
         updated_at: now
       };
-      await q.run(
-        `insert into projects (id, title, topic, profile_id, workspace, status, created_at, updated_at)
-         values ($id, $title, $topic, $profile_id, $workspace, $status, $created_at, $updated_at)`,
-        { ...row }
-      );
+      await insertProject(q, row);
       return row;
     });
     if (record.workspace) await fs.mkdir(record.workspace, { recursive: true });
-    return new Project(this, record);
+    return new Project(this, this.orchestrator, record);
   }
 
   /** Read-only SQL over the store; shown as a table in a notebook, returned as rows. */
@@ -229,7 +221,7 @@ export class Lab {
   async feedback(stageRunId: string, text: string, options: FeedbackOptions = {}): Promise<FeedbackResult> {
     return recordFeedback(
       this.store,
-      { stageRunId, text, author: options.author ?? defaultAuthor(), origin: options.origin ?? 'code', id: options.id },
+      { stageRunId, text, author: options.author ?? defaultAuthor(), origin: options.origin ?? 'code', id: options.id, createdAt: options.createdAt },
       { queue: this.learning }
     );
   }
@@ -272,19 +264,9 @@ export class Lab {
     return listAdapters(this.store);
   }
 
-  /** Switches the planner to adapter `version` (rollback), or to the base model with null. */
+  /** Switches the planner to adapter `version` (rollback; published to the planner's LoRA server first, if any), or to the base model with null. */
   useAdapter(version: string | null): Promise<AdapterRecord | null> {
-    return useAdapter(this.store, version);
-  }
-
-  /** The stage function that runs `stage`: an override given to open(), else the built-in one. */
-  stageFunction(stage: StageName): StageFn {
-    return this.stageOverrides[stage] ?? builtinStageFunctions[stage];
-  }
-
-  /** Every stage's function, overrides applied. */
-  stageFunctionTable(): Record<StageName, StageFn> {
-    return { ...builtinStageFunctions, ...this.stageOverrides };
+    return useAdapter(this.store, version, this.llm.config.plannerServer);
   }
 
   /**
@@ -310,14 +292,14 @@ export class Lab {
 
   private async storedProfile(profile: string | Profile): Promise<Profile> {
     if (typeof profile !== 'string') return this.useProfile(profile);
-    const byId = await this.store.read(q => q.get<Profile>('select * from profiles where id = $1', [profile]));
-    if (byId) return withoutNulls(byId);
+    const byId = await this.store.read(q => profileById(q, profile));
+    if (byId) return byId;
     if (!(profile in archetypes)) {
       throw new Error(`unknown profile '${profile}': use an archetype (${Object.keys(archetypes).join(', ')}) or a stored profile id`);
     }
     const archetype = getArchetype(profile);
-    const stored = await this.store.read(q => q.get<Profile>('select * from profiles where id = $1', [archetype.id]));
-    return stored ? withoutNulls(stored) : this.useProfile(profile);
+    const stored = await this.store.read(q => profileById(q, archetype.id));
+    return stored ?? this.useProfile(profile);
   }
 }
 
@@ -331,7 +313,7 @@ export function defaultAuthor(env: NodeJS.ProcessEnv = process.env): string {
  * how to use a capable one (the real fix for a small model's malformed or slow answers).
  */
 function describeLlmFailure(error: unknown, llm: Llm): string {
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorMessage(error);
   const modelCaused = error instanceof LlmError || error instanceof LlmOutputError;
   return modelCaused && llm.config.provider === 'local' ? `${message}. ${CAPABLE_ENDPOINT_HINT}` : message;
 }
@@ -350,9 +332,4 @@ export function workspaceName(topic: string, projectId: string): string {
 
 function isLlm(value: LlmConfig | Llm | undefined): value is Llm {
   return typeof (value as Llm | undefined)?.complete === 'function';
-}
-
-/** A stored row with its SQL NULLs (optional columns never set) removed, as the schemas expect. */
-function withoutNulls<T extends object>(row: T): T {
-  return Object.fromEntries(Object.entries(row).filter(([, v]) => v !== null)) as T;
 }

@@ -1,7 +1,10 @@
 import type { Project as ProjectRecord, StageBundle } from '@nanoresearch/schema';
-import type { Lab } from './lab';
-import type { StageName } from './orchestrator';
-import { Stage } from './stage';
+import type { Orchestrator } from './orchestrator';
+import type { StageName } from './stage-contract';
+import { Stage, type StageHost } from './stage';
+
+/** What a Project runs its stages with: the lab's orchestrator, which the lab keeps to itself. */
+export type StageRunner = Pick<Orchestrator, 'runStage' | 'runStages' | 'latestRun' | 'latestStageRuns'>;
 
 /** Options of one stage call (`project.ideate()` etc.). */
 export interface StageCallOptions {
@@ -25,8 +28,10 @@ export interface ProjectRunOptions extends StageCallOptions {
  * `run()` takes every stage in order, resuming after the last completed one.
  */
 export class Project {
+  /** Made by `lab.project()`: a notebook does not construct one. */
   constructor(
-    private readonly lab: Lab,
+    private readonly lab: StageHost,
+    private readonly runner: StageRunner,
     /** The projects row. */
     readonly record: ProjectRecord
   ) {}
@@ -80,7 +85,7 @@ export class Project {
 
   /** Runs one stage as a new attempt in the project's latest run. */
   async stage(stage: StageName, options: StageCallOptions = {}): Promise<Stage> {
-    const outcome = await this.lab.orchestrator.runStage(this.record, stage, this.lab.stageFunction(stage), options);
+    const outcome = await this.runner.runStage(this.record, stage, options);
     return new Stage(this.lab, outcome, outcome.display);
   }
 
@@ -90,15 +95,15 @@ export class Project {
    * Returns every stage of the range that has a run, in order.
    */
   async run(options: ProjectRunOptions = {}): Promise<Stage[]> {
-    const outcomes = await this.lab.orchestrator.runStages(this.record, this.lab.stageFunctionTable(), options);
+    const outcomes = await this.runner.runStages(this.record, options);
     return outcomes.map(outcome => new Stage(this.lab, outcome, outcome.display));
   }
 
   /** The latest attempt of each stage in the project's latest run. */
   async stages(): Promise<Stage[]> {
-    const run = await this.lab.orchestrator.latestRun(this.record.id);
+    const run = await this.runner.latestRun(this.record.id);
     if (!run) return [];
-    const latest = await this.lab.orchestrator.latestStageRuns(run.id);
+    const latest = await this.runner.latestStageRuns(run.id);
     const stages: Stage[] = [];
     for (const stageRun of latest.values()) stages.push(await Stage.load(this.lab, stageRun.id));
     return stages;

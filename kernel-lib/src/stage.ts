@@ -1,8 +1,15 @@
 import type { StageBundle, StageRun, Usage } from '@nanoresearch/schema';
 import type { StageDisplay } from './display';
 import type { FeedbackResult } from './feedback';
-import type { Lab } from './lab';
-import { loadStageBundle, stageMarkdown, type StageName, type StageOutcome } from './orchestrator';
+import { loadStageBundle, stageMarkdown, type StageOutcome } from './orchestrator';
+import type { StageName } from './stage-contract';
+import type { Store } from './store';
+
+/** What a Stage needs of the lab that ran it: the store it is read from, and where feedback goes (Lab.feedback). */
+export interface StageHost {
+  readonly store: Store;
+  feedback(stageRunId: string, text: string, options?: { author?: string; id?: string; origin?: string }): Promise<FeedbackResult>;
+}
 
 /**
  * One stage run as a notebook sees it: what it produced, its card data, and `feedback()` to
@@ -16,7 +23,7 @@ export class Stage {
   private card: StageBundle;
 
   constructor(
-    private readonly lab: Lab,
+    private readonly lab: StageHost,
     outcome: Pick<StageOutcome, 'run' | 'bundle'>,
     private readonly display?: StageDisplay
   ) {
@@ -27,7 +34,7 @@ export class Stage {
   }
 
   /** A stored stage run, by id. */
-  static async load(lab: Lab, stageRunId: string): Promise<Stage> {
+  static async load(lab: StageHost, stageRunId: string): Promise<Stage> {
     return new Stage(lab, await loadStageBundle(lab.store, stageRunId));
   }
 

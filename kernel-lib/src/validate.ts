@@ -40,6 +40,17 @@ export function schemaErrors(name: string, value: unknown): string[] {
   return (validate.errors ?? []).map(e => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`);
 }
 
+/**
+ * Errors of `value` against one part of a project schema, named by a JSON pointer into it, e.g.
+ * ('bridge-methods', '/properties/sql/properties/params'); empty when valid.
+ */
+export function schemaErrorsAt(name: string, pointer: string, value: unknown): string[] {
+  const validate = registry().getSchema(`${schemaId(name)}#${pointer}`);
+  if (!validate) throw new Error(`schema '${name}' has nothing at '${pointer}'`);
+  if (validate(value)) return [];
+  return (validate.errors ?? []).map(e => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`);
+}
+
 /** Throws SchemaValidationError unless `value` is valid against the named project schema. */
 export function assertValid<T>(name: string, value: unknown): T {
   const errors = schemaErrors(name, value);

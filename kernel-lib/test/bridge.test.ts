@@ -2,21 +2,35 @@
  * The kernel side of the extension's bridge: methods run against a real Lab (temporary store,
  * scripted LLM server) and their replies are displayed through an injected writer.
  */
+import { promises as fs } from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { BRIDGE_METHOD_NAMES, BRIDGE_MIME_TYPE, BridgeMethodsSchema, type BridgeReply } from '@nanoresearch/schema';
 import { resolveAuthor } from '../src/author';
-import { Bridge, BRIDGE_MIME_TYPE, type BridgePayload } from '../src/bridge';
+import { Bridge } from '../src/bridge';
 import type { DisplayMessage } from '../src/display';
-import { schemaErrors } from '../src/validate';
-import { openTestLab, type TestLab } from './lab-fixture';
+import { schemaErrors, schemaErrorsAt } from '../src/validate';
+import type { ScriptRequest } from '../src/testing';
+import { emptyJudge, openTestLab, requestText, type TestLab } from './lab-fixture';
 
 let t: TestLab;
 let replies: DisplayMessage[];
 let bridge: Bridge;
 let stageRunId: string;
 
-const lastPayload = (): BridgePayload => replies[replies.length - 1].data[BRIDGE_MIME_TYPE] as BridgePayload;
+const lastPayload = (): BridgeReply => replies[replies.length - 1].data[BRIDGE_MIME_TYPE] as BridgeReply;
+/** Every successful reply, checked against its method's result in schema/bridge-methods.schema.json. */
+const answered = new Set<string>();
+
+/** Learning from feedback that says so fails while this is set (for feedback.retry). */
+let failLearning = true;
 
 beforeAll(async () => {
-  t = await openTestLab();
+  const judge = (req: ScriptRequest) =>
+    failLearning && requestText(req).includes('Learning fails once.')
+      ? { status: 400, body: { error: { message: 'context length exceeded', type: 'invalid_request_error' } } }
+      : emptyJudge(req);
+  t = await openTestLab({ scripts: { judge } });
   const project = await t.lab.project('Small MLPs on tabular data');
   stageRunId = (await project.ideate()).id;
   replies = [];
@@ -32,18 +46,51 @@ beforeAll(async () => {
   });
 });
 
+afterEach(() => {
+  for (const reply of replies.map(r => r.data[BRIDGE_MIME_TYPE] as BridgeReply)) {
+    expect(schemaErrors('bridge-reply', reply)).toEqual([]);
+    if (reply.error !== undefined) continue;
+    expect([reply.method, schemaErrorsAt('bridge-methods', `/properties/${reply.method}/properties/result`, reply.result)]).toEqual([reply.method, []]);
+    answered.add(reply.method);
+  }
+  replies.length = 0;
+});
+
 afterAll(async () => {
   await t.close();
+  // Each method of the schema answered at least once in this file, in the schema's shape.
+  expect([...answered].sort()).toEqual([...BRIDGE_METHOD_NAMES].sort());
+});
+
+describe('the method table', () => {
+  it("is the schema's: every method is answered and no other", async () => {
+    expect(Object.keys(BridgeMethodsSchema.properties as object)).toEqual([...BRIDGE_METHOD_NAMES]);
+    // A method name the schema lacks is refused before any Lab is opened.
+    await bridge.respond('skills.delete', { id: 'x' }, 'br_unknown');
+    expect(lastPayload()).toMatchObject({
+      request_id: 'br_unknown',
+      error: `unknown bridge method 'skills.delete': known are ${BRIDGE_METHOD_NAMES.join(', ')}`
+    });
+  });
 });
 
 describe('bridge.respond', () => {
   it('adds feedback idempotently by id, with author and origin', async () => {
-    const params = { stage_run_id: stageRunId, id: 'fb_sidebar_1', text: 'Always add a linear baseline.', author: 'ana', origin: 'notebook:study.ipynb', created_at: '2026-11-20T10:00:00.000Z' };
+    const params = {
+      stage_run_id: stageRunId,
+      id: 'fb_sidebar_1',
+      text: 'Always add a linear baseline.',
+      author: 'ana',
+      origin: 'notebook:study.ipynb',
+      created_at: '2026-11-20T10:00:00.000Z'
+    };
     await bridge.respond('feedback.add', params, 'br_1');
     expect(lastPayload()).toMatchObject({ request_id: 'br_1', method: 'feedback.add', result: { id: 'fb_sidebar_1', created: true } });
     await bridge.respond('feedback.add', params, 'br_2');
     expect(lastPayload()).toMatchObject({ request_id: 'br_2', result: { id: 'fb_sidebar_1', created: false } });
-    const rows = await t.lab.store.read(q => q.all<Record<string, unknown>>('select id, author, origin, created_at from feedback where stage_run_id = $1', [stageRunId]));
+    const rows = await t.lab.store.read(q =>
+      q.all<Record<string, unknown>>('select id, author, origin, created_at from feedback where stage_run_id = $1', [stageRunId])
+    );
     expect(rows).toEqual([{ id: 'fb_sidebar_1', author: 'ana', origin: 'notebook:study.ipynb', created_at: expect.stringMatching(/^2026-11-20T10:00:00/) }]);
   });
 
@@ -53,7 +100,14 @@ describe('bridge.respond', () => {
     expect(result.stage_run).toMatchObject({ id: stageRunId, stage: 'ideation', status: 'done' });
     expect(result.planner_call).toMatchObject({ stage_run_id: stageRunId, stage: 'ideation' });
     expect(typeof result.planner_call.x).toBe('string');
-    const metadata = { stage: 'ideation', status: 'done', stage_run_id: stageRunId, feedback: [], trajectory: result.stage_run, planner_call: result.planner_call };
+    const metadata = {
+      stage: 'ideation',
+      status: 'done',
+      stage_run_id: stageRunId,
+      feedback: [],
+      trajectory: result.stage_run,
+      planner_call: result.planner_call
+    };
     expect(schemaErrors('cell-metadata', metadata)).toEqual([]);
   });
 
@@ -95,7 +149,11 @@ describe('bridge.respond', () => {
     await expect(bridge.respond('nope.method', {}, 'br_x')).resolves.toBeUndefined();
     expect(lastPayload()).toMatchObject({ request_id: 'br_x', error: expect.stringMatching(/unknown bridge method 'nope.method'/) });
     await bridge.respond('feedback.add', { stage_run_id: stageRunId, id: 'fb_2', text: '', author: 'ana' });
-    expect(lastPayload().error).toMatch(/'text' must be a non-empty string/);
+    expect(lastPayload().error).toBe('bad parameters for feedback.add: /text must NOT have fewer than 1 characters');
+    await bridge.respond('feedback.add', { stage_run_id: stageRunId, id: 'fb_2', text: 'x', author: 'ana', created_at: 'yesterday' });
+    expect(lastPayload().error).toMatch(/\/created_at must match format "date-time"/);
+    await bridge.respond('skills.update', { id: 'x', patch: { usage_count: 3 } });
+    expect(lastPayload().error).toMatch(/^bad parameters for skills.update: \/patch must NOT have additional properties/);
     await bridge.respond('stage.get', { stage_run_id: 'sr_missing' });
     expect(lastPayload().error).toMatch(/no stage run 'sr_missing'/);
     expect(replies[replies.length - 1].data['text/plain']).toMatch(/^bridge stage.get: no stage run/);
@@ -116,8 +174,15 @@ describe('bridge.respond', () => {
     // Retry is only for a failed job.
     await bridge.respond('feedback.retry', { id: 'fb_sidebar_learn' });
     expect(lastPayload().error).toMatch(/is learned, not failed/);
+    await bridge.respond('feedback.add', { ...params, id: 'fb_sidebar_fails', text: 'Learning fails once.' });
+    await t.lab.learningIdle();
+    expect((await t.lab.learningStates(['fb_sidebar_fails'])).fb_sidebar_fails).toMatchObject({ status: 'failed' });
+    failLearning = false;
+    await bridge.respond('feedback.retry', { id: 'fb_sidebar_fails' });
+    expect(lastPayload().result).toMatchObject({ feedback_id: 'fb_sidebar_fails', status: 'queued' });
+    await t.lab.learningIdle();
     await bridge.respond('feedback.learning', { ids: 'fb_sidebar_learn' });
-    expect(lastPayload().error).toMatch(/'ids' must be an array of strings/);
+    expect(lastPayload().error).toBe('bad parameters for feedback.learning: /ids must be array');
   });
 
   it('answers with the Lab the notebook opened (its LLM limits), not one of its own', async () => {
@@ -138,7 +203,7 @@ describe('bridge.respond', () => {
     await withEnv.respond('author.resolve', { setting: '' });
     expect(lastPayload().result).toEqual({ author: 'grace', source: 'NANORESEARCH_AUTHOR' });
     await withEnv.respond('author.resolve', { setting: 3 });
-    expect(lastPayload().error).toMatch(/'setting' must be a string/);
+    expect(lastPayload().error).toBe('bad parameters for author.resolve: /setting must be string');
   });
 
   it('orders the author sources: setting, NANORESEARCH_AUTHOR, git user.name, OS user', () => {
@@ -146,7 +211,17 @@ describe('bridge.respond', () => {
     expect(resolveAuthor({ setting: 'Ada', env: { NANORESEARCH_AUTHOR: 'grace' }, git })).toEqual({ author: 'Ada', source: 'setting' });
     expect(resolveAuthor({ setting: ' ', env: { NANORESEARCH_AUTHOR: ' grace ' }, git })).toEqual({ author: 'grace', source: 'NANORESEARCH_AUTHOR' });
     expect(resolveAuthor({ setting: '', env: {}, git })).toEqual({ author: 'Grace Hopper', source: 'git' });
-    expect(resolveAuthor({ setting: '', env: {}, git: () => null })).toEqual({ author: require('os').userInfo().username, source: 'os' });
+    expect(resolveAuthor({ setting: '', env: {}, git: () => null })).toEqual({ author: os.userInfo().username, source: 'os' });
+  });
+
+  it('reports the model of each role and imports a shared notebook', async () => {
+    await bridge.respond('models.list');
+    expect(lastPayload().result).toMatchObject({ provider: 'openai', roles: expect.arrayContaining([expect.objectContaining({ role: 'planner' })]) });
+    const notebook = path.join(t.home, 'shared.ipynb');
+    const cell = { cell_type: 'code', source: 'x', metadata: { nanoresearch: { stage: 'dreaming' } }, outputs: [], execution_count: null };
+    await fs.writeFile(notebook, JSON.stringify({ nbformat: 4, nbformat_minor: 5, metadata: {}, cells: [cell] }));
+    await bridge.respond('notebook.import', { path: notebook });
+    expect(lastPayload().result).toMatchObject({ stageRuns: 0, plannerCalls: 0, feedback: 0, skipped: 1 });
   });
 
   it('fails loudly outside a kernel when no writer is given', async () => {

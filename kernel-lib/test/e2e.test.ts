@@ -33,12 +33,26 @@ afterAll(async () => {
 async function runProject(options: ResearchScriptOptions) {
   const llmServer = await startScriptedLlmServer(routeByModel(researchScript(options, selectFirstPlanner)));
   const home = mkdtempSync(path.join(tmpdir(), 'nr-e2e-'));
-  const lab = await Lab.open({ home, workspaces: path.join(home, 'projects'), llm: { provider: 'openai', baseURL: llmServer.url, apiKey: 'test-key', models: ROLE_MODELS, prices: FREE_SCRIPTED_MODELS, maxRetries: 0 }, display: null });
+  const lab = await Lab.open({
+    home,
+    workspaces: path.join(home, 'projects'),
+    llm: { provider: 'openai', baseURL: llmServer.url, apiKey: 'test-key', models: ROLE_MODELS, prices: FREE_SCRIPTED_MODELS, maxRetries: 0 },
+    display: null
+  });
   const project = await lab.project(TOPIC, { profile: 'resource-constrained' });
   placeDataset(project.workspace);
   const progress: string[] = [];
   const stages = await project.run({ onProgress: b => b.progress && progress.push(`${b.stage}: ${b.progress.step}`) });
-  return { lab, project, stages, progress, close: async () => { await lab.close(); await llmServer.close(); } };
+  return {
+    lab,
+    project,
+    stages,
+    progress,
+    close: async () => {
+      await lab.close();
+      await llmServer.close();
+    }
+  };
 }
 
 test('project.run(): ideation → review with measured, grounded results', async () => {
@@ -73,7 +87,7 @@ test('project.run(): ideation → review with measured, grounded results', async
     expect(review.citation_check.missing).toEqual([]);
     expect(review.citation_check.verified).toContain('cover1967nearest');
 
-    const artifacts = await lab.sql("select kind, count(*) as n from artifacts group by kind order by kind");
+    const artifacts = await lab.sql('select kind, count(*) as n from artifacts group by kind order by kind');
     expect(JSON.stringify(artifacts)).toMatch(/metrics/);
     expect(progress.some(p => p.startsWith('experiment: running the experiment'))).toBe(true);
   } finally {

@@ -34,7 +34,7 @@ describe('feedback', () => {
     t = undefined;
   });
 
-  test('feedback becomes an SDPO example with the exact x and y of the stage\'s planner call', async () => {
+  test("feedback becomes an SDPO example with the exact x and y of the stage's planner call", async () => {
     t = await openTestLab();
     const idea = await (await t.lab.project(TOPIC)).ideate();
     const { feedback, sdpoExample, created } = await idea.feedback('Always include a linear baseline.', { author: 'ada' });
@@ -85,8 +85,17 @@ describe('feedback', () => {
     let releaseJudge: () => void = () => undefined;
     const judgeGate = new Promise<void>(resolve => (releaseJudge = resolve));
     // Only the learning from this feedback is held up; the stages' own Update answers at once.
+    // The experiment stage waits for the test (to hold a stage running while feedback comes in).
+    let releaseStage: () => void = () => undefined;
+    const stageGate = new Promise<void>(resolve => (releaseStage = resolve));
     t = await openTestLab({
-      scripts: { judge: async req => (requestText(req).includes('Always include a linear baseline.') && (await judgeGate), constraintJudge(req)) }
+      scripts: { judge: async req => (requestText(req).includes('Always include a linear baseline.') && (await judgeGate), constraintJudge(req)) },
+      stages: () => ({
+        experiment: async () => {
+          await stageGate;
+          return { status: 'done', output: {}, summary: 'ok', trajectory: '', markdown: '', bundleOutputs: {} };
+        }
+      })
     });
     const project = await t.lab.project(TOPIC);
     const idea = await project.ideate();
@@ -106,14 +115,9 @@ describe('feedback', () => {
     expect((await t.lab.learningStates([result.feedback.id]))[result.feedback.id]?.status).toBe('learned');
 
     // A job queued while a stage runs waits for the stage, saying so, and then runs.
-    let releaseStage: () => void = () => undefined;
-    const stageGate = new Promise<void>(resolve => (releaseStage = resolve));
-    const slow = t.lab.orchestrator.runStage(project.record, 'experiment', async () => {
-      await stageGate;
-      return { status: 'done', output: {}, summary: 'ok', trajectory: '', markdown: '', bundleOutputs: {} };
-    });
+    // The scripted experiment stage holds until releaseStage(): the waiting state below shows the lab saw it running.
+    const slow = project.experiment();
     await new Promise(resolve => setTimeout(resolve, 100));
-    expect(t.lab.orchestrator.busy).toBe(true);
     const before = t.server.chatRequests.length;
     const second = await plan.feedback('Plan fewer runs.', { author: 'ada' });
     await new Promise(resolve => setTimeout(resolve, 700));
@@ -121,7 +125,8 @@ describe('feedback', () => {
       status: 'queued',
       waiting: 'it starts when the running stage ends'
     });
-    const askedAboutFeedback = () => t!.server.chatRequests.slice(before).filter(r => r.model === 'judge' && requestText(r).includes('Plan fewer runs.')).length;
+    const askedAboutFeedback = () =>
+      t!.server.chatRequests.slice(before).filter(r => r.model === 'judge' && requestText(r).includes('Plan fewer runs.')).length;
     expect(askedAboutFeedback()).toBe(0);
     releaseStage();
     await slow;
@@ -149,7 +154,8 @@ describe('feedback', () => {
     expect(failed.error).toMatch(/^skill distillation failed: The LLM server at .* answered HTTP 400 .*context length exceeded/);
     // Not the memory bank's "nothing was stored": the feedback is stored, and so is its memory step.
     expect(failed.error).not.toMatch(/nothing was stored/);
-    const memoryRequests = () => t!.server.chatRequests.filter(r => r.model === 'judge' && 'memories' in (emptyAnswer(requestedSchema(r) ?? {}) as object)).length;
+    const memoryRequests = () =>
+      t!.server.chatRequests.filter(r => r.model === 'judge' && 'memories' in (emptyAnswer(requestedSchema(r) ?? {}) as object)).length;
     const memoriesBefore = memoryRequests();
 
     failSkills = false;
@@ -173,11 +179,10 @@ describe('feedback', () => {
     const second = await t.lab.feedback(idea.id, 'Prefer CPU-only methods.', { author: 'ada' });
     await t.lab.learningIdle();
     await t.lab.store.write(q =>
-      q.run(`update learning_jobs set status = 'learning', owner_id = 'learner_dead', owner_pid = $2, owner_host = $3, heartbeat_at = now() where feedback_id = $1`, [
-        second.feedback.id,
-        dead,
-        os.hostname()
-      ])
+      q.run(
+        `update learning_jobs set status = 'learning', owner_id = 'learner_dead', owner_pid = $2, owner_host = $3, heartbeat_at = now() where feedback_id = $1`,
+        [second.feedback.id, dead, os.hostname()]
+      )
     );
     // The first job was queued in the store while no learning Lab ran; t.lab picked it up when kicked.
     const reopened = await Lab.open({ home: t.home, llm: t.lab.llm, display: null });

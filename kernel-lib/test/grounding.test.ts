@@ -80,7 +80,13 @@ describe('checkGrounding: accepted forms, each with an auditable derivation', ()
     seeds: { method: { accuracy: [0.85, 0.87, 0.88] } },
     summary: { method: { accuracy_mean: 0.86, accuracy_std: 0.01 } },
     table: '| run | accuracy | time |\n|---|---|---|\n| method | 85.71% | 14.2 s |\n| baseline | 76.19% | 3.25 s |',
-    grid: { columns: ['lr', 'loss'], rows: [[0.001, 0.4321], [0.01, 0.3876]] },
+    grid: {
+      columns: ['lr', 'loss'],
+      rows: [
+        [0.001, 0.4321],
+        [0.01, 0.3876]
+      ]
+    },
     manifest: { seeds: 3, n_train: 1050, n_test: 450 }
   };
   const only = (text: string) => {

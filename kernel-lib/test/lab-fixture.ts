@@ -17,8 +17,6 @@ export const MODELS = { default: 'default', planner: 'planner', judge: 'judge' }
 /** The scripted models cost nothing; a price is needed all the same under the profiles' cost caps. */
 const FREE = Object.fromEntries(Object.values(MODELS).map(model => [model, { inputPerMTok: 0, outputPerMTok: 0 }]));
 
-
-
 /** The text of a request's messages, joined. */
 export function requestText(req: { messages: Array<{ content: unknown }> }): string {
   return req.messages.map(m => String(m.content)).join('\n');

@@ -129,6 +129,7 @@ describe('display', () => {
 
   test('inside a tslab kernel the stage goes through the kernel writer as one message, then updates', () => {
     // What the kernel does: load tslab's jupyter module and set the writer of the executing cell.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the kernel's own module object: the test sets its writer property, which an ES import binding cannot
     const jupyter = require('tslab/dist/jupyter') as { lastWriteDisplayData: ((m: DisplayMessage, u: boolean) => void) | null };
     const sent: Array<[DisplayMessage, boolean]> = [];
     jupyter.lastWriteDisplayData = (message, update) => sent.push([message, update]);

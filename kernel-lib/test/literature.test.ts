@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'fs';
+import { mkdtempSync, readFileSync } from 'fs';
 import { tmpdir } from 'os';
 import * as path from 'path';
 import {
@@ -171,9 +171,15 @@ describe('Literature facade', () => {
 
 describe('local corpus', () => {
   test('BibTeX parsing: braces, quotes, bare numbers, LaTeX, author order, @string/@comment skipped', () => {
-    const papers = papersFromBibtex(require('fs').readFileSync(path.join(FIXTURES, 'corpus.bib'), 'utf8'));
+    const papers = papersFromBibtex(readFileSync(path.join(FIXTURES, 'corpus.bib'), 'utf8'));
     expect(papers.map(p => p.key)).toEqual(['breiman2001random', 'chen2016xgboost', 'hand2001idiot']);
-    expect(papers[0]).toMatchObject({ title: 'Random Forests', authors: ['Leo Breiman'], year: 2001, venue: 'Machine Learning', doi: '10.1023/a:1010933404324' });
+    expect(papers[0]).toMatchObject({
+      title: 'Random Forests',
+      authors: ['Leo Breiman'],
+      year: 2001,
+      venue: 'Machine Learning',
+      doi: '10.1023/a:1010933404324'
+    });
     expect(papers[1]).toMatchObject({ title: 'XGBoost: A Scalable Tree Boosting System', authors: ['Tianqi Chen', 'Carlos Guestrin'], year: 2016 });
     expect(papers[2].title).toBe("Idiot's Bayes---Not So Stupid After All?");
   });
@@ -191,7 +197,11 @@ describe('local corpus', () => {
       const trees = await local.search('boosted tree forests', { limit: 5 });
       expect(trees.map(p => p.key).sort()).toEqual(['breiman2001random', 'chen2016xgboost']);
       // A CSL id that is a URL is not a usable citation key: one is generated.
-      expect((await local.search('shrunken centroids', { limit: 1 }))[0]).toMatchObject({ key: 'tibshirani2002diagnosis', authors: ['Robert Tibshirani', 'Hastie T'], year: 2002 });
+      expect((await local.search('shrunken centroids', { limit: 1 }))[0]).toMatchObject({
+        key: 'tibshirani2002diagnosis',
+        authors: ['Robert Tibshirani', 'Hastie T'],
+        year: 2002
+      });
       expect(await local.search('quantum chromodynamics', { limit: 3 })).toEqual([]);
       // With remote sources off, the facade answers from the corpus and says so.
       const offline = new Literature({ store: s, providers: [local] });

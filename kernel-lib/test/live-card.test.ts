@@ -2,6 +2,7 @@
  * The stage card from the first moment (phases, live usage, the call in flight), the files a
  * stage wrote as links, and the LLM layer's activity events the live card is built from.
  */
+import { createHash } from 'crypto';
 import { promises as fs, writeFileSync } from 'fs';
 import * as path from 'path';
 import type { StageBundle } from '@nanoresearch/schema';
@@ -29,7 +30,10 @@ describe('live stage card', () => {
       scripts: {
         planner: req => {
           plannerAsked = t!.displays.length;
-          return { content: JSON.stringify({ selected_skill_ids: [], selected_memory_ids: [], prompt_plan: 'plan', update_memory: [], update_skill: [] }), usage: { prompt_tokens: 30, completion_tokens: 7 } };
+          return {
+            content: JSON.stringify({ selected_skill_ids: [], selected_memory_ids: [], prompt_plan: 'plan', update_memory: [], update_skill: [] }),
+            usage: { prompt_tokens: 30, completion_tokens: 7 }
+          };
         },
         // The stage's own call is slow, so the card shows it in flight.
         default: req => {
@@ -106,15 +110,19 @@ describe('files a stage wrote', () => {
   /** A writing-like stage: the paper, its LaTeX and BibTeX under paper/, named in the output by *_path fields. */
   const writer: StageFn = async ctx => {
     await fs.mkdir(path.join(ctx.workspace, 'paper'), { recursive: true });
-    for (const [file, text] of [['paper.md', '# A paper\n\nIt works.\n'], ['paper.tex', '\\section{A}'], ['references.bib', '@article{a,}']]) {
+    for (const [file, text] of [
+      ['paper.md', '# A paper\n\nIt works.\n'],
+      ['paper.tex', '\\section{A}'],
+      ['references.bib', '@article{a,}']
+    ]) {
       writeFileSync(path.join(ctx.workspace, 'paper', file), text);
     }
-    await ctx.store.write(q =>
-      q.run("insert into artifacts (id, project_id, stage_run_id, path, kind, created_at) values ('art_1', $1, $2, 'results/metrics.json', 'metrics', now())", [ctx.project.id, ctx.stageRunId])
-    );
     await fs.mkdir(path.join(ctx.workspace, 'results'), { recursive: true });
-    writeFileSync(path.join(ctx.workspace, 'results', 'metrics.json'), '{"r1": {"accuracy": 0.9}}');
+    const metrics = '{"r1": {"accuracy": 0.9}}';
+    writeFileSync(path.join(ctx.workspace, 'results', 'metrics.json'), metrics);
     return {
+      // A file the stage produced that its output does not name: the orchestrator records it in `artifacts`.
+      artifacts: [{ path: 'results/metrics.json', kind: 'metrics', sha256: createHash('sha256').update(metrics).digest('hex'), bytes: metrics.length }],
       status: 'done',
       output: { paper_path: 'paper/paper.md', tex_path: 'paper/paper.tex', bib_path: 'paper/references.bib', missing_path: 'paper/never-written.pdf' },
       summary: 'a paper',
@@ -129,7 +137,10 @@ describe('files a stage wrote', () => {
     process.chdir(t.home);
     const project = await t.lab.project(TOPIC);
     const stage = await project.write();
-    const folder = path.relative(await fs.realpath(t.home), await fs.realpath(project.workspace)).split(path.sep).join('/');
+    const folder = path
+      .relative(await fs.realpath(t.home), await fs.realpath(project.workspace))
+      .split(path.sep)
+      .join('/');
     expect(stage.bundle.artifacts).toEqual([
       { path: 'paper/paper.md', kind: 'paper', href: `${folder}/paper/paper.md` },
       { path: 'paper/paper.tex', kind: 'latex', href: `${folder}/paper/paper.tex` },
@@ -146,6 +157,11 @@ describe('files a stage wrote', () => {
     expect(String(t.displays[t.displays.length - 1].data['text/markdown'])).toContain(`[paper/paper.md](${folder}/paper/paper.md)`);
     // Rebuilt from the store (a card refreshed after feedback, Stage.load in another kernel).
     expect((await Stage.load(t.lab, stage.id)).bundle.artifacts).toEqual(stage.bundle.artifacts);
+    // What the stage returned as produced files is in the artifacts table, with its checksum.
+    const recorded = await t.lab.store.read(q =>
+      q.all<{ path: string; kind: string; bytes: number }>('select path, kind, bytes from artifacts where stage_run_id = $1', [stage.id])
+    );
+    expect(recorded).toEqual([{ path: 'results/metrics.json', kind: 'metrics', bytes: 25 }]);
   });
 
   test('in a hidden folder have no link (JupyterLab does not open hidden paths), but are still listed', () => {
@@ -157,7 +173,17 @@ describe('files a stage wrote', () => {
 
   test('are classified by what a researcher opens them for', () => {
     expect(
-      ['paper/paper.md', 'paper/paper.tex', 'paper/references.bib', 'experiments/x/main.py', 'experiments/x/results/metrics.json', 'logs/writing-1.log', 'experiments/x/data/iris.csv', 'experiments/x/plot.png', 'experiments/x/run.log'].map(artifactKind)
+      [
+        'paper/paper.md',
+        'paper/paper.tex',
+        'paper/references.bib',
+        'experiments/x/main.py',
+        'experiments/x/results/metrics.json',
+        'logs/writing-1.log',
+        'experiments/x/data/iris.csv',
+        'experiments/x/plot.png',
+        'experiments/x/run.log'
+      ].map(artifactKind)
     ).toEqual(['paper', 'latex', 'bibtex', 'code', 'result', 'log', 'data', 'file', 'log']);
   });
 });
@@ -169,7 +195,20 @@ describe('LiveStageCard', () => {
     const display = new StageDisplay({ writer: message => shown.push(message.data['application/vnd.nanoresearch.stage+json'] as StageBundle) });
     const live = new LiveStageCard({
       display,
-      bundle: (progress, usage) => ({ version: 1, stage: 'ideation', project_id: 'p', stage_run_id: 's', status: 'running', title: 'T', summary: '', outputs: {}, skills_used: [], memories_used: [], progress, usage }),
+      bundle: (progress, usage) => ({
+        version: 1,
+        stage: 'ideation',
+        project_id: 'p',
+        stage_run_id: 's',
+        status: 'running',
+        title: 'T',
+        summary: '',
+        outputs: {},
+        skills_used: [],
+        memories_used: [],
+        progress,
+        usage
+      }),
       startedAt: 1_000,
       intervalMs: 50,
       now: () => now
@@ -184,7 +223,13 @@ describe('LiveStageCard', () => {
     live.activity({ type: 'start', callId: 'c1', role: 'coding', model: 'm', startedAt: 1_100 });
     live.activity({ type: 'text', callId: 'c1', role: 'coding', model: 'm', startedAt: 1_100, tokens: 3, text: 'def main():\n    print(1)' });
     await new Promise(resolve => setTimeout(resolve, 120));
-    expect(shown[shown.length - 1].progress?.llm).toEqual({ role: 'coding', model: 'm', started_at: new Date(1_100).toISOString(), tokens: 3, preview: 'def main(): print(1)' });
+    expect(shown[shown.length - 1].progress?.llm).toEqual({
+      role: 'coding',
+      model: 'm',
+      started_at: new Date(1_100).toISOString(),
+      tokens: 3,
+      preview: 'def main(): print(1)'
+    });
     expect(shown[shown.length - 1].usage.wall_ms).toBe(200);
     live.activity({ type: 'end', callId: 'c1', role: 'coding', model: 'm', usage: { promptTokens: 5, completionTokens: 3 }, costUsd: 0, cached: false });
     live.close();
@@ -207,7 +252,9 @@ describe('LiveStageCard', () => {
 describe('LLM activity', () => {
   test('a scope reports each call as start and end (tokens, errors, cache hits), to its own listeners and those of the scopes above it', async () => {
     const server = await startScriptedLlmServer(req =>
-      requestText(req).includes('fail') ? { status: 400, body: { error: { message: 'bad request' } } } : { content: 'ok', usage: { prompt_tokens: 11, completion_tokens: 2 } }
+      requestText(req).includes('fail')
+        ? { status: 400, body: { error: { message: 'bad request' } } }
+        : { content: 'ok', usage: { prompt_tokens: 11, completion_tokens: 2 } }
     );
     try {
       const llm = createLlm({ provider: 'openai', baseURL: server.url, apiKey: 'k', models: { default: 'm' }, maxRetries: 0 });
@@ -230,7 +277,11 @@ describe('LLM activity', () => {
       expect(inner[5]).toMatchObject({ error: expect.stringMatching(/400/) });
       expect(new Set(inner.map(a => a.callId)).size).toBe(3);
       // A listener that throws never fails the call.
-      const throwing = llm.scoped({ onActivity: () => { throw new Error('display broke'); } });
+      const throwing = llm.scoped({
+        onActivity: () => {
+          throw new Error('display broke');
+        }
+      });
       await expect(throwing.complete({ role: 'ideation', messages: [{ role: 'user', content: 'again' }] })).resolves.toMatchObject({ text: 'ok' });
     } finally {
       await server.close();

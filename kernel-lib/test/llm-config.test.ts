@@ -1,13 +1,5 @@
 import * as path from 'path';
-import {
-  createLlm,
-  extractJson,
-  findRepoRoot,
-  LlmError,
-  ggufPathFor,
-  llmConfigFromEnv,
-  stripThinking
-} from '../src/llm';
+import { createLlm, extractJson, findRepoRoot, LlmError, ggufPathFor, llmConfigFromEnv, stripThinking } from '../src/llm';
 
 describe('llmConfigFromEnv', () => {
   test('a base URL selects the OpenAI-compatible provider with per-role models and JSON mode', () => {

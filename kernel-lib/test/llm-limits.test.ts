@@ -12,7 +12,6 @@ import { Store } from '../src/store';
 import { scripted, user } from './scripted-llm';
 import { sequence, startScriptedLlmServer, type LlmScript } from '../src/testing';
 
-
 /** Settles every promise; returns the values and the errors. */
 async function settleAll<T>(promises: Promise<T>[]): Promise<{ values: T[]; errors: unknown[] }> {
   const results = await Promise.allSettled(promises);
@@ -65,9 +64,7 @@ describe('budgets reserved before sending', () => {
       budget: { maxCostUsd: 0.3 }
     });
     // Each reserves 26 × $0.001 + 50 × $0.002 = $0.126: two fit in $0.30.
-    const { values, errors } = await settleAll(
-      Array.from({ length: 6 }, (_, i) => llm.complete({ role: 'writing', messages: user(`q${i}`), maxTokens: 50 }))
-    );
+    const { values, errors } = await settleAll(Array.from({ length: 6 }, (_, i) => llm.complete({ role: 'writing', messages: user(`q${i}`), maxTokens: 50 })));
     expect(server.chatRequests).toHaveLength(2);
     expect(values).toHaveLength(2);
     expect(errors.every(e => e instanceof BudgetExceededError && e.limit === 'maxCostUsd')).toBe(true);

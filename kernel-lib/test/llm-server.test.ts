@@ -11,8 +11,12 @@ afterEach(async () => {
   server = undefined;
 });
 
-// Response bodies are OpenAI-shaped JSON; the assertions check their shape.
-const bodyOf = (res: Response): Promise<any> => res.json();
+/** The parts of the server's OpenAI-shaped answers (a completion, or an error) these tests read; the assertions check them. */
+interface ServerBody {
+  choices: { message: { content: string } }[];
+  error: { message: string };
+}
+const bodyOf = (res: Response): Promise<ServerBody> => res.json() as Promise<ServerBody>;
 const chat = (url: string, body: unknown) =>
   fetch(`${url}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
@@ -38,7 +42,13 @@ describe('scripted OpenAI-compatible server', () => {
   test('GET /v1/models lists the routed models; unknown routes and models get OpenAI error bodies', async () => {
     server = await startScriptedLlmServer(routeByModel({ a: () => 'A', b: () => 'B' }));
     const models = await bodyOf(await fetch(`${server.url}/models`));
-    expect(models).toMatchObject({ object: 'list', data: [{ id: 'a', object: 'model' }, { id: 'b', object: 'model' }] });
+    expect(models).toMatchObject({
+      object: 'list',
+      data: [
+        { id: 'a', object: 'model' },
+        { id: 'b', object: 'model' }
+      ]
+    });
 
     const unknownModel = await chat(server.url, { model: 'zzz', messages: [] });
     expect(unknownModel.status).toBe(400);

@@ -1,10 +1,5 @@
 import { PlannerOutputSchema } from '@nanoresearch/schema';
-import {
-  BudgetExceededError,
-  createLlm,
-  LlmError,
-  LlmOutputError
-} from '../src/llm';
+import { BudgetExceededError, createLlm, LlmError, LlmOutputError } from '../src/llm';
 import { routeByModel, sequence, startScriptedLlmServer } from '../src/testing';
 import { scripted, user } from './scripted-llm';
 
@@ -19,9 +14,7 @@ const validPlan = {
 
 describe('role → model routing', () => {
   test('each role is sent as its configured model, others as the default', async () => {
-    const { llm, server } = await scripted(
-      routeByModel({ 'planner-model': () => 'from planner', 'writer-model': () => 'from writer' })
-    );
+    const { llm, server } = await scripted(routeByModel({ 'planner-model': () => 'from planner', 'writer-model': () => 'from writer' }));
     expect((await llm.complete({ role: 'planner', messages: user('a') })).text).toBe('from planner');
     const writing = await llm.complete({ role: 'writing', messages: user('b') });
     expect(writing).toMatchObject({ text: 'from writer', model: 'writer-model', cached: false });
@@ -103,9 +96,7 @@ describe('think blocks', () => {
 
 describe('JSON extraction, validation and re-ask', () => {
   test('a fenced answer after prose is extracted', async () => {
-    const { llm, server } = await scripted(
-      () => 'Sure! Here is the plan:\n```json\n' + JSON.stringify(validPlan, null, 2) + '\n```\nHope it helps.'
-    );
+    const { llm, server } = await scripted(() => 'Sure! Here is the plan:\n```json\n' + JSON.stringify(validPlan, null, 2) + '\n```\nHope it helps.');
     const r = await llm.completeJson({ role: 'planner', messages: user('p'), jsonSchema: plannerSchema });
     expect(r.value).toEqual(validPlan);
     expect(server.chatRequests).toHaveLength(1);
@@ -119,9 +110,7 @@ describe('JSON extraction, validation and re-ask', () => {
   });
 
   test('an invalid answer is re-asked once with the validation errors', async () => {
-    const { llm, server, rows } = await scripted(
-      sequence([JSON.stringify({ ...validPlan, selected_skill_ids: 'sk_1' }), JSON.stringify(validPlan)])
-    );
+    const { llm, server, rows } = await scripted(sequence([JSON.stringify({ ...validPlan, selected_skill_ids: 'sk_1' }), JSON.stringify(validPlan)]));
     const r = await llm.completeJson({ role: 'planner', messages: user('p'), jsonSchema: plannerSchema });
     expect(r.value).toEqual(validPlan);
     expect(server.chatRequests).toHaveLength(2);
@@ -154,15 +143,18 @@ describe('JSON extraction, validation and re-ask', () => {
 
   test('an answer cut off by the token limit is re-asked saying so', async () => {
     const { llm, server } = await scripted(() => ({ content: '{"selected_skill_ids": ["sk_', finishReason: 'length' }));
-    const err = await llm
-      .completeJson({ role: 'planner', messages: user('p'), jsonSchema: plannerSchema, maxTokens: 8 })
-      .catch(e => e);
+    const err = await llm.completeJson({ role: 'planner', messages: user('p'), jsonSchema: plannerSchema, maxTokens: 8 }).catch(e => e);
     expect(err).toBeInstanceOf(LlmOutputError);
     expect(err.message).toContain('cut off at the token limit (8)');
     expect(server.chatRequests[1].messages[2].content).toContain('answer more briefly');
-    expect(Object.keys(await llm.complete({ role: 'writing', messages: user('x') })).sort()).toEqual(
-      ['cached', 'costUsd', 'latencyMs', 'model', 'text', 'usage']
-    );
+    expect(Object.keys(await llm.complete({ role: 'writing', messages: user('x') })).sort()).toEqual([
+      'cached',
+      'costUsd',
+      'latencyMs',
+      'model',
+      'text',
+      'usage'
+    ]);
   });
 
   test('an invalid answer is not cached, a valid one is', async () => {
@@ -193,9 +185,7 @@ describe('retries', () => {
   });
 
   test('retry-after-ms is honoured too, and 5xx and connection resets are retried', async () => {
-    const { llm, server } = await scripted(
-      sequence([{ status: 503, headers: { 'retry-after-ms': '30' } }, { status: 500 }, { reset: true }, 'ok'])
-    );
+    const { llm, server } = await scripted(sequence([{ status: 503, headers: { 'retry-after-ms': '30' } }, { status: 500 }, { reset: true }, 'ok']));
     expect((await llm.complete({ role: 'writing', messages: user('a') })).text).toBe('ok');
     expect(server.chatRequests).toHaveLength(4);
   });
@@ -331,10 +321,9 @@ describe('accounting and cache', () => {
   });
 
   test('a cache hit makes no request, costs nothing, is recorded, and is allowed over budget', async () => {
-    const { llm, server, rows } = await scripted(
-      () => ({ content: 'answer', usage: { prompt_tokens: 10, completion_tokens: 10 } }),
-      { budget: { maxCalls: 1 } }
-    );
+    const { llm, server, rows } = await scripted(() => ({ content: 'answer', usage: { prompt_tokens: 10, completion_tokens: 10 } }), {
+      budget: { maxCalls: 1 }
+    });
     const req = { role: 'writing' as const, messages: user('same'), temperature: 0 };
     const first = await llm.complete(req);
     const second = await llm.complete(req);
@@ -355,7 +344,7 @@ describe('accounting and cache', () => {
     await llm.complete({ ...base, temperature: 0.5 });
     await llm.complete({ ...base, maxTokens: 10 });
     await llm.complete({ ...base, seed: 1 });
-    await llm.complete({ ...base, adapterPath: '/adapters/a.gguf' });
+    await llm.complete({ ...base, adapter: { name: 'a', ggufPath: '/adapters/a.gguf', peftDir: '/adapters/peft' } });
     await llm.complete({ ...base, jsonSchema: plannerSchema });
     await llm.complete({ ...base, messages: user('different') });
     expect(server.chatRequests).toHaveLength(7);

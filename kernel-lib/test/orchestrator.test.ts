@@ -63,9 +63,7 @@ describe('orchestrator', () => {
     expect(row.usage!.prompt_tokens).toBeGreaterThanOrEqual(10);
     // The planner selected the first skill candidate: it is used and its usage count went up.
     expect(row.skills_used).toHaveLength(1);
-    const [skill] = await t.lab.store.read(q =>
-      q.all<{ usage_count: number }>('select usage_count from skills where id = $1', [row.skills_used![0]])
-    );
+    const [skill] = await t.lab.store.read(q => q.all<{ usage_count: number }>('select usage_count from skills where id = $1', [row.skills_used![0]]));
     expect(skill.usage_count).toBe(1);
     // The guidance the stage got contains the selected skill and the planner's plan.
     expect(t.log.calls[0].guidance).toContain('Start from the strongest simple baseline.');
@@ -90,9 +88,7 @@ describe('orchestrator', () => {
       ['experiment', 'failed']
     ]);
     expect(first[2].error).toBe('the experiment stage threw: CUDA out of memory');
-    const failedRow = await t.lab.store.read(q =>
-      q.get<StageRun>("select * from stage_runs where stage = 'experiment'")
-    );
+    const failedRow = await t.lab.store.read(q => q.get<StageRun>("select * from stage_runs where stage = 'experiment'"));
     expect(failedRow).toMatchObject({ status: 'failed', error: 'the experiment stage threw: CUDA out of memory' });
 
     const requestsBefore = t.server.chatRequests.length;
@@ -204,20 +200,20 @@ describe('orchestrator', () => {
       ['planning', 'done', 2]
     ]);
     expect(t.log.calls.slice(callsBefore).map(c => c.stage)).toEqual(['planning']);
-    const interrupted = await t.lab.store.read(q =>
-      q.get<StageRun>("select * from stage_runs where stage = 'planning' and attempt = 1")
-    );
+    const interrupted = await t.lab.store.read(q => q.get<StageRun>("select * from stage_runs where stage = 'planning' and attempt = 1"));
     expect(interrupted).toMatchObject({ status: 'failed', error: 'interrupted: the process running it ended' });
   });
 
   test('a spent budget stops the run cleanly at the stage that hit it, naming the budget', async () => {
     // A stage that keeps asking: the scoped LLM refuses once the run's budget is reached.
-    const greedy = (log: TrivialStageLog): StageFn => async (ctx: StageContext) => {
-      for (let i = 0; i < 10; i++) {
-        await ctx.llm.complete({ role: 'ideation', messages: [{ role: 'user', content: `${ctx.stageRunId} call ${i}` }] });
-      }
-      return trivialStage(log)(ctx);
-    };
+    const greedy =
+      (log: TrivialStageLog): StageFn =>
+      async (ctx: StageContext) => {
+        for (let i = 0; i < 10; i++) {
+          await ctx.llm.complete({ role: 'ideation', messages: [{ role: 'user', content: `${ctx.stageRunId} call ${i}` }] });
+        }
+        return trivialStage(log)(ctx);
+      };
     t = await openTestLab({
       scripts: {
         planner: req => ({ content: selectFirstPlanner(req) as string, usage: { prompt_tokens: 5, completion_tokens: 5 } }),
@@ -232,7 +228,9 @@ describe('orchestrator', () => {
 
     expect(stages).toHaveLength(1);
     expect(stages[0].status).toBe('failed');
-    expect(stages[0].error).toMatch(/^stopped: the run's token budget ran out \(profile resources\.max_tokens_per_run 150\): LLM budget exceeded .*\(maxTokens\)/);
+    expect(stages[0].error).toMatch(
+      /^stopped: the run's token budget ran out \(profile resources\.max_tokens_per_run 150\): LLM budget exceeded .*\(maxTokens\)/
+    );
     // The fix it names is a real option (the profile's resources), and the generic advice is not repeated.
     expect(stages[0].error).toContain('lab.useProfile({ ...profile, resources: { ...profile.resources, max_tokens_per_run: 300 } })');
     expect(stages[0].error).not.toContain('narrow the task');
@@ -277,18 +275,31 @@ describe('orchestrator', () => {
     }
   });
 
+  test('skillDistillation off: skills are retrieved and planned with, but the bank is frozen (no judge call)', async () => {
+    t = await openTestLab({ lab: { ablation: { skillDistillation: false } } });
+    const skillsBefore = await t.lab.store.read(q => q.all<{ id: string; version: number }>('select id, version from skills order by id'));
+    const idea = await (await t.lab.project(TOPIC)).ideate();
+
+    expect(idea.status).toBe('done');
+    const call = await t.lab.store.read(q => q.get<{ candidate_skill_ids: string[] }>('select * from planner_calls where stage_run_id = $1', [idea.id]));
+    expect(call!.candidate_skill_ids.length).toBeGreaterThan(0);
+    expect(t.server.chatRequests.map(r => r.model)).toEqual(['planner', 'default']);
+    expect(await t.lab.store.read(q => q.all('select * from skill_reviews'))).toEqual([]);
+    expect(await t.lab.store.read(q => q.all<{ id: string; version: number }>('select id, version from skills order by id'))).toEqual(skillsBefore);
+  });
+
   test('memories a stage learned are remembered for the project', async () => {
     t = await openTestLab({
       stages: log => ({
         experiment: trivialStage(log, {
-        memories: [
-          {
-            kind: 'failed_direction',
-            content: 'A 4-layer MLP overfit the 300-row dataset.',
-            conditions: { dataset: 'uci-small', method: 'mlp-4', failure_mode: 'overfitting' }
-          }
-        ]
-      })
+          memories: [
+            {
+              kind: 'failed_direction',
+              content: 'A 4-layer MLP overfit the 300-row dataset.',
+              conditions: { dataset: 'uci-small', method: 'mlp-4', failure_mode: 'overfitting' }
+            }
+          ]
+        })
       })
     });
     const project = await t.lab.project(TOPIC);

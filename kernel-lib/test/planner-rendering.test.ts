@@ -104,7 +104,9 @@ async function llamaLogprobsF32(modelPath: string, tokens: number[], from: numbe
       experimentalKvCacheValueType: 'F32'
     });
     const ids = tokens as never[];
-    const out = await context.getSequence().controlledEvaluate(ids.map((t, i) => (i >= from - 1 ? [t, { generateNext: { probabilities: true } }] : t)) as never);
+    const out = await context
+      .getSequence()
+      .controlledEvaluate(ids.map((t, i) => (i >= from - 1 ? [t, { generateNext: { probabilities: true } }] : t)) as never);
     return tokens.slice(from).map((t, j) => Math.log(out[from + j - 1]!.next.probabilities!.get(t as never) ?? 0));
   } finally {
     await llama.dispose();
@@ -125,7 +127,7 @@ test(
   'the planner stores the prompt the model evaluates; the trainer reads and renders it to the same ids, and scores y as llama.cpp does',
   async () => {
     const llm = createLlm(config, undefined, { onCall: row => promptTokens.push(row.prompt_tokens) });
-    const result = await new Planner(store, llm).plan(request);
+    const result = await new Planner(llm).plan(request);
     const call = result.call;
     expect(call.fallback).toBeNull();
 

@@ -19,7 +19,7 @@ afterEach(async () => {
 
 const callOf = (lab: TestLab, id: string) => lab.lab.store.read(q => q.get<PlannerCall>('select * from planner_calls where id = $1', [id]));
 
-test('feedback on a stage run with the planner switched off trains on the planner\'s own answer to the same x', async () => {
+test("feedback on a stage run with the planner switched off trains on the planner's own answer to the same x", async () => {
   let asked = 0;
   t = await openTestLab({
     lab: { ablation: { planner: false } },
@@ -69,7 +69,7 @@ test('feedback on a stage run with the planner switched off trains on the planne
   expect(asked).toBe(1);
 });
 
-test('a planner model error: the fallback plan is not trained; a re-ask that fails again is named in lab.train()\'s refusal with the counts', async () => {
+test("a planner model error: the fallback plan is not trained; a re-ask that fails again is named in lab.train()'s refusal with the counts", async () => {
   t = await openTestLab({ scripts: { planner: () => 'I would pick the linear baseline skill.' } });
   const project = await t.lab.project(TOPIC);
   const idea = await project.ideate();
@@ -97,7 +97,9 @@ test('feedback on a stage that failed before planning has no x, and says so', as
   const result = await t.lab.feedback(idea.id, 'Too broad.', { author: 'ada' });
   expect(result.sdpoExample).toBeNull();
   expect(result.trainingNote).toBeNull();
-  expect(result.notTrainedBecause).toBe('the stage ran before any plan was made (it failed in retrieval or planning), so there is no planner input x to train on');
+  expect(result.notTrainedBecause).toBe(
+    'the stage ran before any plan was made (it failed in retrieval or planning), so there is no planner input x to train on'
+  );
   await expect(t.lab.train({ display: null })).rejects.toThrow(
     /^nothing to train on: none of the 1 feedback item\(s\) can train the planner: 1 on no plan \(the stage failed before planning\)$/
   );

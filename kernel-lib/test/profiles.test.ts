@@ -4,7 +4,9 @@ describe('profiles', () => {
   it('has five valid archetypes with distinct preferences', () => {
     expect(Object.keys(archetypes).sort()).toEqual(['ablation-focused', 'dataset-driven', 'evidence-first', 'exploratory', 'resource-constrained']);
     for (const p of Object.values(archetypes)) expect(profileErrors(p)).toEqual([]);
-    const signatures = Object.values(archetypes).map(p => JSON.stringify([p.research.novelty_vs_rigor, p.research.ablation_depth, p.research.evidence_standard, p.resources.cpu_only, p.resources.gpu_hours]));
+    const signatures = Object.values(archetypes).map(p =>
+      JSON.stringify([p.research.novelty_vs_rigor, p.research.ablation_depth, p.research.evidence_standard, p.resources.cpu_only, p.resources.gpu_hours])
+    );
     expect(new Set(signatures).size).toBe(5);
     expect(archetypes['resource-constrained'].resources.cpu_only).toBe(true);
     expect(archetypes['ablation-focused'].research.ablation_depth).toBe('exhaustive');
@@ -15,7 +17,9 @@ describe('profiles', () => {
     const p = getArchetype('exploratory');
     p.name = 'changed';
     expect(archetypes.exploratory.name).not.toBe('changed');
-    expect(() => getArchetype('bold')).toThrow(/Unknown profile archetype "bold"; choose one of: ablation-focused, evidence-first, exploratory, resource-constrained, dataset-driven/);
+    expect(() => getArchetype('bold')).toThrow(
+      /Unknown profile archetype "bold"; choose one of: ablation-focused, evidence-first, exploratory, resource-constrained, dataset-driven/
+    );
   });
 
   it('validateProfile rejects an invalid profile with the schema errors', () => {

@@ -92,7 +92,10 @@ describe('the quickstart notebook run headless with the embedded models', () => 
     for (const [file, fix] of [
       [path.join(REPO, 'kernel-lib', 'dist', 'index.js'), 'npm run build -w schema && npm run build -w kernel-lib'],
       [JUPYTER, 'scripts/setup (creates .venv with JupyterLab)'],
-      [path.join(REPO, '.venv', 'share', 'jupyter', 'kernels', 'tslab', 'kernel.json'), 'node_modules/.bin/tslab install --python=.venv/bin/python --sys-prefix'],
+      [
+        path.join(REPO, '.venv', 'share', 'jupyter', 'kernels', 'tslab', 'kernel.json'),
+        'node_modules/.bin/tslab install --python=.venv/bin/python --sys-prefix'
+      ],
       [path.join(REPO, '.venv-experiment', 'bin', 'python'), 'scripts/setup (creates the experiment environment)'],
       ...Object.values(config.models).map(model => [ggufPathFor(model, config.modelsDir!), 'npm start or scripts/setup (fetches the embedded models)'])
     ]) {
@@ -104,7 +107,17 @@ describe('the quickstart notebook run headless with the embedded models', () => 
     await new Promise<void>((resolve, reject) => {
       execFile(
         JUPYTER,
-        ['nbconvert', '--to', 'notebook', '--execute', '--ExecutePreprocessor.kernel_name=tslab', '--ExecutePreprocessor.timeout=900', '--output', output, NOTEBOOK],
+        [
+          'nbconvert',
+          '--to',
+          'notebook',
+          '--execute',
+          '--ExecutePreprocessor.kernel_name=tslab',
+          '--ExecutePreprocessor.timeout=900',
+          '--output',
+          output,
+          NOTEBOOK
+        ],
         { cwd: path.dirname(NOTEBOOK), env: offlineEnv(home), timeout: EXECUTION_LIMIT_MS, maxBuffer: 16 * 1024 * 1024 },
         (error, _stdout, stderr) => (error ? reject(new Error(`executing the quickstart failed: ${error.message}\n${stderr.slice(-4000)}`)) : resolve())
       );
@@ -155,9 +168,18 @@ describe('the quickstart notebook run headless with the embedded models', () => 
     }
   });
 
-  test('the experiment\'s metrics come from a sandboxed run whose files are in the workspace', async () => {
+  test("the experiment's metrics come from a sandboxed run whose files are in the workspace", async () => {
     const run = await withStore(store =>
-      store.read(q => q.get<{ output: { metrics: Record<string, Record<string, number>>; metrics_path: string; isolation: { network: string; filesystem: string }; attempts: { exitCode: number | null }[] } }>("select output from stage_runs where stage = 'experiment' and status = 'done'"))
+      store.read(q =>
+        q.get<{
+          output: {
+            metrics: Record<string, Record<string, number>>;
+            metrics_path: string;
+            isolation: { network: string; filesystem: string };
+            attempts: { exitCode: number | null }[];
+          };
+        }>("select output from stage_runs where stage = 'experiment' and status = 'done'")
+      )
     );
     expect(run).toBeDefined();
     const out = run!.output;
@@ -173,13 +195,29 @@ describe('the quickstart notebook run headless with the embedded models', () => 
 
   test('the paper has every number grounded in the measured artifacts, and its files', async () => {
     const writing = await withStore(store =>
-      store.read(q => q.get<{ status: string; output: { sections: { name: string; text: string }[]; ungrounded: unknown[]; grounding_artifacts: Parameters<typeof checkGrounding>[1]; paper_path: string; tex_path: string; bib_path: string } | null }>("select status, output from stage_runs where stage = 'writing'"))
+      store.read(q =>
+        q.get<{
+          status: string;
+          output: {
+            sections: { name: string; text: string }[];
+            ungrounded: unknown[];
+            grounding_artifacts: Parameters<typeof checkGrounding>[1];
+            paper_path: string;
+            tex_path: string;
+            bib_path: string;
+          } | null;
+        }>("select status, output from stage_runs where stage = 'writing'")
+      )
     );
     expect(writing?.status).toBe('done');
     const out = writing!.output!;
     // None recorded, and none found when the sections are checked again here.
     expect(out.ungrounded).toEqual([]);
-    for (const section of out.sections) expect({ section: section.name, ungrounded: checkGrounding(section.text, out.grounding_artifacts).ungrounded }).toEqual({ section: section.name, ungrounded: [] });
+    for (const section of out.sections)
+      expect({ section: section.name, ungrounded: checkGrounding(section.text, out.grounding_artifacts).ungrounded }).toEqual({
+        section: section.name,
+        ungrounded: []
+      });
     const project = await withStore(store => store.read(q => q.get<{ workspace: string }>('select workspace from projects')));
     for (const file of [out.paper_path, out.tex_path, out.bib_path]) expect(existsSync(path.join(project!.workspace, file))).toBe(true);
   });

@@ -7,6 +7,7 @@ import { retrieve } from '../src/retrieval';
 import { stem, tokenize, termKey } from '../src/retrieval/tokenize';
 import { forgetTermIndex, termIndexOf, termSnapshotOf } from '../src/retrieval/term-index';
 import type { StageName } from '../src/orchestrator/types';
+import { compileStore, startChild } from './store-children';
 
 let dir: string;
 let store: Store;
@@ -79,8 +80,20 @@ describe('retrieve memories', () => {
     const failure = 'Deep ensembles of MLPs did not beat gradient boosting.';
     await bank.rememberAll(
       [
-        { kind: 'failed_direction', projectId: 'p1', key: 'adult', content: failure, conditions: { dataset: 'Adult', method: 'deep ensemble', budget: '1 GPU hour' } },
-        { kind: 'failed_direction', projectId: 'p1', key: 'higgs', content: failure, conditions: { dataset: 'HIGGS', method: 'deep ensemble', budget: '1 GPU hour' } }
+        {
+          kind: 'failed_direction',
+          projectId: 'p1',
+          key: 'adult',
+          content: failure,
+          conditions: { dataset: 'Adult', method: 'deep ensemble', budget: '1 GPU hour' }
+        },
+        {
+          kind: 'failed_direction',
+          projectId: 'p1',
+          key: 'higgs',
+          content: failure,
+          conditions: { dataset: 'HIGGS', method: 'deep ensemble', budget: '1 GPU hour' }
+        }
       ],
       NOW
     );
@@ -128,7 +141,14 @@ describe('retrieve memories', () => {
     await bank.rememberAll(inputs, NOW);
     const all = await retrieve(store, { stage: 'analysis', query: 'batch size decision', projectId: 'p1', now: NOW, k: 10, charBudget: 10_000 });
     expect(all.memories).toHaveLength(6);
-    const cut = await retrieve(store, { stage: 'analysis', query: 'batch size decision', projectId: 'p1', now: NOW, k: 10, charBudget: 2 * all.memories[0].chars + 10 });
+    const cut = await retrieve(store, {
+      stage: 'analysis',
+      query: 'batch size decision',
+      projectId: 'p1',
+      now: NOW,
+      k: 10,
+      charBudget: 2 * all.memories[0].chars + 10
+    });
     expect(cut.memories).toHaveLength(2);
     expect(cut.memories.reduce((s, m) => s + m.chars, 0)).toBeLessThanOrEqual(2 * all.memories[0].chars + 10);
   });
@@ -182,7 +202,10 @@ describe('term tables', () => {
   });
 
   it('weight overrides change the order as designed', async () => {
-    await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'old', content: 'Label smoothing 0.1 with mixup and cutmix on tabular.' }, daysAgo(200));
+    await bank.remember(
+      { kind: 'decision_history', projectId: 'p1', key: 'old', content: 'Label smoothing 0.1 with mixup and cutmix on tabular.' },
+      daysAgo(200)
+    );
     await bank.remember({ kind: 'decision_history', projectId: 'p1', key: 'new', content: 'Label smoothing tried once.' }, daysAgo(0));
     const q = { stage: 'analysis' as const, query: 'label smoothing mixup cutmix tabular', projectId: 'p1', now: NOW };
     expect((await retrieve(store, q)).memories[0].item.key).toBe('old');
@@ -198,7 +221,10 @@ describe('term index cache', () => {
     expect((await retrieve(store, query)).memories).toHaveLength(0);
     const other = await Store.open({ home: dir });
     try {
-      const added = await new MemoryBank(other).remember({ kind: 'data_strategy', projectId: 'p1', content: 'Quantile-normalise the covertype features.' }, NOW);
+      const added = await new MemoryBank(other).remember(
+        { kind: 'data_strategy', projectId: 'p1', content: 'Quantile-normalise the covertype features.' },
+        NOW
+      );
       const seen = await retrieve(store, query);
       expect(seen.memories.map(m => m.item.id)).toEqual([added.id]);
       expect(seen.memories[0].breakdown.lexical).toBe(1);
@@ -229,10 +255,13 @@ describe('term index snapshot', () => {
   const tick = () => new Promise(resolve => setImmediate(resolve));
 
   it('is written after a full load; a new cache loads it and catches up with later writes', async () => {
-    await bank.rememberAll([
-      { kind: 'promising_direction', projectId: 'p1', content: 'Mixup augmentation helps small tabular MLPs.' },
-      { kind: 'failed_direction', projectId: 'p1', content: 'Cutout augmentation hurt tabular MLPs.' }
-    ], NOW);
+    await bank.rememberAll(
+      [
+        { kind: 'promising_direction', projectId: 'p1', content: 'Mixup augmentation helps small tabular MLPs.' },
+        { kind: 'failed_direction', projectId: 'p1', content: 'Cutout augmentation hurt tabular MLPs.' }
+      ],
+      NOW
+    );
     await retrieve(store, query);
     await tick();
     expect(fs.existsSync(termSnapshotOf(store.path))).toBe(true);
@@ -246,17 +275,23 @@ describe('term index snapshot', () => {
   });
 
   it('rewritten after re-indexing, keeps the lists it never handed out and drops dead documents', async () => {
-    const [mixup] = await bank.rememberAll([
-      { kind: 'promising_direction', projectId: 'p1', key: 'mixup', content: 'Mixup augmentation helps small tabular MLPs.' },
-      { kind: 'failed_direction', projectId: 'p1', content: 'Cutout augmentation hurt tabular MLPs.' },
-      { kind: 'data_strategy', projectId: 'p1', content: 'Quantile normalisation of skewed features.' }
-    ], NOW);
+    const [mixup] = await bank.rememberAll(
+      [
+        { kind: 'promising_direction', projectId: 'p1', key: 'mixup', content: 'Mixup augmentation helps small tabular MLPs.' },
+        { kind: 'failed_direction', projectId: 'p1', content: 'Cutout augmentation hurt tabular MLPs.' },
+        { kind: 'data_strategy', projectId: 'p1', content: 'Quantile normalisation of skewed features.' }
+      ],
+      NOW
+    );
     await retrieve(store, query);
     await tick();
     forgetTermIndex(store.path);
     // Loaded from the snapshot; the query asks for some terms' lists only, then a re-index leaves a dead slot.
     await retrieve(store, query);
-    await bank.remember({ kind: 'promising_direction', projectId: 'p1', key: 'mixup', content: 'Mixup augmentation helps small tabular MLPs, with quantile inputs.' }, NOW);
+    await bank.remember(
+      { kind: 'promising_direction', projectId: 'p1', key: 'mixup', content: 'Mixup augmentation helps small tabular MLPs, with quantile inputs.' },
+      NOW
+    );
     const index = termIndexOf(store);
     await store.read(q => index.sync(q));
     index.saveSnapshot();
@@ -268,6 +303,31 @@ describe('term index snapshot', () => {
     expect(contents(fromSnapshot)).toEqual(contents(rebuilt));
     expect(fromSnapshot.memories.map(m => m.item.id)).toContain(mixup.id);
     expect(termIndexOf(store).postingCount).toBe(index.postingCount);
+  });
+
+  it('serves the lists a loaded snapshot kept in its file, even after the file is replaced', async () => {
+    await bank.rememberAll(
+      [
+        { kind: 'promising_direction', projectId: 'p1', content: 'Mixup augmentation helps small tabular MLPs.' },
+        { kind: 'data_strategy', projectId: 'p1', content: 'Quantile normalisation of skewed features.' }
+      ],
+      NOW
+    );
+    await retrieve(store, query);
+    await tick();
+    forgetTermIndex(store.path);
+    await retrieve(store, query);
+    const index = termIndexOf(store);
+    expect(index.reads).toEqual({ full: 0, snapshot: 1, changes: 0 });
+    // A newer snapshot renamed over it (as another process writes one): this index still reads its own.
+    const snapshot = termSnapshotOf(store.path);
+    fs.writeFileSync(`${snapshot}.other`, 'garbage');
+    fs.renameSync(`${snapshot}.other`, snapshot);
+    const quantile = { ...query, query: 'quantile normalisation skewed' };
+    const fromFile = await retrieve(store, quantile);
+    forgetTermIndex(store.path, { withSnapshot: false });
+    expect(fromFile.memories.map(m => [m.item.content, m.breakdown.bm25])).toEqual(contents(await retrieve(store, quantile)));
+    expect(fromFile.memories[0].item.content).toBe('Quantile normalisation of skewed features.');
   });
 
   it('is ignored when it does not match the store (garbage, or totals that disagree)', async () => {
@@ -326,9 +386,53 @@ describe('term index cache under concurrent reads', () => {
       forgetTermIndex(other.path, { withSnapshot: false });
       const fresh = await retrieve(other, query);
       expect(fresh.memories).toHaveLength(2);
-      for (const r of results) expect(r.memories.map(m => [m.item.content, m.breakdown.bm25])).toEqual(fresh.memories.map(m => [m.item.content, m.breakdown.bm25]));
+      for (const r of results)
+        expect(r.memories.map(m => [m.item.content, m.breakdown.bm25])).toEqual(fresh.memories.map(m => [m.item.content, m.breakdown.bm25]));
     } finally {
       await other.close();
     }
   });
+});
+
+describe('term index across a hand-off of the file (real processes)', () => {
+  let buildDir: string;
+  beforeAll(() => {
+    buildDir = compileStore(['store/index.ts', 'memory/index.ts']);
+  });
+  afterAll(() => fs.rmSync(buildDir, { recursive: true, force: true }));
+
+  it('is kept when the file is released and re-opened; a write by another process is caught up from the change log', async () => {
+    const query = { stage: 'ideation' as const, query: 'mixup augmentation tabular', projectId: 'p1', now: NOW };
+    await bank.rememberAll(
+      [
+        { kind: 'promising_direction', projectId: 'p1', content: 'Mixup augmentation helps small tabular MLPs.' },
+        { kind: 'failed_direction', projectId: 'p1', content: 'Cutout augmentation hurt tabular MLPs.' }
+      ],
+      NOW
+    );
+    const index = termIndexOf(store);
+    const first = await retrieve(store, query);
+    const reads = { ...index.reads };
+    const opens = store.stats.acquisitions;
+    // Idle past the release (50 ms): the file is closed, and the next retrieval opens it again.
+    await new Promise(resolve => setTimeout(resolve, 300));
+    const afterIdle = await retrieve(store, query);
+    expect(store.stats.acquisitions).toBe(opens + 1);
+    expect(termIndexOf(store)).toBe(index);
+    expect(index.reads).toEqual(reads);
+    expect(afterIdle.memories.map(m => [m.item.id, m.breakdown.bm25])).toEqual(first.memories.map(m => [m.item.id, m.breakdown.bm25]));
+
+    const content = 'Mixup augmentation with label smoothing helps tabular MLPs more.';
+    await new Promise(resolve => setTimeout(resolve, 300));
+    const writer = startChild('retrieval-writer.js', [buildDir, store.path, 'p1', content]);
+    expect(await writer.exited).toEqual({ code: 0, signal: null });
+    expect(writer.lines).toEqual(['written']);
+    const afterWrite = await retrieve(store, query);
+    expect(afterWrite.memories.map(m => m.item.content)).toContain(content);
+    expect(index.reads).toEqual({ ...reads, changes: reads.changes + 1 });
+    // The same answer as an index read afresh from doc_index.
+    forgetTermIndex(store.path, { withSnapshot: false });
+    const fresh = await retrieve(store, query);
+    expect(afterWrite.memories.map(m => [m.item.id, m.breakdown.bm25])).toEqual(fresh.memories.map(m => [m.item.id, m.breakdown.bm25]));
+  }, 60_000);
 });

@@ -26,7 +26,7 @@ const asRoot = process.getuid?.() === 0;
 /** A python every uid can reach, for runs without a mount namespace (the venv's base may sit under /root). */
 const systemPython = ['/usr/bin/python3', '/usr/local/bin/python3'].find(p => existsSync(p));
 const modes = ['auto', 'limits-only'] as const;
-const pythonFor = (mode: (typeof modes)[number]) => (mode === 'auto' ? 'python3' : systemPython ?? 'python3');
+const pythonFor = (mode: (typeof modes)[number]) => (mode === 'auto' ? 'python3' : (systemPython ?? 'python3'));
 
 /** Host processes whose command line contains `token`: a run's leftovers, wherever they detached to. */
 function processesWith(token: string): number[] {
@@ -244,22 +244,26 @@ describe('runInSandbox', () => {
     expectUnprivileged(r);
   });
 
-  test.each(modes)('%s: stopped at the wall-clock limit with no process of its tree left, a setsid grandchild holding the pipe included', async mode => {
-    const token = `nr-token-${process.pid}-${mode}-${Date.now()}`;
-    const ws = workspace();
-    // The grandchild leaves the session (setsid), keeps stdout open and would write a file late.
-    const script = `setsid sh -c 'sleep 2; echo late > late.txt # ${token}' & setsid sh -c 'while :; do sleep 1; done # ${token}' & sleep 30`;
-    const r = await runInSandbox({ cwd: ws, command: ['sh', '-c', script], timeoutMs: 1500, isolation: mode });
-    expect(r.timedOut).toBe(true);
-    expect(r.stoppedBy).toBe('wall-clock');
-    expect(r.wallMs).toBeLessThan(1500 + 2500);
-    expect(processesWith(token)).toEqual([]);
-    await new Promise(res => setTimeout(res, 2500 - r.wallMs + 200));
-    expect(existsSync(path.join(ws, 'late.txt'))).toBe(false);
-    expect(processesWith(token)).toEqual([]);
-    if (asRoot) expect(r.isolation.layers).toContain('kill=every process of the run uid');
-    else if (mode === 'auto' && bwrapUsable) expect(r.isolation.layers!.some(l => l.startsWith('kill='))).toBe(true);
-  }, 15_000);
+  test.each(modes)(
+    '%s: stopped at the wall-clock limit with no process of its tree left, a setsid grandchild holding the pipe included',
+    async mode => {
+      const token = `nr-token-${process.pid}-${mode}-${Date.now()}`;
+      const ws = workspace();
+      // The grandchild leaves the session (setsid), keeps stdout open and would write a file late.
+      const script = `setsid sh -c 'sleep 2; echo late > late.txt # ${token}' & setsid sh -c 'while :; do sleep 1; done # ${token}' & sleep 30`;
+      const r = await runInSandbox({ cwd: ws, command: ['sh', '-c', script], timeoutMs: 1500, isolation: mode });
+      expect(r.timedOut).toBe(true);
+      expect(r.stoppedBy).toBe('wall-clock');
+      expect(r.wallMs).toBeLessThan(1500 + 2500);
+      expect(processesWith(token)).toEqual([]);
+      await new Promise(res => setTimeout(res, 2500 - r.wallMs + 200));
+      expect(existsSync(path.join(ws, 'late.txt'))).toBe(false);
+      expect(processesWith(token)).toEqual([]);
+      if (asRoot) expect(r.isolation.layers).toContain('kill=every process of the run uid');
+      else if (mode === 'auto' && bwrapUsable) expect(r.isolation.layers!.some(l => l.startsWith('kill='))).toBe(true);
+    },
+    15_000
+  );
 
   test.each(modes)('%s: a program that exits leaving a detached daemon on its pipe returns at once, daemon killed', async mode => {
     const token = `nr-daemon-${process.pid}-${mode}-${Date.now()}`;
@@ -274,44 +278,48 @@ describe('runInSandbox', () => {
     expect(r.isolation.missing.filter(m => m.includes('outlived'))).toEqual([]);
   });
 
-  test.each(modes)('%s: a fork storm is capped at the process limit within a second, and the lab stays responsive', async mode => {
-    const token = `nr-storm-${process.pid}-${mode}-${Date.now()}`;
-    const maxProcesses = 24;
-    const ws = workspace({
-      'main.py': [
-        'import os, time, json, sys',
-        `sys.argv.append(${JSON.stringify(token)})`,
-        't = time.time(); n = 0; err = None',
-        'while time.time() - t < 5:',
-        '    try:',
-        '        pid = os.fork()',
-        '    except OSError as e:',
-        '        err = e.errno; break',
-        '    if pid == 0:',
-        '        time.sleep(30); os._exit(0)',
-        '    n += 1',
-        'print(json.dumps({"forked": n, "errno": err, "seconds": time.time() - t}), flush=True)',
-        'time.sleep(30)'
-      ].join('\n')
-    });
-    const running = runInSandbox({ cwd: ws, command: [pythonFor(mode), 'main.py', token], timeoutMs: 2500, maxProcesses, isolation: mode });
-    await new Promise(res => setTimeout(res, 1500));
-    const probeStart = Date.now();
-    expect(spawnSync('/bin/true').status).toBe(0);
-    expect(Date.now() - probeStart).toBeLessThan(1000);
-    const r = await running;
-    const capped = r.isolation.limits.includes(`nproc=${maxProcesses}`) || r.isolation.limits.some(l => l.startsWith('pids='));
-    if (!capped) {
-      expect(r.isolation.missing.join('\n')).toMatch(/process cap/);
-      return;
-    }
-    const storm = JSON.parse(r.stdout.trim());
-    expect(storm.errno).toBe(11); // EAGAIN: the cap, not the 5 s loop bound, stopped it.
-    expect(storm.forked).toBeLessThan(maxProcesses);
-    expect(storm.seconds).toBeLessThan(1);
-    expect(r.timedOut).toBe(true);
-    expect(processesWith(token)).toEqual([]);
-  }, 15_000);
+  test.each(modes)(
+    '%s: a fork storm is capped at the process limit within a second, and the lab stays responsive',
+    async mode => {
+      const token = `nr-storm-${process.pid}-${mode}-${Date.now()}`;
+      const maxProcesses = 24;
+      const ws = workspace({
+        'main.py': [
+          'import os, time, json, sys',
+          `sys.argv.append(${JSON.stringify(token)})`,
+          't = time.time(); n = 0; err = None',
+          'while time.time() - t < 5:',
+          '    try:',
+          '        pid = os.fork()',
+          '    except OSError as e:',
+          '        err = e.errno; break',
+          '    if pid == 0:',
+          '        time.sleep(30); os._exit(0)',
+          '    n += 1',
+          'print(json.dumps({"forked": n, "errno": err, "seconds": time.time() - t}), flush=True)',
+          'time.sleep(30)'
+        ].join('\n')
+      });
+      const running = runInSandbox({ cwd: ws, command: [pythonFor(mode), 'main.py', token], timeoutMs: 2500, maxProcesses, isolation: mode });
+      await new Promise(res => setTimeout(res, 1500));
+      const probeStart = Date.now();
+      expect(spawnSync('/bin/true').status).toBe(0);
+      expect(Date.now() - probeStart).toBeLessThan(1000);
+      const r = await running;
+      const capped = r.isolation.limits.includes(`nproc=${maxProcesses}`) || r.isolation.limits.some(l => l.startsWith('pids='));
+      if (!capped) {
+        expect(r.isolation.missing.join('\n')).toMatch(/process cap/);
+        return;
+      }
+      const storm = JSON.parse(r.stdout.trim());
+      expect(storm.errno).toBe(11); // EAGAIN: the cap, not the 5 s loop bound, stopped it.
+      expect(storm.forked).toBeLessThan(maxProcesses);
+      expect(storm.seconds).toBeLessThan(1);
+      expect(r.timedOut).toBe(true);
+      expect(processesWith(token)).toEqual([]);
+    },
+    15_000
+  );
 
   test.each(modes)('%s: a disk-filling loop stops at the workspace quota', async mode => {
     const ws = workspace();
@@ -330,7 +338,12 @@ describe('runInSandbox', () => {
   test('the private /tmp is a tmpfs with a hard size limit', async () => {
     if (!bwrapUsable) return;
     const ws = workspace();
-    const r = await runInSandbox({ cwd: ws, command: ['sh', '-c', 'head -c 20971520 /dev/zero > /tmp/big; echo rc=$?; wc -c < /tmp/big'], timeoutMs: 20_000, diskQuotaMb: 4 });
+    const r = await runInSandbox({
+      cwd: ws,
+      command: ['sh', '-c', 'head -c 20971520 /dev/zero > /tmp/big; echo rc=$?; wc -c < /tmp/big'],
+      timeoutMs: 20_000,
+      diskQuotaMb: 4
+    });
     expect(r.stdout).toMatch(/rc=[1-9]/);
     expect(Number(r.stdout.trim().split('\n').pop())).toBeLessThanOrEqual(4 * 2 ** 20);
     expect(r.isolation.layers).toContain('private /tmp and /dev/shm (tmpfs, 4MiB each)');
@@ -356,17 +369,27 @@ describe('runInSandbox', () => {
 
   test('as root without bubblewrap, an interpreter the unprivileged uid cannot reach is refused with the fix', async () => {
     const python = realpathSync(experimentPython().executable);
-    const blocked = asRoot && python.split('/').slice(0, -1).some((_, i, parts) => (statSync(parts.slice(0, i + 1).join('/') || '/').mode & 0o001) === 0);
+    const blocked =
+      asRoot &&
+      python
+        .split('/')
+        .slice(0, -1)
+        .some((_, i, parts) => (statSync(parts.slice(0, i + 1).join('/') || '/').mode & 0o001) === 0);
     if (!blocked) return;
     const ws = workspace({ 'main.py': 'print(1)\n' });
-    await expect(runInSandbox({ cwd: ws, command: ['python3', 'main.py'], timeoutMs: 5000, isolation: 'limits-only' })).rejects.toThrow(/NANORESEARCH_EXPERIMENT_PYTHON/);
+    await expect(runInSandbox({ cwd: ws, command: ['python3', 'main.py'], timeoutMs: 5000, isolation: 'limits-only' })).rejects.toThrow(
+      /NANORESEARCH_EXPERIMENT_PYTHON/
+    );
   });
 
   test('as root without bubblewrap, a workspace the unprivileged uid cannot reach is refused with the fix', async () => {
     if (!asRoot) return;
     const ws = workspace({}, false);
-    await expect(runInSandbox({ cwd: ws, command: ['sh', '-c', 'true'], timeoutMs: 5000, isolation: 'limits-only' })).rejects.toThrow(/is not searchable by other users: keep workspaces where every user can reach them/);
+    await expect(runInSandbox({ cwd: ws, command: ['sh', '-c', 'true'], timeoutMs: 5000, isolation: 'limits-only' })).rejects.toThrow(
+      /is not searchable by other users: keep workspaces where every user can reach them/
+    );
     // bubblewrap builds the path inside its own mount namespace: the same workspace works there.
-    if (bwrapUsable) expect((await runInSandbox({ cwd: ws, command: ['sh', '-c', 'echo ok > done.txt; cat done.txt'], timeoutMs: 5000 })).stdout.trim()).toBe('ok');
+    if (bwrapUsable)
+      expect((await runInSandbox({ cwd: ws, command: ['sh', '-c', 'echo ok > done.txt; cat done.txt'], timeoutMs: 5000 })).stdout.trim()).toBe('ok');
   });
 });

@@ -5,7 +5,8 @@
 import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Bridge, BRIDGE_MIME_TYPE } from '../src/bridge';
+import { BRIDGE_MIME_TYPE, type StageGetResult } from '@nanoresearch/schema';
+import { Bridge } from '../src/bridge';
 import { importNotebook, NotebookImportError } from '../src/sharing';
 import { importSummary } from '../src/sharing/import-notebook';
 import { openTestLab, type TestLab } from './lab-fixture';
@@ -23,7 +24,7 @@ async function writeSharedNotebook(): Promise<void> {
   const replies: Array<Record<string, unknown>> = [];
   const bridge = new Bridge({ findLab: () => colleague.lab, writer: m => replies.push(m.data) });
   await bridge.respond('stage.get', { stage_run_id: stageRunId });
-  const { stage_run, planner_call } = (replies[0][BRIDGE_MIME_TYPE] as { result: any }).result;
+  const { stage_run, planner_call } = (replies[0][BRIDGE_MIME_TYPE] as { result: StageGetResult }).result;
   const notebook = {
     nbformat: 4,
     nbformat_minor: 5,
@@ -79,14 +80,23 @@ describe('importNotebook', () => {
     const counts = await me.lab.importNotebook(notebookPath);
     expect(counts).toMatchObject({ stageRuns: 1, plannerCalls: 1, feedback: 2, skipped: 1 });
     expect(counts.warnings).toEqual([expect.stringMatching(/^cell 3: invalid nanoresearch metadata/)]);
-    expect(counts.summary).toMatch(new RegExp(`^Imported 1 stage run, 1 planner call, 2 feedback entries from ${notebookPath}\\. 1 cell was skipped: cell 3: invalid`));
+    expect(counts.summary).toMatch(
+      new RegExp(`^Imported 1 stage run, 1 planner call, 2 feedback entries from ${notebookPath}\\. 1 cell was skipped: cell 3: invalid`)
+    );
     // Imported feedback is a colleague's: it is stored, not learned from (no job is queued).
     expect(await count(me, 'learning_jobs')).toBe(0);
     const run = await me.lab.store.read(q => q.get<Record<string, unknown>>('select id, stage, status, origin from stage_runs where id = $1', [stageRunId]));
     expect(run).toEqual({ id: stageRunId, stage: 'ideation', status: 'done', origin: `import:${notebookPath} (ben)` });
-    const feedback = await me.lab.store.read(q => q.all<Record<string, unknown>>('select id, author, origin, planner_call_id, created_at from feedback order by id'));
+    const feedback = await me.lab.store.read(q =>
+      q.all<Record<string, unknown>>('select id, author, origin, planner_call_id, created_at from feedback order by id')
+    );
     expect(feedback).toHaveLength(2);
-    expect(feedback[0]).toMatchObject({ id: 'fb_ben_1', author: 'ben', origin: `import:${notebookPath} (ben)`, created_at: expect.stringMatching(/^2026-11-19T09:00:00/) });
+    expect(feedback[0]).toMatchObject({
+      id: 'fb_ben_1',
+      author: 'ben',
+      origin: `import:${notebookPath} (ben)`,
+      created_at: expect.stringMatching(/^2026-11-19T09:00:00/)
+    });
     expect(feedback[0].planner_call_id).toBeTruthy();
   });
 
@@ -115,8 +125,19 @@ describe('importNotebook', () => {
       'Nothing imported from a.ipynb: its stage cells carry no trajectory or feedback yet (run them and save the notebook first).'
     );
     expect(
-      importSummary('a.ipynb', { ...none, skipped: 1, warnings: ['cell 1: 1 feedback entries skipped: their stage run sr_x is neither embedded in the notebook nor in this store'], alreadyStored: { stageRuns: 0, plannerCalls: 0, feedback: 0 } }, 1)
-    ).toBe('Nothing imported from a.ipynb: 1 cell was skipped: cell 1: 1 feedback entries skipped: their stage run sr_x is neither embedded in the notebook nor in this store.');
+      importSummary(
+        'a.ipynb',
+        {
+          ...none,
+          skipped: 1,
+          warnings: ['cell 1: 1 feedback entries skipped: their stage run sr_x is neither embedded in the notebook nor in this store'],
+          alreadyStored: { stageRuns: 0, plannerCalls: 0, feedback: 0 }
+        },
+        1
+      )
+    ).toBe(
+      'Nothing imported from a.ipynb: 1 cell was skipped: cell 1: 1 feedback entries skipped: their stage run sr_x is neither embedded in the notebook nor in this store.'
+    );
   });
 
   it('refuses broken JSON and non-notebooks before writing anything', async () => {
@@ -133,12 +154,30 @@ describe('importNotebook', () => {
 
   it('skips feedback whose stage run is in neither the notebook nor the store', async () => {
     const orphan = path.join(dir, 'orphan.ipynb');
-    await fs.writeFile(orphan, JSON.stringify({
-      nbformat: 4, nbformat_minor: 5, metadata: {},
-      cells: [{ cell_type: 'code', source: '', outputs: [], execution_count: null, metadata: { nanoresearch: {
-        stage: 'planning', status: 'done', stage_run_id: 'sr_elsewhere',
-        feedback: [{ id: 'fb_o', text: 'x', author: 'cy', created_at: '2026-11-19T09:00:00.000Z', synced: false }] } } }]
-    }));
+    await fs.writeFile(
+      orphan,
+      JSON.stringify({
+        nbformat: 4,
+        nbformat_minor: 5,
+        metadata: {},
+        cells: [
+          {
+            cell_type: 'code',
+            source: '',
+            outputs: [],
+            execution_count: null,
+            metadata: {
+              nanoresearch: {
+                stage: 'planning',
+                status: 'done',
+                stage_run_id: 'sr_elsewhere',
+                feedback: [{ id: 'fb_o', text: 'x', author: 'cy', created_at: '2026-11-19T09:00:00.000Z', synced: false }]
+              }
+            }
+          }
+        ]
+      })
+    );
     const counts = await importNotebook(me.lab, orphan);
     expect(counts).toMatchObject({ stageRuns: 0, feedback: 0, skipped: 1 });
     expect(counts.warnings[0]).toMatch(/cell 1: 1 feedback entries skipped: their stage run sr_elsewhere/);

@@ -22,7 +22,8 @@ afterEach(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-const reviews = () => store.read(q => q.all<{ decision: string; reason: string; similarity: number; skill_id: string }>('SELECT * FROM skill_reviews ORDER BY created_at, id'));
+const reviews = () =>
+  store.read(q => q.all<{ decision: string; reason: string; similarity: number; skill_id: string }>('SELECT * FROM skill_reviews ORDER BY created_at, id'));
 
 describe('built-in skills', () => {
   it('load and parse: nine skills with stages, tags and numbered instructions', async () => {
@@ -57,7 +58,12 @@ describe('built-in skills', () => {
     expect(() => parseSkillMd('no front matter', 'x/SKILL.md', 'builtin')).toThrow(/x\/SKILL.md: no YAML front matter/);
     expect(() => parseSkillMd('---\nname: Bad Name\ndescription: d\n---\n## Instructions\n1. a b c\n', 'y/SKILL.md', 'builtin')).toThrow(/lowercase slug/);
     expect(() => parseSkillMd('---\nname: ok\ndescription: d\n---\n## Instructions\nno numbers\n', 'z/SKILL.md', 'builtin')).toThrow(/no numbered items/);
-    expect(parseFrontMatter('---\na: "x: y"\nb: [p, "q, r"]\nc:\n  - one\n  - two\nd: 3\n---\nbody').fields).toEqual({ a: 'x: y', b: ['p', 'q, r'], c: ['one', 'two'], d: 3 });
+    expect(parseFrontMatter('---\na: "x: y"\nb: [p, "q, r"]\nc:\n  - one\n  - two\nd: 3\n---\nbody').fields).toEqual({
+      a: 'x: y',
+      b: ['p', 'q, r'],
+      c: ['one', 'two'],
+      d: 3
+    });
   });
 });
 
@@ -86,7 +92,10 @@ describe('review gate', () => {
     expect(duplicate.reason).toMatch(/near-duplicate of "seed-variance-reporting"/);
 
     const [revised] = await bank.review([
-      { ...seedCandidate, instructions: ['Never run configurations with only three random seeds; use five.', 'Report the mean and standard deviation across seeds.'] }
+      {
+        ...seedCandidate,
+        instructions: ['Never run configurations with only three random seeds; use five.', 'Report the mean and standard deviation across seeds.']
+      }
     ]);
     expect(revised.decision).toBe('revise');
     expect(revised.reason).toMatch(/contradicts/);
@@ -120,7 +129,9 @@ describe('review gate', () => {
   });
 
   it('updated and retired skills, usage counts', async () => {
-    const updated = await bank.update('novelty-check', { instructions: ['Compare the idea with the three closest papers along task, data, method and mechanism.'] });
+    const updated = await bank.update('novelty-check', {
+      instructions: ['Compare the idea with the three closest papers along task, data, method and mechanism.']
+    });
     expect(updated.version).toBe(2);
     await bank.retire('novelty-check');
     expect((await bank.list({ status: 'active' })).map(s => s.id)).not.toContain('novelty-check');

@@ -8,7 +8,7 @@ import * as path from 'path';
 import type { ExperimentBlueprint, IdeationOutput, Profile, Project } from '@nanoresearch/schema';
 import { newId } from '../src/ids';
 import { createLlm } from '../src/llm';
-import type { StageContext, StageName, StageResult } from '../src/orchestrator/types';
+import type { StageContext, StageName, StageResult } from '../src/stage-contract';
 import { analysis, experiment, ideation, planning, review, stageFunctions, writing } from '../src/stages';
 import { MAX_SECTIONS_PER_ROUND } from '../src/stages/review';
 import { withKnownCitations } from '../src/stages/paper';
@@ -62,9 +62,21 @@ async function team(options: ResearchScriptOptions = {}, coding?: LlmScript, jud
 
 const workspace = mkdtempSync(path.join(tmpdir(), 'nr-stage-ws-'));
 placeDataset(workspace);
-const project = { id: 'prj_test', title: 'Centroids', topic: 'nearest-centroid classification of small tabular data', profile_id: PROFILE.id, status: 'active', workspace } as Project;
+const project = {
+  id: 'prj_test',
+  title: 'Centroids',
+  topic: 'nearest-centroid classification of small tabular data',
+  profile_id: PROFILE.id,
+  status: 'active',
+  workspace
+} as Project;
 
-function context(stage: StageName, llm: StageContext['llm'], previous: StageContext['previous'] = {}, profile: Profile = PROFILE): StageContext & { steps: string[] } {
+function context(
+  stage: StageName,
+  llm: StageContext['llm'],
+  previous: StageContext['previous'] = {},
+  profile: Profile = PROFILE
+): StageContext & { steps: string[] } {
   const steps: string[] = [];
   return {
     stage,
@@ -105,7 +117,9 @@ describe('stage functions', () => {
     // The evidence keys are an enum of the retrieved papers: the invented one was refused and re-asked.
     const ideas = server.chatRequests.filter(q => task(q) === 'gaps-and-hypotheses');
     expect(ideas).toHaveLength(2);
-    const schema = ideas[0].response_format as { json_schema: { schema: { properties: { evidence: { items: { properties: { paper_key: { enum: string[] } } } } } } } };
+    const schema = ideas[0].response_format as {
+      json_schema: { schema: { properties: { evidence: { items: { properties: { paper_key: { enum: string[] } } } } } } };
+    };
     expect(schema.json_schema.schema.properties.evidence.items.properties.paper_key.enum).toEqual(out.papers!.slice(0, 8).map(p => p.key));
     expect(out.hypotheses.map(h => h.novelty.verdict)).toEqual(['novel', 'incremental']);
     expect(out.hypotheses[0].novelty.closest_work.length).toBeGreaterThan(0);
@@ -166,14 +180,16 @@ describe('stage functions', () => {
     }
   });
 
-  test('planning: run ids that are empty, repeated or not identifiers are made from the run\'s method', () => {
+  test("planning: run ids that are empty, repeated or not identifiers are made from the run's method", () => {
     const log: string[] = [];
-    const plan = { experiment_matrix: [
-      { run_id: '.csv', method: 'Nearest centroid', dataset: 'iris' },
-      { run_id: '.csv', method: 'Majority class', dataset: 'iris' },
-      { run_id: 'majority_class', method: 'Majority class', dataset: 'iris', seed: 1 },
-      { run_id: 'ok-run', method: 'x', dataset: 'iris' }
-    ] } as unknown as ExperimentBlueprint;
+    const plan = {
+      experiment_matrix: [
+        { run_id: '.csv', method: 'Nearest centroid', dataset: 'iris' },
+        { run_id: '.csv', method: 'Majority class', dataset: 'iris' },
+        { run_id: 'majority_class', method: 'Majority class', dataset: 'iris', seed: 1 },
+        { run_id: 'ok-run', method: 'x', dataset: 'iris' }
+      ]
+    } as unknown as ExperimentBlueprint;
     expect(withRunIds(plan, log).experiment_matrix.map(r => r.run_id)).toEqual(['nearest_centroid', 'majority_class', 'majority_class_2', 'ok-run']);
     expect(log).toHaveLength(3);
   });
@@ -241,10 +257,14 @@ describe('stage functions', () => {
     expect(failed.conditions).toMatchObject({ dataset: 'flowers', method: 'nearest centroid', failure_mode: 'exception FileNotFoundError' });
     expect(failed.conditions!.budget).toMatch(/2 min/);
     expect(r.trajectory).toMatch(/Fix that worked/);
-    const rows = await store.read(q => q.all<{ path: string; kind: string; sha256: string; bytes: number }>('select path, kind, sha256, bytes from artifacts where stage_run_id = $1 order by path', [ctx.stageRunId]));
+    // The stage returns its files with checksums (the orchestrator records them in `artifacts`), the same list as its output's.
+    const rows = r.artifacts!;
+    expect(rows).toEqual(out.artifacts);
     expect(rows.map(a => a.kind).sort()).toEqual(['code', 'data', 'log', 'log', 'manifest', 'metrics']);
     // Each attempt's whole output is kept for the researcher: the failed one's traceback included.
-    expect(readFileSync(path.join(workspace, out.experiment_dir, 'logs', 'attempt-1.log'), 'utf8')).toMatch(/^# attempt 1: python3 main.py — exit code 1[\s\S]*FileNotFoundError/);
+    expect(readFileSync(path.join(workspace, out.experiment_dir, 'logs', 'attempt-1.log'), 'utf8')).toMatch(
+      /^# attempt 1: python3 main.py — exit code 1[\s\S]*FileNotFoundError/
+    );
     const metricsRow = rows.find(a => a.kind === 'metrics')!;
     expect(metricsRow.bytes).toBe(readFileSync(path.join(workspace, metricsRow.path)).length);
     expect(r.bundleOutputs.isolation!.some(line => line.startsWith('network:'))).toBe(true);
@@ -255,17 +275,23 @@ describe('stage functions', () => {
     let version = 0;
     const { llm } = await team({}, req =>
       // The last attempt's scaffold asks for estimators: this coder names one that does not exist.
-      task(req) === 'experiment-estimators' ? JSON.stringify({ centroid: 'neighbors.NoSuchClassifier()' }) : fenced(`print("no results written, version ${++version}")\n`)
+      task(req) === 'experiment-estimators'
+        ? JSON.stringify({ centroid: 'neighbors.NoSuchClassifier()' })
+        : fenced(`print("no results written, version ${++version}")\n`)
     );
     const r = await experiment(context('experiment', llm, { ideation: chain.ideation, planning: chain.planning }));
     expect(r.status).toBe('failed');
     expect(r.error).toMatch(/after 3 attempts: exited with 1: AttributeError: module 'sklearn.neighbors' has no attribute 'NoSuchClassifier'/);
     const out = r.output as ExperimentOutput;
-    expect(out.attempts.map(a => a.error)).toEqual(['results/metrics.json was not written', 'results/metrics.json was not written', expect.stringMatching(/NoSuchClassifier/)]);
+    expect(out.attempts.map(a => a.error)).toEqual([
+      'results/metrics.json was not written',
+      'results/metrics.json was not written',
+      expect.stringMatching(/NoSuchClassifier/)
+    ]);
     expect(r.memories!.filter(m => m.kind === 'failed_direction')).toHaveLength(3);
   });
 
-  test('experiment: after two failed programs the model only names each run\'s estimator, and the built-in program around them runs', async () => {
+  test("experiment: after two failed programs the model only names each run's estimator, and the built-in program around them runs", async () => {
     const { server, llm } = await team({}, req =>
       task(req) === 'experiment-estimators' ? JSON.stringify({ centroid: 'neighbors.NearestCentroid()' }) : fenced('import missing_module\n')
     );
@@ -280,7 +306,8 @@ describe('stage functions', () => {
     expect(out.manifest).toMatchObject({ dataset: 'data/flowers.csv', config: { test_size: 0.3 } });
     // Only the non-baseline run was asked for, under a schema the grammar bounds.
     const asked = server.chatRequests.find(q => task(q) === 'experiment-estimators')!;
-    const schema = (asked.response_format as { json_schema: { schema: { required: string[]; properties: Record<string, { maxLength: number }> } } }).json_schema.schema;
+    const schema = (asked.response_format as { json_schema: { schema: { required: string[]; properties: Record<string, { maxLength: number }> } } }).json_schema
+      .schema;
     expect(schema.required).toEqual(['centroid']);
     expect(schema.properties.centroid.maxLength).toBeLessThanOrEqual(120);
     const code = readFileSync(path.join(workspace, out.experiment_dir, 'main.py'), 'utf8');
@@ -309,12 +336,15 @@ describe('stage functions', () => {
   });
 
   test('experiment: a run of the plan that metrics.json does not measure fails the attempt, and the fix is asked for it', async () => {
-    const oneRun = 'import json, os\nos.makedirs("results", exist_ok=True)\njson.dump({"centroid": {"accuracy": 0.5}}, open("results/metrics.json", "w"))\njson.dump({"dataset": "flowers", "config": {}, "runs": ["centroid"]}, open("results/manifest.json", "w"))\n';
+    const oneRun =
+      'import json, os\nos.makedirs("results", exist_ok=True)\njson.dump({"centroid": {"accuracy": 0.5}}, open("results/metrics.json", "w"))\njson.dump({"dataset": "flowers", "config": {}, "runs": ["centroid"]}, open("results/manifest.json", "w"))\n';
     let calls = 0;
     const { server, llm } = await team({}, () => fenced(++calls === 1 ? oneRun : EXPERIMENT_PROGRAM));
     const r = await experiment(context('experiment', llm, { ideation: chain.ideation, planning: chain.planning }));
     const out = r.output as ExperimentOutput;
-    expect(out.attempts[0].error).toBe('results/metrics.json has no entry for run(s) majority of the plan (it has centroid): measure every run of the plan under its run_id');
+    expect(out.attempts[0].error).toBe(
+      'results/metrics.json has no entry for run(s) majority of the plan (it has centroid): measure every run of the plan under its run_id'
+    );
     expect(JSON.stringify(server.chatRequests.find(q => task(q) === 'experiment-fix')!.messages)).toContain('no entry for run(s) majority');
     expect(r.status).toBe('done');
     expect(Object.keys(out.metrics).sort()).toEqual(['centroid', 'majority']);
@@ -423,7 +453,10 @@ describe('stage functions', () => {
       text: 'Prior rules [@cover1967nearest] and centroids.',
       removed: ['smith2020deep', 'jones2019']
     });
-    expect(withKnownCitations('Shrunken centroids [@tibshirani2002diagnosis].', known)).toEqual({ text: 'Shrunken centroids [@tibshirani2002diagnosis].', removed: [] });
+    expect(withKnownCitations('Shrunken centroids [@tibshirani2002diagnosis].', known)).toEqual({
+      text: 'Shrunken centroids [@tibshirani2002diagnosis].',
+      removed: []
+    });
   });
 
   test('review: per-section scores, overall mean, citations checked against Crossref', async () => {

@@ -13,20 +13,26 @@ const fixtures = path.join(__dirname, 'fixtures');
 /** Children resolve @duckdb/node-api from the compiled store in a temp folder through NODE_PATH. */
 const nodePath = path.resolve(path.dirname(require.resolve('@duckdb/node-api/package.json')), '..', '..');
 
-/** Compiles src/store (and what it imports) into a new temp folder; returns the folder. */
-export function compileStore(): string {
+/**
+ * Compiles src/store (or these modules of src/) and what they import into a new temp folder;
+ * returns the folder.
+ */
+export function compileStore(roots: readonly string[] = ['store/index.ts']): string {
   const buildDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nr-store-build-'));
-  const program = ts.createProgram([path.resolve(__dirname, '../src/store/index.ts')], {
-    outDir: buildDir,
-    rootDir: path.resolve(__dirname, '../src'),
-    module: ts.ModuleKind.Node16,
-    moduleResolution: ts.ModuleResolutionKind.Node16,
-    target: ts.ScriptTarget.ES2022,
-    strict: true,
-    esModuleInterop: true,
-    skipLibCheck: true,
-    types: ['node']
-  });
+  const program = ts.createProgram(
+    roots.map(root => path.resolve(__dirname, '../src', root)),
+    {
+      outDir: buildDir,
+      rootDir: path.resolve(__dirname, '../src'),
+      module: ts.ModuleKind.Node16,
+      moduleResolution: ts.ModuleResolutionKind.Node16,
+      target: ts.ScriptTarget.ES2022,
+      strict: true,
+      esModuleInterop: true,
+      skipLibCheck: true,
+      types: ['node']
+    }
+  );
   const emitted = program.emit();
   const errors = ts.getPreEmitDiagnostics(program).concat(emitted.diagnostics);
   if (errors.length > 0) {
@@ -62,9 +68,7 @@ export function startChild(script: string, args: string[]): Child {
     listeners.forEach(listener => listener());
   });
   child.stderr!.on('data', chunk => (stderr += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(resolve =>
-    child.on('exit', (code, signal) => resolve({ code, signal }))
-  );
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(resolve => child.on('exit', (code, signal) => resolve({ code, signal })));
   return {
     process: child,
     lines,

@@ -117,7 +117,11 @@ describe('the outbox', () => {
     const queued = error as StoreWriteQueuedError;
     expect(queued.message).toMatch(/could not be committed .* Nothing is lost: it is kept in .*\.duckdb\.outbox\/\d+-\d+\.jsonl/);
     expect(queued.cause).toBeInstanceOf(StoreLockedError);
-    const lines = fs.readFileSync(queued.outboxFile, 'utf8').trim().split('\n').map(line => JSON.parse(line));
+    const lines = fs
+      .readFileSync(queued.outboxFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map(line => JSON.parse(line));
     expect(lines).toEqual([expect.objectContaining({ id: queued.entryId, kind: 'store.insert-rows' })]);
     expect(store.outbox.pending).toBe(1);
     await store.close();
@@ -135,7 +139,9 @@ describe('the outbox', () => {
   it('keeps feedback the store could not take, and the next open stores it with its learning job', async () => {
     const file = path.join(dir, 'store.duckdb');
     const setup = await Store.open({ path: file });
-    await setup.write(q => q.run(`INSERT INTO stage_runs (id, project_id, run_id, stage, status, attempt) VALUES ('sr_1', 'p_1', 'run_1', 'review', 'done', 1)`));
+    await setup.write(q =>
+      q.run(`INSERT INTO stage_runs (id, project_id, run_id, stage, status, attempt) VALUES ('sr_1', 'p_1', 'run_1', 'review', 'done', 1)`)
+    );
     await setup.close();
     const store = await Store.open({ path: file, lockTimeoutMs: 300 });
     await new Promise(resolve => setTimeout(resolve, 300));
@@ -156,7 +162,9 @@ describe('the outbox', () => {
 
     const again = await Store.open({ path: file });
     try {
-      expect(await again.read(q => q.all('SELECT id, text, author FROM feedback'))).toEqual([{ id: 'fb_locked', text: 'Use a stronger baseline.', author: 'me' }]);
+      expect(await again.read(q => q.all('SELECT id, text, author FROM feedback'))).toEqual([
+        { id: 'fb_locked', text: 'Use a stronger baseline.', author: 'me' }
+      ]);
       expect(await again.read(q => q.all('SELECT feedback_id, status FROM learning_jobs'))).toEqual([{ feedback_id: 'fb_locked', status: 'queued' }]);
     } finally {
       await again.close();
@@ -172,7 +180,13 @@ describe('the outbox', () => {
     try {
       fs.mkdirSync(outboxDirOf(file), { recursive: true });
       const entry = (id: string, rows: unknown[]) =>
-        JSON.stringify({ id, kind: 'store.insert-rows', payload: { inserts: [{ table: 'feedback', rows }] }, queued_at: new Date().toISOString(), error: 'locked' });
+        JSON.stringify({
+          id,
+          kind: 'store.insert-rows',
+          payload: { inserts: [{ table: 'feedback', rows }] },
+          queued_at: new Date().toISOString(),
+          error: 'locked'
+        });
       const outboxFile = path.join(outboxDirOf(file), `${owner.process.pid}-1.jsonl`);
       fs.writeFileSync(outboxFile, `${entry('obx_good', [feedbackRow('fb_a')])}\n${entry('obx_bad', [{ id: 'fb_b', text: 'no author' }])}\n{"torn":`);
       for (let open = 0; open < 2; open++) {

@@ -179,8 +179,12 @@ describe('opening after an unclean shutdown', () => {
       expect(await rows(connection, `SELECT index_name FROM duckdb_indexes() WHERE table_name = 'stage_runs' ORDER BY 1`)).toEqual(before);
       expect(await rows(connection, 'SELECT id FROM stage_runs ORDER BY id')).toEqual([{ id: 'sr_1' }, { id: 'sr_2' }, { id: 'sr_3' }]);
       // The rebuilt table still refuses a second row for an attempt, and a repeated id.
-      await expect(connection.run(`INSERT INTO stage_runs (id, project_id, run_id, stage, status, attempt) VALUES ('sr_9', 'p', 'run_a', 'ideation', 'done', 1)`)).rejects.toThrow(/constraint/i);
-      await expect(connection.run(`INSERT INTO stage_runs (id, project_id, run_id, stage, status, attempt) VALUES ('sr_1', 'p', 'run_z', 'ideation', 'done', 1)`)).rejects.toThrow(/constraint/i);
+      await expect(
+        connection.run(`INSERT INTO stage_runs (id, project_id, run_id, stage, status, attempt) VALUES ('sr_9', 'p', 'run_a', 'ideation', 'done', 1)`)
+      ).rejects.toThrow(/constraint/i);
+      await expect(
+        connection.run(`INSERT INTO stage_runs (id, project_id, run_id, stage, status, attempt) VALUES ('sr_1', 'p', 'run_z', 'ideation', 'done', 1)`)
+      ).rejects.toThrow(/constraint/i);
       expect((await checkIndexes(connection)).faults).toEqual([]);
       return result;
     });
@@ -193,9 +197,7 @@ describe('opening after an unclean shutdown', () => {
     expect(warnings).toEqual([recovery.message]);
     const store = await Store.open({ path: file });
     try {
-      expect(await store.read(q => q.all('SELECT wal_bytes, problems FROM store_recoveries'))).toEqual([
-        { wal_bytes: 123, problems: recovery.problems }
-      ]);
+      expect(await store.read(q => q.all('SELECT wal_bytes, problems FROM store_recoveries'))).toEqual([{ wal_bytes: 123, problems: recovery.problems }]);
     } finally {
       await store.close();
     }
@@ -246,9 +248,7 @@ describe('stage runs unique per attempt', () => {
         { id: 'sr_a2_copy', attempt: 4 },
         { id: 'sr_b1', attempt: 1 }
       ]);
-      await expect(store.write(q => q.appendRows('stage_runs', [stageRun('sr_dup', 'run_2', 1)]))).rejects.toThrow(
-        /constraint/i
-      );
+      await expect(store.write(q => q.appendRows('stage_runs', [stageRun('sr_dup', 'run_2', 1)]))).rejects.toThrow(/constraint/i);
       await expect(
         store.write(q =>
           q.run(`INSERT INTO stage_runs (id, project_id, run_id, stage, status, attempt) VALUES ('sr_dup', 'p', 'run_2', 'ideation', 'done', 1)`)
@@ -267,63 +267,67 @@ describe('a writer killed at random moments', () => {
   // CI-sized; NANORESEARCH_TEST_KILLS=50 runs the issue's full count (about 2.5x as long).
   const KILLS = Number(process.env.NANORESEARCH_TEST_KILLS ?? 20);
 
-  it(`loses no committed row and writes no duplicate over ${KILLS} SIGKILLs, each followed by a reader`, async () => {
-    await (await Store.open({ path: file })).close();
-    const committedRuns = new Set<string>();
-    const committedMemories = new Set<string>();
-    const done = new Set<string>();
-    const refusals: string[] = [];
-    const readers: Array<{ stageRuns: number; memories: number; recoveries: Array<{ problems: string[]; ms: number }> }> = [];
-    for (let kill = 0; kill < KILLS; kill++) {
-      const writer = startChild('store-crash-writer.js', [path.join(buildDir, 'store'), file, `k${kill}`]);
-      await writer.waitForLine(line => line.startsWith('committed '));
-      await new Promise(resolve => setTimeout(resolve, Math.random() * 400));
-      writer.process.kill('SIGKILL');
-      const outcome = await writer.exited;
-      if (outcome.signal !== 'SIGKILL') throw new Error(`writer ${kill} ended by itself (${JSON.stringify(outcome)}): ${writer.stderr}`);
-      for (const line of writer.lines) {
-        const [what, id, memoryId, extra] = line.split(' ');
-        if (what === 'committed') {
-          committedRuns.add(id);
-          committedMemories.add(memoryId);
-          for (let i = 0; i < Number(extra); i++) committedMemories.add(`${memoryId}_${i}`);
-        } else if (what === 'done') done.add(id);
-        else if (what !== 'open') refusals.push(`${what} ${id}`);
+  it(
+    `loses no committed row and writes no duplicate over ${KILLS} SIGKILLs, each followed by a reader`,
+    async () => {
+      await (await Store.open({ path: file })).close();
+      const committedRuns = new Set<string>();
+      const committedMemories = new Set<string>();
+      const done = new Set<string>();
+      const refusals: string[] = [];
+      const readers: Array<{ stageRuns: number; memories: number; recoveries: Array<{ problems: string[]; ms: number }> }> = [];
+      for (let kill = 0; kill < KILLS; kill++) {
+        const writer = startChild('store-crash-writer.js', [path.join(buildDir, 'store'), file, `k${kill}`]);
+        await writer.waitForLine(line => line.startsWith('committed '));
+        await new Promise(resolve => setTimeout(resolve, Math.random() * 400));
+        writer.process.kill('SIGKILL');
+        const outcome = await writer.exited;
+        if (outcome.signal !== 'SIGKILL') throw new Error(`writer ${kill} ended by itself (${JSON.stringify(outcome)}): ${writer.stderr}`);
+        for (const line of writer.lines) {
+          const [what, id, memoryId, extra] = line.split(' ');
+          if (what === 'committed') {
+            committedRuns.add(id);
+            committedMemories.add(memoryId);
+            for (let i = 0; i < Number(extra); i++) committedMemories.add(`${memoryId}_${i}`);
+          } else if (what === 'done') done.add(id);
+          else if (what !== 'open') refusals.push(`${what} ${id}`);
+        }
+        const reader = startChild('store-reader.js', [path.join(buildDir, 'store'), file]);
+        const outcomeReader = await reader.exited;
+        if (outcomeReader.code !== 0) throw new Error(`reader after kill ${kill} failed: ${reader.stderr}`);
+        const report = JSON.parse(reader.lines[reader.lines.length - 1]);
+        readers.push(report);
+        // What the reader saw already holds every row committed so far (later rows may exist too).
+        expect(report.stageRuns).toBeGreaterThanOrEqual(committedRuns.size);
+        expect(report.memories).toBeGreaterThanOrEqual(committedMemories.size);
       }
-      const reader = startChild('store-reader.js', [path.join(buildDir, 'store'), file]);
-      const outcomeReader = await reader.exited;
-      if (outcomeReader.code !== 0) throw new Error(`reader after kill ${kill} failed: ${reader.stderr}`);
-      const report = JSON.parse(reader.lines[reader.lines.length - 1]);
-      readers.push(report);
-      // What the reader saw already holds every row committed so far (later rows may exist too).
-      expect(report.stageRuns).toBeGreaterThanOrEqual(committedRuns.size);
-      expect(report.memories).toBeGreaterThanOrEqual(committedMemories.size);
-    }
-    const recoveries = readers.flatMap(r => r.recoveries);
-    console.log(
-      `${KILLS} kills: ${committedRuns.size} stage runs and ${committedMemories.size} memories committed; ` +
-        `${recoveries.length} opens found an unclean shutdown (slowest check ${Math.max(0, ...recoveries.map(r => r.ms))} ms), ` +
-        `problems found: ${JSON.stringify(recoveries.flatMap(r => r.problems))}`
-    );
-    expect(recoveries.length).toBeGreaterThan(0);
-    expect(refusals.every(line => line.startsWith('refused-duplicate '))).toBe(true);
+      const recoveries = readers.flatMap(r => r.recoveries);
+      console.log(
+        `${KILLS} kills: ${committedRuns.size} stage runs and ${committedMemories.size} memories committed; ` +
+          `${recoveries.length} opens found an unclean shutdown (slowest check ${Math.max(0, ...recoveries.map(r => r.ms))} ms), ` +
+          `problems found: ${JSON.stringify(recoveries.flatMap(r => r.problems))}`
+      );
+      expect(recoveries.length).toBeGreaterThan(0);
+      expect(refusals.every(line => line.startsWith('refused-duplicate '))).toBe(true);
 
-    await withRawConnection(async connection => {
-      expect(fs.existsSync(walOf(file))).toBe(false);
-      expect((await checkIndexes(connection)).faults).toEqual([]);
-      const runs = await rows<{ id: string; status: string }>(connection, 'SELECT id, status FROM stage_runs');
-      const ids = runs.map(r => r.id);
-      expect(new Set(ids).size).toBe(ids.length);
-      for (const id of committedRuns) expect(ids).toContain(id);
-      for (const run of runs) if (done.has(run.id)) expect(run.status).toBe('done');
-      // No second row for any attempt: every duplicate 'done' row was refused.
-      expect(ids.filter(id => id.endsWith('_again'))).toEqual([]);
-      expect(await rows(connection, 'SELECT run_id, stage, attempt FROM stage_runs GROUP BY ALL HAVING count(*) > 1')).toEqual([]);
-      const memoryIds = new Set((await rows<{ id: string }>(connection, 'SELECT id FROM memories')).map(r => r.id));
-      expect([...committedMemories].filter(id => !memoryIds.has(id))).toEqual([]);
-      expect(await rows(connection, 'SELECT id FROM memories GROUP BY id HAVING count(*) > 1')).toEqual([]);
-    });
-  }, 120_000 + KILLS * 6_000);
+      await withRawConnection(async connection => {
+        expect(fs.existsSync(walOf(file))).toBe(false);
+        expect((await checkIndexes(connection)).faults).toEqual([]);
+        const runs = await rows<{ id: string; status: string }>(connection, 'SELECT id, status FROM stage_runs');
+        const ids = runs.map(r => r.id);
+        expect(new Set(ids).size).toBe(ids.length);
+        for (const id of committedRuns) expect(ids).toContain(id);
+        for (const run of runs) if (done.has(run.id)) expect(run.status).toBe('done');
+        // No second row for any attempt: every duplicate 'done' row was refused.
+        expect(ids.filter(id => id.endsWith('_again'))).toEqual([]);
+        expect(await rows(connection, 'SELECT run_id, stage, attempt FROM stage_runs GROUP BY ALL HAVING count(*) > 1')).toEqual([]);
+        const memoryIds = new Set((await rows<{ id: string }>(connection, 'SELECT id FROM memories')).map(r => r.id));
+        expect([...committedMemories].filter(id => !memoryIds.has(id))).toEqual([]);
+        expect(await rows(connection, 'SELECT id FROM memories GROUP BY id HAVING count(*) > 1')).toEqual([]);
+      });
+    },
+    120_000 + KILLS * 6_000
+  );
 });
 
 describe('project.run() killed at random moments', () => {
@@ -334,83 +338,88 @@ describe('project.run() killed at random moments', () => {
   const dist = path.resolve(__dirname, '../dist');
   const STAGES = ['ideation', 'planning', 'experiment', 'analysis', 'writing', 'review'];
 
-  it(`resumes to the end after each of ${KILLS} SIGKILLs and a reader, repeating no stage that was done, with the store intact`, async () => {
-    const lit = await startLiteratureFixtureServer();
-    const llm = await startScriptedLlmServer(routeByModel(researchScript({}, selectFirstPlanner)));
-    const savedEnv = { ...process.env };
-    Object.assign(process.env, lit.env, { NANORESEARCH_LITERATURE_SOURCES: 'openalex,crossref' });
-    const llmConfig = JSON.stringify({
-      provider: 'openai',
-      baseURL: llm.url,
-      apiKey: 'test-key',
-      models: ROLE_MODELS,
-      prices: Object.fromEntries(Object.values(ROLE_MODELS).map(model => [model, { inputPerMTok: 0, outputPerMTok: 0 }])),
-      maxRetries: 0
-    });
-    /** Runs project.run() in a child to its end; `ms` from the run's start (the Lab open excluded). */
-    const run = async (mode: 'restart' | 'resume') => {
-      const child = startChild('project-run-child.js', [dist, dir, TOPIC, llmConfig, mode]);
-      await child.waitForLine(line => line === 'running');
-      const started = Date.now();
-      const { code } = await child.exited;
-      if (code !== 0) throw new Error(`project.run() child (${mode}) exited ${code}: ${child.stderr}`);
-      return { stages: JSON.parse(child.lines[child.lines.length - 1]) as Array<[string, string, string, string | null]>, ms: Date.now() - started };
-    };
-    const killedAt: string[] = [];
-    const statuses = (stages: Array<[string, string, string, string | null]>) => stages.map(([stage, status, , error]) => (status === 'done' ? [stage, status] : [stage, status, error]));
-    const recoveries: Array<{ problems: string[]; ms: number }> = [];
-    try {
-      // Uninterrupted runs: every stage completes. The second answers from the LLM cache, as the
-      // killed runs below do, so it tells how long they last.
-      expect(statuses((await run('restart')).stages)).toEqual(STAGES.map(stage => [stage, 'done']));
-      const warm = await run('restart');
-      expect(statuses(warm.stages)).toEqual(STAGES.map(stage => [stage, 'done']));
-
-      let endedFirst = 0;
-      for (let kill = 0; kill < KILLS; ) {
-        const child = startChild('project-run-child.js', [dist, dir, TOPIC, llmConfig, 'restart']);
+  it(
+    `resumes to the end after each of ${KILLS} SIGKILLs and a reader, repeating no stage that was done, with the store intact`,
+    async () => {
+      const lit = await startLiteratureFixtureServer();
+      const llm = await startScriptedLlmServer(routeByModel(researchScript({}, selectFirstPlanner)));
+      const savedEnv = { ...process.env };
+      Object.assign(process.env, lit.env, { NANORESEARCH_LITERATURE_SOURCES: 'openalex,crossref' });
+      const llmConfig = JSON.stringify({
+        provider: 'openai',
+        baseURL: llm.url,
+        apiKey: 'test-key',
+        models: ROLE_MODELS,
+        prices: Object.fromEntries(Object.values(ROLE_MODELS).map(model => [model, { inputPerMTok: 0, outputPerMTok: 0 }])),
+        maxRetries: 0
+      });
+      /** Runs project.run() in a child to its end; `ms` from the run's start (the Lab open excluded). */
+      const run = async (mode: 'restart' | 'resume') => {
+        const child = startChild('project-run-child.js', [dist, dir, TOPIC, llmConfig, mode]);
         await child.waitForLine(line => line === 'running');
         const started = Date.now();
-        await new Promise(resolve => setTimeout(resolve, Math.random() * warm.ms * (endedFirst > 2 ? 0.5 : 0.9)));
-        child.process.kill('SIGKILL');
-        const killedAfter = Date.now() - started;
-        const outcome = await child.exited;
-        if (outcome.signal !== 'SIGKILL') {
-          // The run was quicker than the moment drawn: no kill to count; draw again.
-          if (outcome.code !== 0 || ++endedFirst > KILLS) throw new Error(`run ${kill} ended before its kill (${JSON.stringify(outcome)}): ${child.stderr}`);
-          continue;
-        }
-        kill++;
+        const { code } = await child.exited;
+        if (code !== 0) throw new Error(`project.run() child (${mode}) exited ${code}: ${child.stderr}`);
+        return { stages: JSON.parse(child.lines[child.lines.length - 1]) as Array<[string, string, string, string | null]>, ms: Date.now() - started };
+      };
+      const killedAt: string[] = [];
+      const statuses = (stages: Array<[string, string, string, string | null]>) =>
+        stages.map(([stage, status, , error]) => (status === 'done' ? [stage, status] : [stage, status, error]));
+      const recoveries: Array<{ problems: string[]; ms: number }> = [];
+      try {
+        // Uninterrupted runs: every stage completes. The second answers from the LLM cache, as the
+        // killed runs below do, so it tells how long they last.
+        expect(statuses((await run('restart')).stages)).toEqual(STAGES.map(stage => [stage, 'done']));
+        const warm = await run('restart');
+        expect(statuses(warm.stages)).toEqual(STAGES.map(stage => [stage, 'done']));
 
-        const reader = startChild('project-run-reader.js', [dist, file]);
-        if ((await reader.exited).code !== 0) throw new Error(`reader after kill ${kill} failed: ${reader.stderr}`);
-        const seen = JSON.parse(reader.lines[reader.lines.length - 1]) as { done: Record<string, string>; recoveries: typeof recoveries };
-        recoveries.push(...seen.recoveries);
-        killedAt.push(`${killedAfter} ms (${Object.keys(seen.done).length} done)`);
-
-        const resumed = (await run('resume')).stages;
-        expect(statuses(resumed)).toEqual(STAGES.map(stage => [stage, 'done']));
-        // A stage the killed run had finished is taken as it is, not run again.
-        for (const [stage, , id] of resumed) if (seen.done[stage]) expect([stage, id]).toEqual([stage, seen.done[stage]]);
-
-        await withRawConnection(async connection => {
-          expect(fs.existsSync(walOf(file))).toBe(false);
-          expect((await checkIndexes(connection)).faults).toEqual([]);
-          expect(await rows(connection, `SELECT run_id, stage FROM stage_runs WHERE status = 'done' GROUP BY ALL HAVING count(*) > 1`)).toEqual([]);
-          for (const table of ['runs', 'stage_runs', 'planner_calls', 'llm_calls', 'memories', 'skills', 'artifacts']) {
-            expect([table, await rows(connection, `SELECT id FROM ${table} GROUP BY id HAVING count(*) > 1`)]).toEqual([table, []]);
+        let endedFirst = 0;
+        for (let kill = 0; kill < KILLS;) {
+          const child = startChild('project-run-child.js', [dist, dir, TOPIC, llmConfig, 'restart']);
+          await child.waitForLine(line => line === 'running');
+          const started = Date.now();
+          await new Promise(resolve => setTimeout(resolve, Math.random() * warm.ms * (endedFirst > 2 ? 0.5 : 0.9)));
+          child.process.kill('SIGKILL');
+          const killedAfter = Date.now() - started;
+          const outcome = await child.exited;
+          if (outcome.signal !== 'SIGKILL') {
+            // The run was quicker than the moment drawn: no kill to count; draw again.
+            if (outcome.code !== 0 || ++endedFirst > KILLS) throw new Error(`run ${kill} ended before its kill (${JSON.stringify(outcome)}): ${child.stderr}`);
+            continue;
           }
-        });
+          kill++;
+
+          const reader = startChild('project-run-reader.js', [dist, file]);
+          if ((await reader.exited).code !== 0) throw new Error(`reader after kill ${kill} failed: ${reader.stderr}`);
+          const seen = JSON.parse(reader.lines[reader.lines.length - 1]) as { done: Record<string, string>; recoveries: typeof recoveries };
+          recoveries.push(...seen.recoveries);
+          killedAt.push(`${killedAfter} ms (${Object.keys(seen.done).length} done)`);
+
+          const resumed = (await run('resume')).stages;
+          expect(statuses(resumed)).toEqual(STAGES.map(stage => [stage, 'done']));
+          // A stage the killed run had finished is taken as it is, not run again.
+          for (const [stage, , id] of resumed) if (seen.done[stage]) expect([stage, id]).toEqual([stage, seen.done[stage]]);
+
+          await withRawConnection(async connection => {
+            expect(fs.existsSync(walOf(file))).toBe(false);
+            expect((await checkIndexes(connection)).faults).toEqual([]);
+            expect(await rows(connection, `SELECT run_id, stage FROM stage_runs WHERE status = 'done' GROUP BY ALL HAVING count(*) > 1`)).toEqual([]);
+            for (const table of ['runs', 'stage_runs', 'planner_calls', 'llm_calls', 'memories', 'skills', 'artifacts']) {
+              expect([table, await rows(connection, `SELECT id FROM ${table} GROUP BY id HAVING count(*) > 1`)]).toEqual([table, []]);
+            }
+          });
+        }
+      } finally {
+        process.env = savedEnv;
+        await llm.close();
+        await lit.close();
       }
-    } finally {
-      process.env = savedEnv;
-      await llm.close();
-      await lit.close();
-    }
-    console.log(
-      `${KILLS} kills of project.run() at ${killedAt.join(', ')} into the run; ${recoveries.length} opens found an unclean shutdown ` +
-        `(slowest check ${Math.max(0, ...recoveries.map(r => r.ms))} ms), problems found: ${JSON.stringify(recoveries.flatMap(r => r.problems))}`
-    );
-    expect(recoveries.flatMap(r => r.problems)).toEqual([]);
-  }, 180_000 + KILLS * 60_000);
+      console.log(
+        `${KILLS} kills of project.run() at ${killedAt.join(', ')} into the run; ${recoveries.length} opens found an unclean shutdown ` +
+          `(slowest check ${Math.max(0, ...recoveries.map(r => r.ms))} ms), problems found: ${JSON.stringify(recoveries.flatMap(r => r.problems))}`
+      );
+      expect(recoveries.flatMap(r => r.problems)).toEqual([]);
+    },
+    180_000 + KILLS * 60_000
+  );
 });

@@ -34,7 +34,8 @@ afterEach(async () => {
 const holder = (stageRunId: string, releaseMs?: number) =>
   startChild('run-lease-holder.js', [path.join(buildDir, 'store'), file, 'p_1', stageRunId, ...(releaseMs === undefined ? [] : [String(releaseMs)])]);
 
-const statusOf = async (id: string) => store.read(q => q.get<{ status: string; error: string | null }>('SELECT status, error FROM stage_runs WHERE id = $1', [id]));
+const statusOf = async (id: string) =>
+  store.read(q => q.get<{ status: string; error: string | null }>('SELECT status, error FROM stage_runs WHERE id = $1', [id]));
 
 it('tells a second runner who holds the project, and leaves the holder’s running stage alone', async () => {
   const child = holder('sr_live');

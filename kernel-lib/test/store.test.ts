@@ -82,8 +82,22 @@ describe('location', () => {
 
 describe('migrations', () => {
   const coreTables = [
-    'adapters', 'artifacts', 'feedback', 'literature_cache', 'llm_cache', 'llm_calls', 'memories', 'papers',
-    'planner_calls', 'profiles', 'projects', 'runs', 'schema_migrations', 'skill_reviews', 'skills', 'stage_runs'
+    'adapters',
+    'artifacts',
+    'feedback',
+    'literature_cache',
+    'llm_cache',
+    'llm_calls',
+    'memories',
+    'papers',
+    'planner_calls',
+    'profiles',
+    'projects',
+    'runs',
+    'schema_migrations',
+    'skill_reviews',
+    'skills',
+    'stage_runs'
   ];
 
   it('creates every table on a fresh store and records the version', async () => {
@@ -95,9 +109,7 @@ describe('migrations', () => {
     const feedbackColumns = await store.read(q =>
       q.all<{ column_name: string }>(`SELECT column_name FROM duckdb_columns() WHERE table_name = 'feedback' ORDER BY column_index`)
     );
-    expect(feedbackColumns.map(c => c.column_name)).toEqual([
-      'id', 'stage_run_id', 'planner_call_id', 'text', 'author', 'origin', 'created_at', 'synced_from'
-    ]);
+    expect(feedbackColumns.map(c => c.column_name)).toEqual(['id', 'stage_run_id', 'planner_call_id', 'text', 'author', 'origin', 'created_at', 'synced_from']);
   });
 
   it('upgrades a hand-built v0 file, keeping its data', async () => {
@@ -182,7 +194,9 @@ describe('values', () => {
         `INSERT INTO stage_runs (id, project_id, run_id, stage, status, attempt, input, output, skills_used, usage, started_at, finished_at)
          VALUES ($id, $project, $run, 'ideation', 'done', 2, $input, $output, $skills, $usage, $started, $finished)`,
         {
-          id: 'sr_1', project: 'p_1', $run: 'r_1',
+          id: 'sr_1',
+          project: 'p_1',
+          $run: 'r_1',
           input: { topic: 'mlp', nested: { list: [1, 2.5, 'x', null, true] } },
           output: JSON.stringify('a plain string output'),
           skills: ['skill-a', 'skill-b'],
@@ -191,12 +205,30 @@ describe('values', () => {
           finished: '2024-01-02T04:00:00.000Z'
         }
       );
-      await q.run('INSERT INTO artifacts (id, project_id, path, kind, bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6)',
-        ['a_small', 'p_1', 'x.csv', 'table', 1234, new Date('2024-01-01T00:00:00Z')]);
-      await q.run('INSERT INTO artifacts (id, project_id, path, kind, bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6)',
-        ['a_huge', 'p_1', 'y.bin', 'blob', 9007199254740993n, new Date('2024-01-01T00:00:00Z')]);
-      await q.run('INSERT INTO llm_calls (id, role, model, cost_usd, cache_hit, created_at) VALUES ($1, $2, $3, $4, $5, $6)',
-        ['l_1', 'planner', 'm', 0.0125, true, new Date('2024-01-01T00:00:00Z')]);
+      await q.run('INSERT INTO artifacts (id, project_id, path, kind, bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6)', [
+        'a_small',
+        'p_1',
+        'x.csv',
+        'table',
+        1234,
+        new Date('2024-01-01T00:00:00Z')
+      ]);
+      await q.run('INSERT INTO artifacts (id, project_id, path, kind, bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6)', [
+        'a_huge',
+        'p_1',
+        'y.bin',
+        'blob',
+        9007199254740993n,
+        new Date('2024-01-01T00:00:00Z')
+      ]);
+      await q.run('INSERT INTO llm_calls (id, role, model, cost_usd, cache_hit, created_at) VALUES ($1, $2, $3, $4, $5, $6)', [
+        'l_1',
+        'planner',
+        'm',
+        0.0125,
+        true,
+        new Date('2024-01-01T00:00:00Z')
+      ]);
     });
     const run = await store.read(q => q.get('SELECT * FROM stage_runs WHERE id = $1', ['sr_1']));
     expect(run).toMatchObject({
@@ -209,10 +241,16 @@ describe('values', () => {
       finished_at: '2024-01-02T04:00:00.000Z'
     });
     const bytes = await store.read(q => q.all('SELECT id, bytes FROM artifacts ORDER BY id'));
-    expect(bytes).toEqual([{ id: 'a_huge', bytes: '9007199254740993' }, { id: 'a_small', bytes: 1234 }]);
+    expect(bytes).toEqual([
+      { id: 'a_huge', bytes: '9007199254740993' },
+      { id: 'a_small', bytes: 1234 }
+    ]);
     expect(await store.read(q => q.get('SELECT cost_usd, cache_hit FROM llm_calls'))).toEqual({ cost_usd: 0.0125, cache_hit: true });
-    expect(await store.read(q => q.get('SELECT 1.25::DECIMAL(10,2) AS d, 42::BIGINT AS b, DATE \'2024-02-03\' AS day')))
-      .toEqual({ d: 1.25, b: 42, day: '2024-02-03' });
+    expect(await store.read(q => q.get("SELECT 1.25::DECIMAL(10,2) AS d, 42::BIGINT AS b, DATE '2024-02-03' AS day"))).toEqual({
+      d: 1.25,
+      b: 42,
+      day: '2024-02-03'
+    });
   });
 
   it('takes strings bound to JSON columns as JSON text and refuses text that is not JSON', async () => {
@@ -223,8 +261,9 @@ describe('values', () => {
     await expect(store.write(q => q.run(insert, ['k2', 'm', 'not json', new Date()]))).rejects.toThrow(
       /parameter \$3 goes to a JSON column .* pass JSON.stringify\(it\)/
     );
-    await expect(store.write(q => q.appendRows('llm_cache', [{ key: 'k3', model: 'm', response: 'nope', created_at: new Date() }])))
-      .rejects.toThrow(/column response goes to a JSON column/);
+    await expect(store.write(q => q.appendRows('llm_cache', [{ key: 'k3', model: 'm', response: 'nope', created_at: new Date() }]))).rejects.toThrow(
+      /column response goes to a JSON column/
+    );
   });
 
   it('names a missing parameter instead of binding NULL', async () => {
@@ -252,23 +291,33 @@ describe('values', () => {
     expect(await store.write(q => q.appendRows('memories', rows))).toBe(500);
     const first = await store.read(q => q.get('SELECT * FROM memories ORDER BY id LIMIT 1'));
     expect(first).toMatchObject({
-      id: 'm_0000', tags: ['t', '0'], conditions: { budget: 'small' }, importance: 0,
-      usage_count: 0, support_count: 0, created_at: '2024-01-01T00:00:00.000Z', last_used_at: null
+      id: 'm_0000',
+      tags: ['t', '0'],
+      conditions: { budget: 'small' },
+      importance: 0,
+      usage_count: 0,
+      support_count: 0,
+      created_at: '2024-01-01T00:00:00.000Z',
+      last_used_at: null
     });
     expect(await store.read(q => q.get('SELECT count(*) AS n, sum(importance) AS s FROM memories'))).toEqual({ n: 500, s: 124.75 });
-    await expect(store.write(q => q.appendRows('memories', [{ ...rows[0], id: 'm_x', nonsense: 1 }])))
-      .rejects.toThrow(/no column "nonsense"/);
+    await expect(store.write(q => q.appendRows('memories', [{ ...rows[0], id: 'm_x', nonsense: 1 }]))).rejects.toThrow(/no column "nonsense"/);
   });
 });
 
 describe('transactions', () => {
   it('rolls a write back when its callback throws, and rethrows', async () => {
     const store = await open();
-    await store.write(q => q.run('INSERT INTO feedback (id, stage_run_id, text, author, created_at) VALUES ($id, $stage_run_id, $text, $author, $created_at)', feedbackRow('kept')));
+    await store.write(q =>
+      q.run('INSERT INTO feedback (id, stage_run_id, text, author, created_at) VALUES ($id, $stage_run_id, $text, $author, $created_at)', feedbackRow('kept'))
+    );
     const failure = new Error('stage crashed');
     await expect(
       store.write(async q => {
-        await q.run('INSERT INTO feedback (id, stage_run_id, text, author, created_at) VALUES ($id, $stage_run_id, $text, $author, $created_at)', feedbackRow('lost'));
+        await q.run(
+          'INSERT INTO feedback (id, stage_run_id, text, author, created_at) VALUES ($id, $stage_run_id, $text, $author, $created_at)',
+          feedbackRow('lost')
+        );
         await q.appendRows('feedback', [feedbackRow('lost-bulk')]);
         throw failure;
       })
@@ -305,8 +354,12 @@ describe('transactions', () => {
       Array.from({ length: 40 }, (_, i) =>
         store.write(async q => {
           const row = await q.get<{ n: number }>('SELECT count(*) AS n FROM feedback');
-          await q.run('INSERT INTO feedback (id, stage_run_id, text, author, created_at) VALUES ($1, $2, $3, $4, now()::TIMESTAMP)',
-            [`f${i}`, 'sr', `seen ${row!.n}`, 'me']);
+          await q.run('INSERT INTO feedback (id, stage_run_id, text, author, created_at) VALUES ($1, $2, $3, $4, now()::TIMESTAMP)', [
+            `f${i}`,
+            'sr',
+            `seen ${row!.n}`,
+            'me'
+          ]);
         })
       )
     );
@@ -375,9 +428,7 @@ describe('sql() for users', () => {
 
   it('has external access off for the whole store, library code included', async () => {
     const store = await open();
-    await expect(store.read(q => q.all(`SELECT * FROM read_text('/etc/passwd')`))).rejects.toThrow(
-      /file system operations are disabled by configuration/
-    );
+    await expect(store.read(q => q.all(`SELECT * FROM read_text('/etc/passwd')`))).rejects.toThrow(/file system operations are disabled by configuration/);
     await expect(store.write(q => q.run(`COPY feedback TO '${path.join(dir, 'out.csv')}'`))).rejects.toThrow(
       /file system operations are disabled by configuration/
     );
@@ -409,9 +460,7 @@ describe('formatTable', () => {
       ]
     };
     const full = formatTable(result);
-    expect(full.markdown).toBe(
-      ['| id | note |', '| --- | --- |', '| 1 | a \\| b c |', '| 2 | NULL |', '| 3 | {"tags":["<x>"]} |', '', '_3 rows_'].join('\n')
-    );
+    expect(full.markdown).toBe(['| id | note |', '| --- | --- |', '| 1 | a \\| b c |', '| 2 | NULL |', '| 3 | {"tags":["<x>"]} |', '', '_3 rows_'].join('\n'));
     expect(full.html).toContain('<th>id</th><th>note</th>');
     expect(full.html).toContain('<td>{&quot;tags&quot;:[&quot;&lt;x&gt;&quot;]}</td>');
     const cut = formatTable(result, 2);
@@ -426,8 +475,11 @@ describe('holding the file', () => {
   const probe = (file: string) =>
     spawnSync(
       process.execPath,
-      ['-e', `require('@duckdb/node-api').DuckDBInstance.create(${JSON.stringify(file)})` +
-        `.then(i => { i.closeSync(); console.log('opened'); }, e => console.log(e.message))`],
+      [
+        '-e',
+        `require('@duckdb/node-api').DuckDBInstance.create(${JSON.stringify(file)})` +
+          `.then(i => { i.closeSync(); console.log('opened'); }, e => console.log(e.message))`
+      ],
       { encoding: 'utf8', cwd: path.resolve(__dirname, '..') }
     ).stdout.trim();
 

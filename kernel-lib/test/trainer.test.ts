@@ -3,18 +3,17 @@
  * Llama built locally: progress lines → live display, adapter registration and activation,
  * continuation, rollback, and a failed round that leaves the active adapter alone.
  */
-import { execFileSync } from 'child_process';
 import { existsSync, promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { DisplayMessage } from '../src/display';
 import { Store } from '../src/store';
 import { activeAdapter, listAdapters, train, trainerCommand, TrainingError, useAdapter, type TrainProgress } from '../src/trainer';
+import { writeTinyModel } from './tiny-model';
 
 jest.setTimeout(240_000);
 
 const REPO = path.resolve(__dirname, '..', '..');
-const PYTHON = path.join(REPO, '.venv', 'bin', 'python');
 
 const ROWS = [
   { id: 'r1', x: 'topic t1', y: 'alpha a1 a2', feedback: 'likes alpha', stage: 'planning' },
@@ -33,12 +32,7 @@ const exportRows = (rows: object[]) => async (_store: Store, file: string) => {
 beforeAll(async () => {
   home = await fs.mkdtemp(path.join(os.tmpdir(), 'nr-trainer-'));
   tinyModel = path.join(home, 'tiny-llama');
-  // The same tiny model + word-level tokenizer the trainer's pytest suite builds (no download).
-  execFileSync(PYTHON, ['-c', [
-    'import sys; sys.path.insert(0, sys.argv[2])',
-    'from conftest import make_model, make_tokenizer',
-    'tok = make_tokenizer(); make_model(len(tok)).save_pretrained(sys.argv[1]); tok.save_pretrained(sys.argv[1])'
-  ].join('\n'), tinyModel, path.join(REPO, 'trainer', 'tests')], { stdio: 'pipe' });
+  writeTinyModel(tinyModel);
   store = await Store.open({ home });
 });
 
@@ -82,18 +76,22 @@ test('a round trains, shows progress in place, registers and activates the adapt
   expect(String(card['text/html'])).toContain('<img alt="loss per step" src="data:image/svg+xml;base64,');
 
   const active = await activeAdapter(store);
-  expect(active).toEqual({ version: 'v1', ggufPath: path.join(home, 'adapters', 'v1', 'adapter.gguf') });
+  expect(active).toMatchObject({
+    version: 'v1',
+    ggufPath: path.join(home, 'adapters', 'v1', 'adapter.gguf'),
+    peftDir: path.join(home, 'adapters', 'v1', 'peft')
+  });
   expect(existsSync(active!.ggufPath)).toBe(true);
   expect((await fs.readdir(path.join(home, 'adapters'))).filter(f => f.endsWith('.jsonl'))).toEqual([]);
 
-  const second = await train(
-    { store, home },
-    { steps: 1, base: tinyModel, trainerArgs: ['--threads', '1'], display: null, exportExamples: exportRows(ROWS) }
-  );
+  const second = await train({ store, home }, { steps: 1, base: tinyModel, trainerArgs: ['--threads', '1'], display: null, exportExamples: exportRows(ROWS) });
   expect(second.version).toBe('v2');
   expect(second.manifest.parent_version).toBe('v1');
   expect(second.manifest.rank).toBe(4); // continued from v1's adapter, not a fresh rank-16 one
-  expect((await listAdapters(store)).map(a => [a.version, a.active])).toEqual([['v1', false], ['v2', true]]);
+  expect((await listAdapters(store)).map(a => [a.version, a.active])).toEqual([
+    ['v1', false],
+    ['v2', true]
+  ]);
 
   await useAdapter(store, 'v1');
   expect((await activeAdapter(store))?.version).toBe('v1');
@@ -107,12 +105,12 @@ test('a failed round reports the trainer error and leaves the active adapter and
   const before = await listAdapters(store);
   const messages: DisplayMessage[] = [];
   const bad = [{ ...ROWS[0] }, { id: 'bad', x: 'x', y: '', feedback: 'f' }];
-  await expect(
-    train({ store, home }, { base: tinyModel, display: m => messages.push(m), exportExamples: exportRows(bad) })
-  ).rejects.toThrow(/sdpo-examples-\d+\.jsonl:2: row does not match sdpo-example\.schema\.json at y.*active adapter is unchanged/s);
-  await expect(
-    train({ store, home }, { base: path.join(home, 'missing-model'), display: null, exportExamples: exportRows(ROWS) })
-  ).rejects.toBeInstanceOf(TrainingError);
+  await expect(train({ store, home }, { base: tinyModel, display: m => messages.push(m), exportExamples: exportRows(bad) })).rejects.toThrow(
+    /sdpo-examples-\d+\.jsonl:2: row does not match sdpo-example\.schema\.json at y.*active adapter is unchanged/s
+  );
+  await expect(train({ store, home }, { base: path.join(home, 'missing-model'), display: null, exportExamples: exportRows(ROWS) })).rejects.toBeInstanceOf(
+    TrainingError
+  );
   expect(await listAdapters(store)).toEqual(before);
   expect((await activeAdapter(store))?.version).toBe('v2');
   expect(String(messages.at(-1)!.data['text/markdown'])).toMatch(/failed/);
@@ -137,7 +135,5 @@ test('a cancelled round kills the trainer and registers nothing', async () => {
 });
 
 test('no examples: a clear error before the trainer starts, naming the cause', async () => {
-  await expect(train({ store, home }, { display: null, exportExamples: exportRows([]) })).rejects.toThrow(
-    /nothing to train on: there is no feedback yet/
-  );
+  await expect(train({ store, home }, { display: null, exportExamples: exportRows([]) })).rejects.toThrow(/nothing to train on: there is no feedback yet/);
 });

@@ -2,7 +2,17 @@
 import { lossCurveSvg, trainingCard } from '../src/display';
 
 describe('training result card', () => {
-  const summary = { version: 'v2', steps: 4, examples: 5, examplesUsed: 4, finalLoss: 0.41234, meanAdvantage: -0.0123, losses: [1.2, 0.9, 0.6, 0.41234], wallMs: 83_400, parentVersion: 'v1' };
+  const summary = {
+    version: 'v2',
+    steps: 4,
+    examples: 5,
+    examplesUsed: 4,
+    finalLoss: 0.41234,
+    meanAdvantage: -0.0123,
+    losses: [1.2, 0.9, 0.6, 0.41234],
+    wallMs: 83_400,
+    parentVersion: 'v1'
+  };
 
   test('shows the version, steps, examples used, final loss, time and what it continued, as HTML and Markdown', () => {
     const { html, markdown } = trainingCard(summary);
@@ -19,7 +29,10 @@ describe('training result card', () => {
 
   test('the loss curve runs from the first step (highest loss here, at the top) to the last, axes labelled', () => {
     const svg = lossCurveSvg([2, 1, 0.5]);
-    const points = /points="([^"]+)"/.exec(svg)![1].split(' ').map(p => p.split(',').map(Number));
+    const points = /points="([^"]+)"/
+      .exec(svg)![1]
+      .split(' ')
+      .map(p => p.split(',').map(Number));
     expect(points).toHaveLength(3);
     expect(points[0][0]).toBeLessThan(points[2][0]);
     expect(points[0][1]).toBeLessThan(points[1][1]);

@@ -17,12 +17,16 @@ Useful FLOPs of a step (the same count for both paths): 2 * P per teacher token 
 token (forward + the activation gradient; the base is frozen), P = the transformer's linear weights, plus the
 vocabulary projection at the response positions. Fraction of peak = useful FLOP/s / the matmul FLOP/s of the
 path's dtype and thread count, measured right before each of its timed steps (median): on a shared machine the
-rate an idle-machine peak would promise is not what a step gets.
+rate an idle-machine peak would promise is not what a step gets. MFU = useful FLOP/s / the device's bf16 peak:
+the data-sheet dense bf16 peak for known GPUs (GPU_BF16_PEAK_TFLOPS), else the best bf16 matmul rate measured
+here (a CPU, an unknown GPU). On a GPU (--gpu) both models are random Llama-architecture stand-ins with the shapes
+of Qwen2.5-0.5B and -7B; fast = bf16 autocast, naive = plain fp32 (also the loss reference).
 
     npm run bench:trainer                 # CPU: SmolLM2-135M from the embedded GGUF
     .venv/bin/python trainer/bench/bench_sdpo_step.py [--batch 4 --prompt-len 256 --response-len 64 --rounds 5]
     .venv/bin/python trainer/bench/bench_sdpo_step.py --gpu   # 0.5B- and 7B-shaped random models on CUDA
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +46,22 @@ from nanoresearch_trainer.precision import compute_dtype, cpu_has_native_bf16, p
 from nanoresearch_trainer.train import TeacherWeights, TrainConfig, sdpo_backward  # noqa: E402
 
 GPU_SHAPES = {  # Llama-architecture stand-ins with the shapes of the Qwen2.5 models
-    "0.5B-shaped": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                        num_key_value_heads=2, vocab_size=151936),
-    "7B-shaped": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                      num_key_value_heads=4, vocab_size=152064),
+    "0.5B-shaped": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+    ),
+    "7B-shaped": dict(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+    ),
 }
 CLIP = 5.0
 
@@ -64,14 +80,16 @@ def synthetic_rows(batch: int, prompt_len: int, response_len: int, vocab: int, s
     return rows
 
 
-SKILLS = ["linear-baseline: Compare every model against a linear baseline.",
-          "ablation-grid: Ablate one component at a time and report each change.",
-          "seed-variance: Report the spread over three seeds.",
-          "early-stopping: Stop on a held-out split and say which.",
-          "small-data: Use stratified splits when a class is rare.",
-          "budget-check: Estimate the CPU time before running.",
-          "error-bars: Show confidence intervals, not single numbers.",
-          "leakage-check: Check that no test rows leak into training."]
+SKILLS = [
+    "linear-baseline: Compare every model against a linear baseline.",
+    "ablation-grid: Ablate one component at a time and report each change.",
+    "seed-variance: Report the spread over three seeds.",
+    "early-stopping: Stop on a held-out split and say which.",
+    "small-data: Use stratified splits when a class is rare.",
+    "budget-check: Estimate the CPU time before running.",
+    "error-bars: Show confidence intervals, not single numbers.",
+    "leakage-check: Check that no test rows leak into training.",
+]
 
 
 def planner_rows(tokenizer, batch: int, prompt_len: int, response_len: int) -> list[Encoded]:
@@ -80,11 +98,20 @@ def planner_rows(tokenizer, batch: int, prompt_len: int, response_len: int) -> l
     trainer's own encode_row (teacher = the same rendering with the feedback block before the assistant header)."""
     rows = []
     for i in range(batch):
-        lines = [f"You plan one stage of a research project. Stage: planning. Topic: tabular study {i}.",
-                 "## Candidate skills"]
+        lines = [
+            f"You plan one stage of a research project. Stage: planning. Topic: tabular study {i}.",
+            "## Candidate skills",
+        ]
         k = 0
-        while len(tokenizer(render_prompt(tokenizer, "\n".join(lines), "Answer with one JSON object only."),
-                            add_special_tokens=False)["input_ids"]) < prompt_len - 12 * i:
+        while (
+            len(
+                tokenizer(
+                    render_prompt(tokenizer, "\n".join(lines), "Answer with one JSON object only."),
+                    add_special_tokens=False,
+                )["input_ids"]
+            )
+            < prompt_len - 12 * i
+        ):
             lines.append(f"- {SKILLS[k % len(SKILLS)]} (variant {k})")
             k += 1
         x = render_prompt(tokenizer, "\n".join(lines), "Answer with one JSON object only.")
@@ -109,8 +136,14 @@ def sync(device):
 # ---------------------------------------------------------------- the matmul peak
 
 
-def matmul_gflops(dtype: torch.dtype, threads: int, device: torch.device, n=512, k=576, m=1536, reps=15) -> float:
-    """Median GFLOP/s of an [n,k]x[k,m] product (the planner's MLP shape) at `threads` torch threads."""
+def matmul_shape(device: torch.device) -> tuple[int, int, int]:
+    """[n,k]x[k,m]: the planner's MLP shape on a CPU; on a GPU one large enough to reach the tensor cores' rate."""
+    return (8192, 8192, 8192) if device.type == "cuda" else (512, 576, 1536)
+
+
+def matmul_gflops(dtype: torch.dtype, threads: int, device: torch.device, reps=15) -> float:
+    """Median GFLOP/s of an [n,k]x[k,m] product (matmul_shape) at `threads` torch threads."""
+    n, k, m = matmul_shape(device)
     if device.type == "cpu":
         torch.set_num_threads(threads)
     a = torch.randn(n, k, device=device).to(dtype)
@@ -125,6 +158,39 @@ def matmul_gflops(dtype: torch.dtype, threads: int, device: torch.device, n=512,
         sync(device)
         times.append(time.perf_counter() - t0)
     return 2 * n * k * m / statistics.median(times) / 1e9
+
+
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets, matched against
+# torch.cuda.get_device_name() in this order (the first pattern that matches wins: "H100 PCIe" before "H100").
+GPU_BF16_PEAK_TFLOPS = (
+    (r"B200", 2250.0),
+    (r"H200 NVL", 835.0),
+    (r"H200|GH200", 989.0),
+    (r"H100 PCIe", 756.0),
+    (r"H100 NVL", 835.0),
+    (r"H100|H800", 989.0),
+    (r"A100|A800", 312.0),
+    (r"L40S", 362.0),
+    (r"L40\b", 181.0),
+    (r"\bL4\b", 121.0),
+    (r"\bA10\b", 125.0),
+)
+
+
+def device_peak(device: torch.device, measured_bf16_gflops: float) -> dict:
+    """The peak MFU is reported against: the data-sheet bf16 peak of a known GPU, else the bf16 matmul rate
+    measured here (said so in the output: an MFU against a measured rate reads higher than one against a sheet)."""
+    import re
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    for pattern, tflops in GPU_BF16_PEAK_TFLOPS if device.type == "cuda" else ():
+        if re.search(pattern, name):
+            return {"device": name, "bf16_peak_gflops": tflops * 1e3, "source": "data sheet (dense bf16)"}
+    return {
+        "device": name,
+        "bf16_peak_gflops": measured_bf16_gflops,
+        "source": f"measured bf16 matmul {'x'.join(map(str, matmul_shape(device)))}",
+    }
 
 
 def calibrate_threads(device: torch.device) -> dict:
@@ -162,10 +228,10 @@ def naive_step(model, rows, optimizer):
         with torch.no_grad():
             t_ids = torch.tensor([r.teacher_prompt + r.response], device=device)
             t_lp = model(input_ids=t_ids).logits[0].float().log_softmax(-1)
-            t_tok = t_lp[len(r.teacher_prompt) - 1:len(r.teacher_prompt) - 1 + n].gather(-1, y[:, None])[:, 0]
+            t_tok = t_lp[len(r.teacher_prompt) - 1 : len(r.teacher_prompt) - 1 + n].gather(-1, y[:, None])[:, 0]
         s_ids = torch.tensor([r.student_prompt + r.response], device=device)
         s_lp = model(input_ids=s_ids).logits[0].float().log_softmax(-1)
-        s_tok = s_lp[len(r.student_prompt) - 1:len(r.student_prompt) - 1 + n].gather(-1, y[:, None])[:, 0]
+        s_tok = s_lp[len(r.student_prompt) - 1 : len(r.student_prompt) - 1 + n].gather(-1, y[:, None])[:, 0]
         advantage = (t_tok - s_tok).detach().clamp(-CLIP, CLIP)
         row_loss = (-advantage * s_tok).sum() / total_scored
         row_loss.backward()
@@ -209,8 +275,11 @@ class Path:
 
 
 def useful_flops(model, rows) -> float:
-    linear = sum(m.weight.numel() for n, m in model.named_modules()
-                 if isinstance(m, torch.nn.Linear) and "lm_head" not in n and "lora_" not in n)
+    linear = sum(
+        m.weight.numel()
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and "lm_head" not in n and "lora_" not in n
+    )
     config = model.config if hasattr(model, "config") else model.base_model.config
     head = config.vocab_size * config.hidden_size
     student = sum(len(r.student_prompt) + len(r.response) for r in rows)
@@ -228,12 +297,16 @@ def randomise_lora_b(model, std=0.02):
                 p.copy_(torch.randn(p.shape, generator=gen).to(p.device) * std)
 
 
-def compare(name, model, rows, device, rounds, calibration):
-    """`model`: an fp32 PeftModel. Builds the fast copy, checks the losses, then alternates the two paths."""
+def compare(name, model, rows, device, rounds, calibration, peak):
+    """`model`: an fp32 PeftModel. Builds the fast copy, checks the losses, then alternates the two paths.
+    `peak`: device_peak(), what MFU is reported against."""
     fast_dtype = compute_dtype(device, "auto")
     threads = calibration["best_threads"]
-    print(f"\n== {name}: batch {len(rows)}, prompt <= {max(len(r.student_prompt) for r in rows)}, response <= "
-          f"{max(len(r.response) for r in rows)} tokens, device {device}, fast dtype {fast_dtype}", flush=True)
+    print(
+        f"\n== {name}: batch {len(rows)}, prompt <= {max(len(r.student_prompt) for r in rows)}, response <= "
+        f"{max(len(r.response) for r in rows)} tokens, device {device}, fast dtype {fast_dtype}",
+        flush=True,
+    )
     model.eval()
     fast_model = prepare(copy.deepcopy(model), fast_dtype)
     teacher_fast = TeacherWeights(fast_model, "live", 0.0)
@@ -244,22 +317,33 @@ def compare(name, model, rows, device, rounds, calibration):
     fast_threads = threads["bf16" if fast_dtype == torch.bfloat16 else "fp32"]
     for size in shapes:
         cfg = TrainConfig(loss_type="token", clip=CLIP, micro_batch=size)
-        probe = Path(f"fast-mb{size}", fast_model, fast_threads,
-                     lambda m, r, o, cfg=cfg: fast_step(m, r, o, cfg, fast_dtype, teacher_fast))
+        probe = Path(
+            f"fast-mb{size}",
+            fast_model,
+            fast_threads,
+            lambda m, r, o, cfg=cfg: fast_step(m, r, o, cfg, fast_dtype, teacher_fast),
+        )
         probe.step(rows, record=False)  # warm-up
         probe.step(rows)
         shape_times[size] = probe.times[-1]
     micro = min(shape_times, key=shape_times.get)
-    print("   batch shape probe (s/step): " + ", ".join(f"micro-batch {k}: {v:.2f}" for k, v in shape_times.items())
-          + f" -> {micro}", flush=True)
+    print(
+        "   batch shape probe (s/step): "
+        + ", ".join(f"micro-batch {k}: {v:.2f}" for k, v in shape_times.items())
+        + f" -> {micro}",
+        flush=True,
+    )
     cfg = TrainConfig(loss_type="token", clip=CLIP, micro_batch=micro)
 
     fast = Path("fast", fast_model, fast_threads, lambda m, r, o: fast_step(m, r, o, cfg, fast_dtype, teacher_fast))
     naive = Path("naive", model, threads["fp32"], naive_step)
-    check_model = prepare(copy.deepcopy(model), torch.float32)  # the trainer's step in fp32: same maths as naive
+    # The trainer's step in fp32 (the same maths as naive) on naive's own model: prepare() in fp32 only swaps in
+    # the fp32 head, which shares its weight, so no third copy of the weights is needed (7B: 28 GB each in fp32).
+    check_model = prepare(model, torch.float32)
     teacher_fp32 = TeacherWeights(check_model, "live", 0.0)
-    check = Path("fast-fp32", check_model, threads["fp32"],
-                 lambda m, r, o: fast_step(m, r, o, cfg, torch.float32, teacher_fp32))
+    check = Path(
+        "fast-fp32", check_model, threads["fp32"], lambda m, r, o: fast_step(m, r, o, cfg, torch.float32, teacher_fp32)
+    )
     loss_fast = fast.step(rows, record=False)
     grad_fast = fast.gradient()
     loss_naive = naive.step(rows, record=False)
@@ -269,36 +353,66 @@ def compare(name, model, rows, device, rounds, calibration):
     norm_ratio = float(grad_fast.norm() / grad_naive.norm())
     peak_dtype = {"fast": torch.bfloat16 if fast_dtype == torch.bfloat16 else torch.float32, "naive": torch.float32}
     for r in range(rounds):
-        for path in ((fast, naive) if r % 2 == 0 else (naive, fast)):
+        for path in (fast, naive) if r % 2 == 0 else (naive, fast):
             path.peaks.append(matmul_gflops(peak_dtype[path.name], path.threads, device, reps=7))
             path.step(rows)
-        print(f"   round {r + 1}/{rounds}: fast {fast.times[-1]:.2f} s (bf16 matmul {fast.peaks[-1]:.0f} GFLOP/s just before), "
-              f"naive {naive.times[-1]:.2f} s (fp32 matmul {naive.peaks[-1]:.0f} GFLOP/s)", flush=True)
+        print(
+            f"   round {r + 1}/{rounds}: fast {fast.times[-1]:.2f} s "
+            f"(bf16 matmul {fast.peaks[-1]:.0f} GFLOP/s just before), "
+            f"naive {naive.times[-1]:.2f} s (fp32 matmul {naive.peaks[-1]:.0f} GFLOP/s)",
+            flush=True,
+        )
 
     flops = useful_flops(model, rows)
-    result = {"name": name, "fast_dtype": str(fast_dtype).replace("torch.", ""), "micro_batch": micro,
-              "threads": {"fast": fast.threads, "naive": naive.threads}, "rounds": rounds,
-              "loss_fast": loss_fast, "loss_naive": loss_naive, "loss_fast_fp32": loss_fast_fp32,
-              "loss_diff": abs(loss_fast - loss_naive), "loss_diff_fp32": abs(loss_fast_fp32 - loss_naive),
-              "gradient_cosine": cosine, "gradient_norm_ratio": norm_ratio}
+    result = {
+        "name": name,
+        "fast_dtype": str(fast_dtype).replace("torch.", ""),
+        "micro_batch": micro,
+        "threads": {"fast": fast.threads, "naive": naive.threads},
+        "rounds": rounds,
+        "loss_fast": loss_fast,
+        "loss_naive": loss_naive,
+        "loss_fast_fp32": loss_fast_fp32,
+        "loss_diff": abs(loss_fast - loss_naive),
+        "loss_diff_fp32": abs(loss_fast_fp32 - loss_naive),
+        "gradient_cosine": cosine,
+        "gradient_norm_ratio": norm_ratio,
+    }
     for path in (fast, naive):
         sec = statistics.median(path.times)
         peak_now = statistics.median(path.peaks)
-        result[path.name] = {"step_s_median": sec, "step_s": path.times, "tokens_per_s": path.tokens / sec,
-                             "useful_gflops": flops / sec / 1e9, "matmul_peak_gflops": peak_now,
-                             "matmul_peaks": path.peaks, "fraction_of_peak": flops / sec / 1e9 / peak_now}
+        result[path.name] = {
+            "step_s_median": sec,
+            "step_s": path.times,
+            "tokens_per_s": path.tokens / sec,
+            "useful_gflops": flops / sec / 1e9,
+            "matmul_peak_gflops": peak_now,
+            "matmul_peaks": path.peaks,
+            "fraction_of_peak": flops / sec / 1e9 / peak_now,
+            "mfu": flops / sec / 1e9 / peak["bf16_peak_gflops"],
+        }
     result["speedup"] = result["fast"]["tokens_per_s"] / result["naive"]["tokens_per_s"]
     for label in ("fast", "naive"):
         f = result[label]
-        print(f"{label:>5}: median step {f['step_s_median']:7.2f} s  {f['tokens_per_s']:8.0f} tokens/s  "
-              f"{f['useful_gflops']:6.1f} useful GFLOP/s = {100 * f['fraction_of_peak']:4.1f}% of the measured "
-              f"{f['matmul_peak_gflops']:.0f} GFLOP/s matmul rate (median, measured before each step; "
-              f"{result['threads'][label]} thread(s))", flush=True)
-    print(f"loss: naive fp32 {loss_naive:.6f}, fast {result['fast_dtype']} {loss_fast:.6f} (|diff| "
-          f"{result['loss_diff']:.2e}), fast fp32 {loss_fast_fp32:.6f} (|diff| {result['loss_diff_fp32']:.2e}); "
-          f"LoRA gradient fast vs naive: cosine {cosine:.4f}, norm ratio {norm_ratio:.4f}", flush=True)
-    print(f"speed-up fast-{result['fast_dtype']} / naive-fp32: {result['speedup']:.2f}x tokens/s "
-          f"(medians of {rounds} interleaved rounds)", flush=True)
+        print(
+            f"{label:>5}: median step {f['step_s_median']:7.2f} s  {f['tokens_per_s']:8.0f} tokens/s  "
+            f"{f['useful_gflops']:6.1f} useful GFLOP/s = {100 * f['fraction_of_peak']:4.1f}% of the measured "
+            f"{f['matmul_peak_gflops']:.0f} GFLOP/s matmul rate (median, measured before each step; "
+            f"{result['threads'][label]} thread(s)); MFU {100 * f['mfu']:.1f}% of {peak['device']}'s "
+            f"{peak['bf16_peak_gflops']:.0f} GFLOP/s bf16 peak ({peak['source']})",
+            flush=True,
+        )
+    print(
+        f"loss: naive fp32 {loss_naive:.6f}, fast {result['fast_dtype']} {loss_fast:.6f} (|diff| "
+        f"{result['loss_diff']:.2e}), fast fp32 {loss_fast_fp32:.6f} (|diff| {result['loss_diff_fp32']:.2e}); "
+        f"LoRA gradient fast vs naive: cosine {cosine:.4f}, norm ratio {norm_ratio:.4f}",
+        flush=True,
+    )
+    print(
+        f"speed-up fast-{result['fast_dtype']} / naive-fp32: {result['speedup']:.2f}x tokens/s "
+        f"(medians of {rounds} interleaved rounds)",
+        flush=True,
+    )
     assert result["loss_diff_fp32"] <= 1e-3, f"{name}: the fast step computes a different loss: {result}"
     return result
 
@@ -314,13 +428,24 @@ def main() -> int:
     args = parser.parse_args()
     device = torch.device("cuda" if args.gpu else "cpu")
     if args.gpu and not torch.cuda.is_available():
-        print("--gpu: no CUDA device visible", file=sys.stderr)
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        print(
+            f"--gpu needs a CUDA device, and none is visible to torch {torch.__version__} ({build}). Run it on a "
+            "machine with an NVIDIA GPU and a CUDA build of torch, or leave out --gpu for the CPU bench.",
+            file=sys.stderr,
+        )
         return 2
     calibration = calibrate_threads(device)
-    print(f"CPU native bf16: {cpu_has_native_bf16()}; matmul GFLOP/s by threads: "
-          + json.dumps({k: {t: round(v, 1) for t, v in per.items()} for k, per in calibration["gflops"].items()})
-          + f"; best threads {calibration['best_threads']}", flush=True)
-    summary = {"calibration": calibration, "runs": []}
+    best_bf16 = calibration["gflops"]["bf16"][calibration["best_threads"]["bf16"]]
+    peak = device_peak(device, best_bf16)
+    print(
+        f"CPU native bf16: {cpu_has_native_bf16()}; matmul GFLOP/s by threads: "
+        + json.dumps({k: {t: round(v, 1) for t, v in per.items()} for k, per in calibration["gflops"].items()})
+        + f"; best threads {calibration['best_threads']}; MFU against {peak['device']}: "
+        f"{peak['bf16_peak_gflops']:.0f} GFLOP/s bf16 ({peak['source']})",
+        flush=True,
+    )
+    summary = {"calibration": calibration, "peak": peak, "runs": []}
     if args.gpu:
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -332,7 +457,7 @@ def main() -> int:
             model = attach_lora(model, rank=16, alpha=32)
             randomise_lora_b(model)
             rows = synthetic_rows(args.batch, args.prompt_len or 1024, args.response_len or 256, shape["vocab_size"])
-            summary["runs"].append(compare(name, model, rows, device, args.rounds, calibration))
+            summary["runs"].append(compare(name, model, rows, device, args.rounds, calibration, peak))
             del model
             torch.cuda.empty_cache()
     else:
@@ -341,8 +466,9 @@ def main() -> int:
         model = attach_lora(model, rank=16, alpha=32)
         randomise_lora_b(model)
         rows = planner_rows(tok, args.batch, args.prompt_len or 256, args.response_len or 64)
-        summary["runs"].append(compare("SmolLM2-135M (GGUF Q4_1 dequantised)", model, rows, device, args.rounds,
-                                       calibration))
+        summary["runs"].append(
+            compare("SmolLM2-135M (GGUF Q4_1 dequantised)", model, rows, device, args.rounds, calibration, peak)
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=2)

@@ -5,12 +5,13 @@ the GGUF the same way), so llama.cpp and the trainer can be compared without lla
 
 Only the weights' storage changes: every key-value (tokenizer, chat template, hyper-parameters) is copied.
 """
+
 from __future__ import annotations
 
 import sys
 
-import numpy as np
 import gguf
+import numpy as np
 from gguf.quants import dequantize
 
 

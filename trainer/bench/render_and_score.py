@@ -7,6 +7,7 @@ REQUEST: {"rows": [sdpo-example rows], "system": the system message, "user": the
 messages by the trainer (transformers' chat template), the generation suffix's ids, and for each base the
 score rows (nanoresearch_trainer.score: prompt ids as read back from x, teacher ids, response ids, log-probs).
 """
+
 from __future__ import annotations
 
 import json

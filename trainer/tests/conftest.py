@@ -1,4 +1,5 @@
 """A tiny randomly initialised Llama and a word-level tokenizer built here: no download, seconds on CPU."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,12 +12,32 @@ from nanoresearch_trainer.data import FEEDBACK_TEMPLATE
 # One thread: these models are tiny, and on a busy 2-core machine a second thread mostly spins.
 torch.set_num_threads(1)
 
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m.role }}|> {{ m.content }} {% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m.role }}|> {{ m.content }} {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
 TOPICS = [f"t{i}" for i in range(12)]
-WORDS = ["<pad>", "<unk>", "<eos>", "<|user|>", "<|assistant|>", "topic", *TOPICS, "likes", "none",
-         "alpha", "beta", "a1", "a2", "a3", "b1", "b2", "b3", "filler",
-         *sorted(set(FEEDBACK_TEMPLATE.format(feedback="").split()))]
+WORDS = [
+    "<pad>",
+    "<unk>",
+    "<eos>",
+    "<|user|>",
+    "<|assistant|>",
+    "topic",
+    *TOPICS,
+    "likes",
+    "none",
+    "alpha",
+    "beta",
+    "a1",
+    "a2",
+    "a3",
+    "b1",
+    "b2",
+    "b3",
+    "filler",
+    *sorted(set(FEEDBACK_TEMPLATE.format(feedback="").split())),
+]
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
@@ -30,9 +51,19 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
 
 def make_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         pad_token_id=0, bos_token_id=None, eos_token_id=2, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(config)
     model.eval()
     return model

@@ -1,4 +1,5 @@
 """GGUF LoRA export: the q/k permutation is the one transformers undoes when it loads a Llama GGUF."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,7 @@ def test_permutation_is_the_inverse_of_transformers_gguf_loader(n_head, n_kv_hea
     processor = LlamaTensorProcessor(config={"num_attention_heads": n_head, "num_key_value_heads": n_kv_head})
     head_dim = 6
     rng = np.random.default_rng(0)
-    for name, heads in ((f"blk.0.attn_q.weight", n_head), (f"blk.0.attn_k.weight", n_kv_head)):
+    for name, heads in (("blk.0.attn_q.weight", n_head), ("blk.0.attn_k.weight", n_kv_head)):
         hf = rng.standard_normal((heads * head_dim, 5)).astype(np.float32)
         restored = processor.process(llama_permute(hf, heads), name).weights
         np.testing.assert_array_equal(restored, hf)
@@ -42,8 +43,10 @@ def test_lora_b_of_q_and_k_is_permuted_and_the_delta_matches_the_permuted_base()
         got = out[f"blk.0.{name}.weight.lora_b"] @ out[f"blk.0.{name}.weight.lora_a"]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     qwen = gguf_lora_tensors(state, architecture="qwen2", n_head=n_head, n_kv_head=n_kv)  # not permuted
-    np.testing.assert_array_equal(qwen["blk.0.attn_q.weight.lora_b"], state[
-        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"].numpy())
+    np.testing.assert_array_equal(
+        qwen["blk.0.attn_q.weight.lora_b"],
+        state["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"].numpy(),
+    )
 
 
 def test_embedded_smollm2_gguf_q_and_k_round_trip_through_transformers_unpermutation():

@@ -5,6 +5,7 @@ prompt (the trainer's own feedback template) says "likes alpha" -> answer "alpha
 "beta ...", and with no/irrelevant feedback -> either, half the time. Phase B is the trainer's SDPO round on
 logged answers (half alpha, half beta), once with feedback "likes alpha" and once with the irrelevant "none".
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,7 @@ def sft_examples(tok):
     for topic in TOPICS:
         x = f"topic {topic}"
         for answer in ANSWERS:
-            examples.append((render_prompt(tok, x), ANSWERS[answer]))               # no feedback: 50/50
+            examples.append((render_prompt(tok, x), ANSWERS[answer]))  # no feedback: 50/50
             examples.append((render_prompt(tok, teacher_user_text(x, "none")), ANSWERS[answer]))
             for _ in range(2):
                 examples.append((render_prompt(tok, teacher_user_text(x, f"likes {answer}")), ANSWERS[answer]))
@@ -46,8 +47,8 @@ def in_context_learner():
     ids = torch.full((len(rows), width), tok.pad_token_id)
     labels = torch.full((len(rows), width), -100)
     for i, (p, r) in enumerate(rows):
-        ids[i, :len(p) + len(r)] = torch.tensor(p + r)
-        labels[i, len(p):len(p) + len(r)] = torch.tensor(r)
+        ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+        labels[i, len(p) : len(p) + len(r)] = torch.tensor(r)
     attention = (labels != -100) | (torch.arange(width)[None] < torch.tensor([len(p) for p, _ in rows])[:, None])
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -73,25 +74,39 @@ def held_out_kl(model, tok, feedback):
     for topic in HELD_OUT:
         x = f"topic {topic}"
         with torch.no_grad():
-            s = model(input_ids=torch.tensor([tok(render_prompt(tok, x), add_special_tokens=False)["input_ids"]])
-                      ).logits[0, -1].log_softmax(-1)
-            t = model(input_ids=torch.tensor([tok(render_prompt(tok, teacher_user_text(x, feedback)),
-                                                  add_special_tokens=False)["input_ids"]])).logits[0, -1].log_softmax(-1)
+            s = (
+                model(input_ids=torch.tensor([tok(render_prompt(tok, x), add_special_tokens=False)["input_ids"]]))
+                .logits[0, -1]
+                .log_softmax(-1)
+            )
+            t = (
+                model(
+                    input_ids=torch.tensor(
+                        [tok(render_prompt(tok, teacher_user_text(x, feedback)), add_special_tokens=False)["input_ids"]]
+                    )
+                )
+                .logits[0, -1]
+                .log_softmax(-1)
+            )
         total += float((s.exp() * (s - t)).sum())
     return total / len(HELD_OUT)
 
 
 def sdpo_rows(feedback):
-    return [{"id": f"{topic}-{answer}", "x": f"topic {topic}", "y": ANSWERS[answer], "feedback": feedback}
-            for topic in TRAIN_TOPICS for answer in ANSWERS]
+    return [
+        {"id": f"{topic}-{answer}", "x": f"topic {topic}", "y": ANSWERS[answer], "feedback": feedback}
+        for topic in TRAIN_TOPICS
+        for answer in ANSWERS
+    ]
 
 
 def run_round(base, tok, feedback, loss_type="token", steps=40, teacher="ema"):
     """EMA teacher: at this learning rate a live teacher is dragged along by the student's own update (the
     clipped negative advantages of the disfavoured answer push mass onto junk tokens in both contexts)."""
     model = attach_lora(copy.deepcopy(base), rank=8, alpha=16, targets=("q_proj", "v_proj", "o_proj"))
-    cfg = TrainConfig(steps=steps, lr=3e-3, rank=8, alpha=16, loss_type=loss_type, batch_size=4, seed=0,
-                      teacher=teacher)
+    cfg = TrainConfig(
+        steps=steps, lr=3e-3, rank=8, alpha=16, loss_type=loss_type, batch_size=4, seed=0, teacher=teacher
+    )
     result = train(model, tok, sdpo_rows(feedback), cfg)
     return model, result
 
@@ -103,8 +118,7 @@ def test_phase_a_made_an_in_context_learner(in_context_learner):
         assert 0.3 < p_first(model, tok, f"topic {topic}") < 0.7
 
 
-def test_feedback_preference_moves_the_student_without_feedback_and_irrelevant_feedback_does_not(
-        in_context_learner):
+def test_feedback_preference_moves_the_student_without_feedback_and_irrelevant_feedback_does_not(in_context_learner):
     tok, base = in_context_learner
     before = sum(p_first(base, tok, f"topic {t}") for t in HELD_OUT) / len(HELD_OUT)
     kl_before = held_out_kl(base, tok, "likes alpha")

@@ -1,12 +1,20 @@
 """The SDPO loss: masking, alignment of the scored positions, gradients."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from nanoresearch_trainer.data import encode_row, pack_pair
-from nanoresearch_trainer.loss import (LOSS_TYPES, jensen_shannon, response_logits, reverse_kl, sdpo_loss,
-                                       token_logprobs, with_tail)
+from nanoresearch_trainer.loss import (
+    LOSS_TYPES,
+    jensen_shannon,
+    response_logits,
+    reverse_kl,
+    sdpo_loss,
+    token_logprobs,
+    with_tail,
+)
 from nanoresearch_trainer.model import attach_lora, lora_parameters
 from nanoresearch_trainer.train import TeacherWeights, TrainConfig, score_batch
 
@@ -35,9 +43,11 @@ def in_float64(model):
     model = model.double()
     for module in model.modules():
         if isinstance(module, LlamaRMSNorm):
+
             def forward(hidden, norm=module):
                 variance = hidden.pow(2).mean(-1, keepdim=True)
                 return norm.weight * hidden * torch.rsqrt(variance + norm.variance_epsilon)
+
             module.forward = forward
     return model
 
@@ -46,7 +56,7 @@ def reference_logprobs(model, prompt, response):
     """Unbatched, unpadded: log p(response_j | prompt, response_<j) from one plain forward."""
     ids = torch.tensor([prompt + response])
     logits = model(input_ids=ids, use_cache=False).logits[0].double()
-    lp = logits.log_softmax(-1)[len(prompt) - 1:len(prompt) - 1 + len(response)]
+    lp = logits.log_softmax(-1)[len(prompt) - 1 : len(prompt) - 1 + len(response)]
     return lp.gather(-1, torch.tensor(response)[:, None]).squeeze(-1)
 
 
@@ -59,7 +69,7 @@ def test_empty_feedback_gives_zero_loss_and_zero_gradient(tok, tiny, loss_type, 
         with torch.no_grad():
             for p in teacher.ema.values():
                 p.mul_(-1.0)
-    rows = [dict(r, feedback=fb) for r, fb in zip(ROWS, ["", "   ", ""])]
+    rows = [dict(r, feedback=fb) for r, fb in zip(ROWS, ["", "   ", ""], strict=True)]
     encoded = [encode_row(tok, r, 64, 16) for r in rows]
     assert not any(e.scored for e in encoded)
     out, _ = score_batch(model, encoded, tok.pad_token_id, TrainConfig(loss_type=loss_type), teacher, "cpu")
@@ -123,8 +133,9 @@ def test_logit_loss_gradient_matches_finite_differences(tok, tiny, loss_type):
         teacher_logits = response_logits(model, teacher)
 
     def loss_value():
-        return sdpo_loss(response_logits(model, student), teacher_logits, targets, mask, loss_type=loss_type,
-                         topk=5).loss
+        return sdpo_loss(
+            response_logits(model, student), teacher_logits, targets, mask, loss_type=loss_type, topk=5
+        ).loss
 
     model.zero_grad()
     loss_value().backward()
@@ -166,8 +177,9 @@ def test_token_surrogate_is_an_unbiased_estimate_of_the_reverse_kl_gradient():
     expected = torch.zeros_like(logits)
     probs = logits.detach().softmax(-1)[0, 0]
     for v in range(6):
-        (grad,) = torch.autograd.grad(sdpo_loss(logits, teacher, torch.tensor([[v]]), torch.ones(1, 1),
-                                                loss_type="token", clip=1e9).loss, logits)
+        (grad,) = torch.autograd.grad(
+            sdpo_loss(logits, teacher, torch.tensor([[v]]), torch.ones(1, 1), loss_type="token", clip=1e9).loss, logits
+        )
         expected += probs[v] * grad
     (kl_grad,) = torch.autograd.grad(reverse_kl(logits.log_softmax(-1), teacher.log_softmax(-1)).sum(), logits)
     torch.testing.assert_close(expected, kl_grad)

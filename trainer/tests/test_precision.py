@@ -1,5 +1,6 @@
 """The bf16 step: what is optimised stays fp32, the gradient points where the fp32 one does, and micro-batching
 changes nothing but the speed."""
+
 from __future__ import annotations
 
 import copy
@@ -12,8 +13,10 @@ from nanoresearch_trainer.model import attach_lora, lora_parameters
 from nanoresearch_trainer.precision import Float32Head, compute_dtype, cpu_has_native_bf16, prepare
 from nanoresearch_trainer.train import TeacherWeights, TrainConfig, sdpo_backward
 
-ROWS = [{"x": f"topic t{i}", "y": " ".join(["alpha", "a1", "a2", "beta", "b1"][: 2 + i % 4]),
-         "feedback": "likes alpha"} for i in range(4)]
+ROWS = [
+    {"x": f"topic t{i}", "y": " ".join(["alpha", "a1", "a2", "beta", "b1"][: 2 + i % 4]), "feedback": "likes alpha"}
+    for i in range(4)
+]
 
 
 def lora_model(tiny, seed=1):

@@ -1,10 +1,20 @@
 """x is the planner's whole rendered prompt: the trainer reads it back to the ids the model saw, and the teacher is
 the same rendering with the feedback block at one place -- which is exactly where rendering the feedback-carrying
 user message would put it, so a rendered x and a bare user message train the same way."""
+
 from __future__ import annotations
 
-from nanoresearch_trainer.data import (FEEDBACK_TEMPLATE, encode_row, encode_text, generation_suffix, is_rendered,
-                                       render_prompt, student_prompt_text, teacher_prompt_text, teacher_user_text)
+from nanoresearch_trainer.data import (
+    FEEDBACK_TEMPLATE,
+    encode_row,
+    encode_text,
+    generation_suffix,
+    is_rendered,
+    render_prompt,
+    student_prompt_text,
+    teacher_prompt_text,
+    teacher_user_text,
+)
 
 SYSTEM = "Answer with one JSON object only."
 
@@ -21,7 +31,9 @@ def test_teacher_is_the_rendering_with_the_feedback_before_the_assistant_header(
     x = render_prompt(tok, user, SYSTEM)
     teacher = teacher_prompt_text(tok, x, feedback)
     # One documented place: the end of the last user message's content.
-    assert teacher == x[:-len(generation_suffix(tok))] + FEEDBACK_TEMPLATE.format(feedback=feedback) + generation_suffix(tok)
+    assert teacher == x[: -len(generation_suffix(tok))] + FEEDBACK_TEMPLATE.format(
+        feedback=feedback
+    ) + generation_suffix(tok)
     # ... which is the rendering of the user message with the feedback appended: both row kinds agree.
     assert teacher == render_prompt(tok, teacher_user_text(user, feedback), SYSTEM)
     assert teacher_prompt_text(tok, user, feedback) == render_prompt(tok, teacher_user_text(user, feedback))
@@ -62,4 +74,4 @@ def test_score_command_reads_x_back_and_scores_y_as_a_plain_forward(tok, tiny, t
         logprobs = tiny(input_ids=ids).logits[0].double().log_softmax(-1)
     start = len(row["prompt_ids"])
     expected = [float(logprobs[start - 1 + j, t]) for j, t in enumerate(row["response_ids"])]
-    assert max(abs(a - b) for a, b in zip(row["logprobs"], expected)) < 1e-5
+    assert max(abs(a - b) for a, b in zip(row["logprobs"], expected, strict=True)) < 1e-5

@@ -114,7 +114,10 @@ test('sidebar feedback is stored within 2 s, learns queued → learning → lear
   // The card lists the same states.
   await expect(page.locator('.jp-nr-card .jp-nr-feedback-list li[data-learning="learned"]')).toHaveCount(2);
   await sidebarShots(page, 'learned');
-  await page.locator('.jp-nr-card').first().screenshot({ path: path.join(ARTIFACTS, 'card-feedback-learned-light.png') });
+  await page
+    .locator('.jp-nr-card')
+    .first()
+    .screenshot({ path: path.join(ARTIFACTS, 'card-feedback-learned-light.png') });
 
   await first.locator('.jp-nr-learned-memory').click();
   const labPanel = page.locator('#nanoresearch-lab-panel');
@@ -129,7 +132,10 @@ test('sidebar feedback is stored within 2 s, learns queued → learning → lear
   expect(code.text).toContain(AUTHOR);
   const metadataAuthors = await page.evaluate(i => {
     const panel = (window as any).jupyterapp.shell.currentWidget;
-    return panel.content.model.cells.get(i).getMetadata('nanoresearch').feedback.map((f: any) => f.author);
+    return panel.content.model.cells
+      .get(i)
+      .getMetadata('nanoresearch')
+      .feedback.map((f: any) => f.author);
   }, STAGE_CELL);
   expect(metadataAuthors.slice(0, 2)).toEqual([AUTHOR, AUTHOR]);
 });

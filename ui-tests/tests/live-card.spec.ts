@@ -139,7 +139,14 @@ test('a stage card is there within a second of running the cell, its clock movin
   await expect(usage.locator(':scope > summary')).toHaveText(/^\{6 keys\} \{"prompt_tokens":/);
   await expect(usage.locator(':scope > ul')).toBeHidden();
   await usage.locator(':scope > summary').click();
-  await expect(usage.locator(':scope > ul > li .jp-nr-json-key')).toHaveText(['prompt_tokens', 'completion_tokens', 'calls', 'cost_usd', 'wall_ms', 'cache_hits']);
+  await expect(usage.locator(':scope > ul > li .jp-nr-json-key')).toHaveText([
+    'prompt_tokens',
+    'completion_tokens',
+    'calls',
+    'cost_usd',
+    'wall_ms',
+    'cache_hits'
+  ]);
   await inBothThemes(page, 'lab-sql-json', file => lab.screenshot({ path: file }));
 });
 
@@ -147,23 +154,35 @@ test('"+ Stage" on a new notebook switches it to the TypeScript kernel with the 
   await page.goto();
   await page.notebook.createNew('fresh.ipynb', { kernel: 'python3' });
   await expect.poll(() => page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.name)).toBe('python3');
-  await page.locator('.jp-NotebookPanel-toolbar [data-jp-item-name="nanoresearch-insert-stage"] jp-button, .jp-NotebookPanel-toolbar [data-jp-item-name="nanoresearch-insert-stage"] button').first().click();
+  await page
+    .locator(
+      '.jp-NotebookPanel-toolbar [data-jp-item-name="nanoresearch-insert-stage"] jp-button, .jp-NotebookPanel-toolbar [data-jp-item-name="nanoresearch-insert-stage"] button'
+    )
+    .first()
+    .click();
   const dialog = page.locator('.jp-Dialog');
   await dialog.locator('input').fill('Fresh notebooks start right');
   await dialog.locator('.jp-mod-accept').click();
   await expect(page.locator('.jp-Cell[data-nanoresearch-stage="ideation"] .jp-nr-badge')).toHaveText('Ideation · new');
-  await expect.poll(() => page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.name), { timeout: 30000 }).toBe('tslab');
+  await expect
+    .poll(() => page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.name), { timeout: 30000 })
+    .toBe('tslab');
   const setup = await page.notebook.getCellTextInput(0);
   expect(setup).toContain('process.env.NANORESEARCH_LITERATURE_SOURCES ??= "none";');
   expect(setup).toContain('timeoutMs: llm.timeoutMs ?? 600000');
   expect(setup).toContain('lab.project("Fresh notebooks start right")');
   await inBothThemes(page, 'new-notebook-setup', file => page.locator('.jp-NotebookPanel').screenshot({ path: file }));
   // The set-up cell it wrote runs in that kernel.
-  await expect.poll(() => page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status), { timeout: 30000 }).toBe('idle');
+  await expect
+    .poll(() => page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status), { timeout: 30000 })
+    .toBe('idle');
   await page.notebook.runCell(0, true);
   const ran = await page.evaluate(() => {
     const cell = (window as any).jupyterapp.shell.currentWidget.content.model.cells.get(0);
-    return { count: cell.executionCount, outputs: cell.outputs.toJSON().map((o: any) => o.output_type === 'error' ? `${o.ename}: ${o.evalue}` : o.output_type) };
+    return {
+      count: cell.executionCount,
+      outputs: cell.outputs.toJSON().map((o: any) => (o.output_type === 'error' ? `${o.ename}: ${o.evalue}` : o.output_type))
+    };
   });
   expect(ran.count).not.toBeNull();
   expect(ran.outputs).toEqual([]);

@@ -37,7 +37,10 @@ async function setTheme(page: IJupyterLabPageFixture, theme: 'JupyterLab Light' 
 }
 
 async function screenshots(page: IJupyterLabPageFixture, theme: 'light' | 'dark'): Promise<void> {
-  await page.locator('.jp-nr-card').first().screenshot({ path: path.join(ARTIFACTS, `stage-card-${theme}.png`) });
+  await page
+    .locator('.jp-nr-card')
+    .first()
+    .screenshot({ path: path.join(ARTIFACTS, `stage-card-${theme}.png`) });
   await page.locator('#nanoresearch-feedback').screenshot({ path: path.join(ARTIFACTS, `feedback-sidebar-${theme}.png`) });
   await page.screenshot({ path: path.join(ARTIFACTS, `notebook-${theme}.png`) });
 }
@@ -120,8 +123,13 @@ test('a stage cell runs, shows its card, keeps feedback in the notebook and the 
 
   // Import a colleague's notebook through the sharing command; its feedback reaches the store.
   await page.contents.uploadFile(path.resolve(__dirname, '../../notebooks/fixtures/shared-colleague.ipynb'), `${tmpPath}/shared-colleague.ipynb`);
-  await expect.poll(() => page.evaluate(() => (window as any).jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status), { timeout: 60000 }).toBe('idle');
-  const counts = await page.evaluate(p => (window as any).jupyterapp.commands.execute('nanoresearch:import-notebook', { path: p }), `${tmpPath}/shared-colleague.ipynb`);
+  await expect
+    .poll(() => page.evaluate(() => (window as any).jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status), { timeout: 60000 })
+    .toBe('idle');
+  const counts = await page.evaluate(
+    p => (window as any).jupyterapp.commands.execute('nanoresearch:import-notebook', { path: p }),
+    `${tmpPath}/shared-colleague.ipynb`
+  );
   expect(counts).toMatchObject({ stageRuns: 1, plannerCalls: 1, feedback: 2, skipped: 1 });
   // The reopened notebook may run a new kernel: run the set-up cell before querying through `lab`.
   await page.notebook.runCell(0, true);
@@ -156,4 +164,3 @@ test('feedback given while the kernel is down is synced when a kernel starts', a
   await expect.poll(async () => (await cellMetadata(page, STAGE_CELL)).feedback[0].synced, { timeout: 90000 }).toBe(true);
   console.log(`offline feedback synced ${Date.now() - t0} ms after the kernel was asked to start`);
 });
-

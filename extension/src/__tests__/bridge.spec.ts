@@ -1,5 +1,6 @@
-import { BridgeClient, BridgeError, bridgeCode, parseBridgeMessage } from '../bridge';
-import { BRIDGE_MIME_TYPE } from '../constants';
+import { BRIDGE_METHOD_NAMES, BRIDGE_MIME_TYPE } from '@nanoresearch/schema/dist/constants';
+import bridgeMethodsSchema from '@nanoresearch/schema/bridge-methods.schema.json';
+import { BridgeClient, BridgeError, NanoBridge, bridgeCode, parseBridgeMessage } from '../bridge';
 
 type Msg = { header: { msg_type: string }; content: Record<string, unknown> };
 const display = (data: Record<string, unknown>): Msg => ({ header: { msg_type: 'display_data' }, content: { data, metadata: {} } });
@@ -69,9 +70,7 @@ describe('bridge message parsing', () => {
 
   it('builds kernel code that calls the bridge with JSON parameters', () => {
     const code = bridgeCode('feedback.add', { text: 'say "why"\nplease' }, 'br_1');
-    expect(code).toBe(
-      'await require("@nanoresearch/kernel").bridge.respond("feedback.add", {"text":"say \\"why\\"\\nplease"}, "br_1");'
-    );
+    expect(code).toBe('await require("@nanoresearch/kernel/internals").bridge.respond("feedback.add", {"text":"say \\"why\\"\\nplease"}, "br_1");');
   });
 });
 
@@ -85,7 +84,10 @@ describe('BridgeClient', () => {
   });
 
   it('rejects with the method error the kernel reported', async () => {
-    const kernel = new FakeKernel(() => ({ messages: [display({ [BRIDGE_MIME_TYPE]: { method: 'sql', error: 'The store is read-only here: insert refused' } })], status: 'ok' }));
+    const kernel = new FakeKernel(() => ({
+      messages: [display({ [BRIDGE_MIME_TYPE]: { method: 'sql', error: 'The store is read-only here: insert refused' } })],
+      status: 'ok'
+    }));
     const error = await failure(new BridgeClient(() => kernel as any).call('sql', { query: 'insert' }));
     expect(error).toBeInstanceOf(BridgeError);
     expect(error.kind).toBe('method');
@@ -124,7 +126,10 @@ describe('BridgeClient', () => {
   it('ignores a bridge payload of another request', async () => {
     const kernel = new FakeKernel(() => ({
       messages: [
-        { header: { msg_type: 'display_data' }, content: { data: { [BRIDGE_MIME_TYPE]: JSON.stringify({ request_id: 'br_other', method: 'm', result: 'wrong' }) } } },
+        {
+          header: { msg_type: 'display_data' },
+          content: { data: { [BRIDGE_MIME_TYPE]: JSON.stringify({ request_id: 'br_other', method: 'm', result: 'wrong' }) } }
+        },
         display({ [BRIDGE_MIME_TYPE]: { method: 'm', result: 'right' } })
       ],
       status: 'ok'
@@ -135,9 +140,39 @@ describe('BridgeClient', () => {
   it('fails clearly when no kernel runs or the kernel is dead', async () => {
     const none = await failure(new BridgeClient(() => null).call('feedback.add'));
     expect(none.kind).toBe('no-kernel');
-    const dead = { requestExecute: () => { throw new Error('Kernel is dead'); } };
+    const dead = {
+      requestExecute: () => {
+        throw new Error('Kernel is dead');
+      }
+    };
     const error = await failure(new BridgeClient(() => dead as any).call('feedback.add'));
     expect(error.kind).toBe('no-kernel');
     expect(error.message).toMatch(/Kernel is dead/);
+  });
+});
+
+describe('NanoBridge', () => {
+  /** 'skills.list' → 'skillsList', as tokens.ts's BridgeFunctionName spells it. */
+  const functionName = (method: string) => method.replace(/\.(\w)/g, (_, first: string) => first.toUpperCase());
+
+  it('has one function per method of schema/bridge-methods.schema.json and no other', () => {
+    expect([...BRIDGE_METHOD_NAMES]).toEqual(Object.keys(bridgeMethodsSchema.properties));
+    const functions = Object.getOwnPropertyNames(NanoBridge.prototype).filter(name => name !== 'constructor' && name !== 'call');
+    expect(functions.sort()).toEqual(BRIDGE_METHOD_NAMES.map(functionName).sort());
+  });
+
+  it('sends each function as its method, with its params, through one kernel request each', async () => {
+    const kernel = new FakeKernel(code => {
+      const method = /respond\("([^"]+)"/.exec(code)![1];
+      return { messages: [display({ [BRIDGE_MIME_TYPE]: { method, result: { answered: method } } })], status: 'ok' };
+    });
+    const nano = new NanoBridge(new BridgeClient(() => kernel as any)) as unknown as Record<string, (params?: unknown) => Promise<unknown>>;
+    for (const method of BRIDGE_METHOD_NAMES) {
+      await expect(nano[functionName(method)]({ id: 'x' })).resolves.toEqual({ answered: method });
+    }
+    expect(kernel.requests.map(r => /respond\("([^"]+)"/.exec(r.code)![1])).toEqual([...BRIDGE_METHOD_NAMES]);
+    // A function with params sends them as given; one without sends none.
+    expect(kernel.requests[BRIDGE_METHOD_NAMES.indexOf('stage.get')].code).toContain('{"id":"x"}');
+    expect(kernel.requests[BRIDGE_METHOD_NAMES.indexOf('skills.list')].code).toContain('"skills.list", {}');
   });
 });

@@ -1,4 +1,5 @@
 import Ajv2020 from 'ajv/dist/2020';
+import * as schema from '@nanoresearch/schema';
 import type { StageBundle } from '@nanoresearch/schema';
 import { IArtifactOpener, renderArtifacts, renderStageCard, sectionLabel, StageCardRenderer, statusLabel, tickClocks } from '../card';
 import { STAGE_MIME_TYPE } from '../constants';
@@ -25,7 +26,6 @@ function runningBundle(progress: StageBundle['progress']): StageBundle {
 }
 
 function validator() {
-  const schema = require('@nanoresearch/schema');
   const ajv = new Ajv2020({ strict: false, validateFormats: false });
   for (const [name, s] of Object.entries(schema.schemas)) {
     ajv.addSchema(s as object, name);
@@ -175,7 +175,7 @@ describe('words on the card', () => {
 
   it('novelty is shown on its scale, the verdict in words', () => {
     const bundle = bundleFixture();
-    bundle.outputs.ideation!.hypotheses[1].novelty = { verdict: 'not-novel', score: 2, closest_work: [] };
+    bundle.outputs.ideation!.hypotheses[1]!.novelty = { verdict: 'not-novel', score: 2, closest_work: [] };
     const card = renderStageCard(bundle, T0);
     expect(Array.from(card.querySelectorAll('.jp-nr-verdict')).map(text)).toEqual(['novel 8/10', 'not novel 2/10']);
   });

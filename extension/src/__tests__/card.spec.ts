@@ -1,4 +1,5 @@
 import Ajv2020 from 'ajv/dist/2020';
+import * as schema from '@nanoresearch/schema';
 import { readStageBundle } from '../bundleCheck';
 import { renderFeedbackBox, renderStageCard, StageCardRenderer } from '../card';
 import { STAGE_MIME_TYPE } from '../constants';
@@ -8,7 +9,6 @@ const text = (el: Element | null) => (el?.textContent ?? '').replace(/\s+/g, ' '
 
 describe('stage card', () => {
   it('is rendered from a bundle that the stage-bundle schema accepts', () => {
-    const schema = require('@nanoresearch/schema');
     const ajv = new Ajv2020({ strict: false, validateFormats: false });
     for (const [name, s] of Object.entries(schema.schemas)) {
       ajv.addSchema(s as object, name);
@@ -66,7 +66,7 @@ describe('stage card', () => {
     expect(failed.querySelector('.jp-nr-hypothesis')).toBeNull();
   });
 
-  it('shows a failed stage\'s error once, not again as its summary', () => {
+  it("shows a failed stage's error once, not again as its summary", () => {
     const error = 'the ideation stage threw: the model answered nothing';
     const card = renderStageCard({ ...bundleFixture(), status: 'failed', error, summary: error });
     expect(Array.from(card.querySelectorAll('.jp-nr-error, .jp-nr-summary')).map(e => e.textContent)).toEqual([error]);

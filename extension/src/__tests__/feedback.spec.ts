@@ -1,4 +1,5 @@
-import { FeedbackSync, IFeedbackRequest } from '../feedback';
+import type { FeedbackRequest } from '@nanoresearch/schema';
+import { FeedbackSync } from '../feedback';
 import { KernelReadyTrigger } from '../kernelReady';
 import { getStageMetadata } from '../metadata';
 import { CELL_METADATA_KEY } from '../constants';
@@ -7,12 +8,12 @@ import { notebookWithStageCells } from './helpers';
 /** A fake kernel-side store: feedback.add is idempotent by id, as kernel-lib's is. */
 class FakeKernel {
   running = false;
-  rows = new Map<string, IFeedbackRequest>();
+  rows = new Map<string, FeedbackRequest>();
   calls = 0;
   /** When set, the next send reaches the store but its reply is lost. */
   loseNextReply = false;
 
-  async send(request: IFeedbackRequest): Promise<void> {
+  async send(request: FeedbackRequest): Promise<void> {
     this.calls += 1;
     await new Promise(resolve => setTimeout(resolve, 1));
     if (!this.running) {

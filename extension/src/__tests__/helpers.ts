@@ -4,8 +4,9 @@ import type { ICellModel } from '@jupyterlab/cells';
 import type { StageBundle } from '@nanoresearch/schema';
 import { CELL_METADATA_KEY } from '../constants';
 import { newStageMetadata } from '../metadata';
+import stageBundleJson from './fixtures/stage-bundle.json';
 
-export const bundleFixture = (): StageBundle => JSON.parse(JSON.stringify(require('./fixtures/stage-bundle.json')));
+export const bundleFixture = (): StageBundle => JSON.parse(JSON.stringify(stageBundleJson));
 
 /** A notebook whose cells are: a plain code cell, then one stage cell per given stage run id. */
 export function notebookWithStageCells(stageRunIds: Array<string | null>): { model: NotebookModel; cells: ICellModel[] } {

@@ -1,7 +1,8 @@
+import { NanoBridge } from '../bridge';
 import { LabPanel, sqlTable } from '../labPanel';
-import { describeImport, kernelRelativePath } from '../sharing';
+import { kernelRelativePath } from '../sharing';
 import { nextStage } from '../stageCells';
-import { isSetupSource, setupCode, stageCode } from '../templates';
+import { hasSetup, setupCode, stageCode } from '../templates';
 
 const text = (el: Element | null) => (el?.textContent ?? '').replace(/\s+/g, ' ').trim();
 const flush = () => new Promise(resolve => setTimeout(resolve, 0));
@@ -10,8 +11,25 @@ const flush = () => new Promise(resolve => setTimeout(resolve, 0));
 function fakeBridge() {
   const calls: Array<[string, any]> = [];
   const skills = [
-    { id: 'baselines', name: 'Linear baseline first', description: 'Always run a linear baseline.', instructions: ['Fit logistic regression'], source: 'builtin', version: 1, status: 'active', usage_count: 3 },
-    { id: 'seeds', name: 'Three seeds', description: 'Report variance over seeds.', instructions: ['Use 3 seeds'], source: 'distilled', version: 2, status: 'active' }
+    {
+      id: 'baselines',
+      name: 'Linear baseline first',
+      description: 'Always run a linear baseline.',
+      instructions: ['Fit logistic regression'],
+      source: 'builtin',
+      version: 1,
+      status: 'active',
+      usage_count: 3
+    },
+    {
+      id: 'seeds',
+      name: 'Three seeds',
+      description: 'Report variance over seeds.',
+      instructions: ['Use 3 seeds'],
+      source: 'distilled',
+      version: 2,
+      status: 'active'
+    }
   ];
   const client = {
     call: async (method: string, params: any) => {
@@ -33,13 +51,19 @@ function fakeBridge() {
             howToSwitch: 'Set NANORESEARCH_LLM_BASE_URL before starting JupyterLab.'
           };
         case 'sql':
-          return { columns: ['stage', 'n'], rows: [{ stage: 'ideation', n: 2 }, { stage: 'planning', n: 1.23456 }] };
+          return {
+            columns: ['stage', 'n'],
+            rows: [
+              { stage: 'ideation', n: 2 },
+              { stage: 'planning', n: 1.23456 }
+            ]
+          };
         default:
           throw new Error(`unexpected ${method}`);
       }
     }
   };
-  const bridge = { clientFor: () => client, currentPanel: () => ({}) as any, author: () => 'ana', defaultTopic: () => '' };
+  const bridge = { clientFor: () => new NanoBridge(client as any), currentPanel: () => ({}) as any, author: () => 'ana', defaultTopic: () => '' };
   return { bridge: bridge as any, calls };
 }
 
@@ -72,7 +96,11 @@ describe('lab panel', () => {
     await flush();
     expect(calls[calls.length - 1]).toEqual(['sql', { query: 'select stage, count(*) n from stage_runs group by 1' }]);
     const rows = Array.from(panel.node.querySelectorAll('.jp-nr-sql-result tr')).map(r => Array.from(r.children).map(text));
-    expect(rows).toEqual([['stage', 'n'], ['ideation', '2'], ['planning', '1.235']]);
+    expect(rows).toEqual([
+      ['stage', 'n'],
+      ['ideation', '2'],
+      ['planning', '1.235']
+    ]);
   });
 
   it('shows which model serves each role and how to switch', async () => {
@@ -126,15 +154,21 @@ describe('stage cell templates and sharing helpers', () => {
     expect(setupCode('MLPs "on" tables')).toBe(
       'import { Lab, llmConfigFromEnv } from "@nanoresearch/kernel";\n\nconst llm = llmConfigFromEnv();\nconst lab = await Lab.open({ llm });\nconst project = await lab.project("MLPs \\"on\\" tables");'
     );
-    expect(isSetupSource(setupCode('x'))).toBe(true);
+    expect(hasSetup([setupCode('x')])).toBe(true);
     // With the settings' defaults: the quickstart's offline literature and the embedded model's per-call limit.
     const withDefaults = setupCode('x', { literatureSources: 'none', embeddedCallTimeoutMs: 600000 });
     expect(withDefaults).toContain('process.env.NANORESEARCH_LITERATURE_SOURCES ??= "none";');
     expect(withDefaults).toContain('const lab = await Lab.open({ llm: llm.provider === "local" ? { ...llm, timeoutMs: llm.timeoutMs ?? 600000 } : llm });');
-    expect(isSetupSource(withDefaults)).toBe(true);
+    expect(hasSetup([withDefaults])).toBe(true);
     // Empty settings leave both to the environment.
     expect(setupCode('x', { literatureSources: ' ', embeddedCallTimeoutMs: 0 })).toBe(setupCode('x'));
-    expect(isSetupSource('const lab = 1')).toBe(false);
+    expect(hasSetup(['const lab = 1'])).toBe(false);
+    // The lab and the project opened in cells of their own are a set-up too; either alone is not.
+    const openLab = 'const lab = await Lab.open();';
+    const openProject = 'const project = await lab.project("Split");';
+    expect(hasSetup([openLab, '', openProject])).toBe(true);
+    expect(hasSetup([openLab])).toBe(false);
+    expect(hasSetup([openProject])).toBe(false);
     expect(stageCode('analysis')).toContain('const analysis = await project.analyze();');
     expect(stageCode('writing')).toContain('const writing = await project.write();');
   });
@@ -149,8 +183,5 @@ describe('stage cell templates and sharing helpers', () => {
     expect(kernelRelativePath('work/study.ipynb', 'shared/ben.ipynb')).toBe('../shared/ben.ipynb');
     expect(kernelRelativePath('study.ipynb', 'shared/ben.ipynb')).toBe('shared/ben.ipynb');
     expect(kernelRelativePath('work/study.ipynb', 'work/ben.ipynb')).toBe('ben.ipynb');
-    expect(describeImport('ben.ipynb', { stageRuns: 1, plannerCalls: 1, feedback: 2, skipped: 1 })).toBe(
-      'Imported 1 stage run, 1 planner call, 2 feedback from ben.ipynb; 1 cell skipped.'
-    );
   });
 });

@@ -1,25 +1,37 @@
 import { applyBundle, newStageMetadata } from '../metadata';
-import { ILearningReply, ILearningState, LearningTracker, LearningStatus, renderLearning } from '../learning';
+import type { LearningReply, LearningState } from '@nanoresearch/schema';
+import { LearningTracker, renderLearning } from '../learning';
 import { renderFeedbackList } from '../card';
 import { bundleFixture } from './helpers';
 
-function state(id: string, status: LearningStatus, extra: Partial<ILearningState> = {}): ILearningState {
-  return { feedback_id: id, status, attempts: 1, error: null, memories: [], skills: [], discarded: 0, waiting: null, updated_at: '2026-11-21T00:00:00Z', ...extra };
+function state(id: string, status: LearningState['status'], extra: Partial<LearningState> = {}): LearningState {
+  return {
+    feedback_id: id,
+    status,
+    attempts: 1,
+    error: null,
+    memories: [],
+    skills: [],
+    discarded: 0,
+    waiting: null,
+    updated_at: '2026-11-21T00:00:00Z',
+    ...extra
+  };
 }
 
 /** A fake kernel whose jobs move on one step per question, as background jobs do. */
 class FakeKernel {
   asked: string[][] = [];
   stored = new Set<string>();
-  script = new Map<string, LearningStatus[]>();
+  script = new Map<string, LearningState['status'][]>();
   failing = false;
 
-  async query(ids: string[]): Promise<ILearningReply> {
+  async query(ids: string[]): Promise<LearningReply> {
     this.asked.push(ids);
     if (this.failing) {
       throw new Error('No kernel is running for this notebook');
     }
-    const states: Record<string, ILearningState | null> = {};
+    const states: Record<string, LearningState | null> = {};
     for (const id of ids) {
       const steps = this.script.get(id);
       states[id] = steps ? state(id, steps.length > 1 ? steps.shift()! : steps[0]) : null;
@@ -166,7 +178,11 @@ describe('applyBundle', () => {
       status: 'done' as const,
       feedback: [{ id: 'fb_1', text: 'More seeds.', author: 'ana', created_at: '2026-11-21T00:00:00Z', synced: false }]
     };
-    const bundle = { ...bundleFixture(), stage_run_id: 'sr_1', feedback: [{ id: 'fb_1', text: 'More seeds.', author: 'ana', created_at: '2026-11-21T00:00:00Z' }] };
+    const bundle = {
+      ...bundleFixture(),
+      stage_run_id: 'sr_1',
+      feedback: [{ id: 'fb_1', text: 'More seeds.', author: 'ana', created_at: '2026-11-21T00:00:00Z' }]
+    };
     const next = applyBundle(metadata, bundle)!;
     expect(next.feedback).toEqual([expect.objectContaining({ id: 'fb_1', synced: true })]);
   });

@@ -37,7 +37,17 @@ function runQuickstart(): { home: string; totalS: number } {
   const started = Date.now();
   execFileSync(
     path.join(repo, '.venv', 'bin', 'jupyter'),
-    ['nbconvert', '--to', 'notebook', '--execute', '--ExecutePreprocessor.kernel_name=tslab', '--ExecutePreprocessor.timeout=900', '--output', path.join(home, 'executed.ipynb'), 'quickstart.ipynb'],
+    [
+      'nbconvert',
+      '--to',
+      'notebook',
+      '--execute',
+      '--ExecutePreprocessor.kernel_name=tslab',
+      '--ExecutePreprocessor.timeout=900',
+      '--output',
+      path.join(home, 'executed.ipynb'),
+      'quickstart.ipynb'
+    ],
     { cwd: path.join(repo, 'notebooks'), env, stdio: 'inherit' }
   );
   return { home, totalS: (Date.now() - started) / 1000 };
@@ -47,12 +57,19 @@ function runQuickstart(): { home: string; totalS: number } {
 export async function quickstartReport(home: string, totalS: number = NaN): Promise<string> {
   const store = await Store.open({ home });
   const { stages, models, trainS } = await store.read(async q => ({
-    stages: await q.all<StageRow>('select stage, status, cast(started_at as varchar) started_at, cast(finished_at as varchar) finished_at from stage_runs order by started_at'),
+    stages: await q.all<StageRow>(
+      'select stage, status, cast(started_at as varchar) started_at, cast(finished_at as varchar) finished_at from stage_runs order by started_at'
+    ),
     models: await q.all<ModelRow>(
       `select model, count(*)::int as calls, sum(prompt_tokens)::int as prompt_tokens, sum(completion_tokens)::int as completion_tokens,
               round(sum(latency_ms) / 1000.0, 1)::double as seconds from llm_calls where not cache_hit group by model order by seconds desc`
     ),
-    trainS: (await q.get<{ s: number | null }>('select max(epoch(cast(created_at as timestamp))) - (select max(epoch(cast(finished_at as timestamp))) from stage_runs) as s from adapters'))?.s ?? null
+    trainS:
+      (
+        await q.get<{ s: number | null }>(
+          'select max(epoch(cast(created_at as timestamp))) - (select max(epoch(cast(finished_at as timestamp))) from stage_runs) as s from adapters'
+        )
+      )?.s ?? null
   }));
   await store.close();
   const lines = ['stage        status   wall s'];
@@ -62,7 +79,9 @@ export async function quickstartReport(home: string, totalS: number = NaN): Prom
   }
   lines.push('', 'model                                  calls  prompt tok  output tok  LLM s');
   for (const m of models) {
-    lines.push(`${m.model.padEnd(38)} ${String(m.calls).padStart(5)} ${String(m.prompt_tokens).padStart(11)} ${String(m.completion_tokens).padStart(11)} ${m.seconds.toFixed(0).padStart(6)}`);
+    lines.push(
+      `${m.model.padEnd(38)} ${String(m.calls).padStart(5)} ${String(m.prompt_tokens).padStart(11)} ${String(m.completion_tokens).padStart(11)} ${m.seconds.toFixed(0).padStart(6)}`
+    );
   }
   if (trainS !== null) lines.push('', `feedback + lab.train() after the last stage: ${trainS.toFixed(0)} s`);
   const done = stages.filter(s => s.status === 'done').length;

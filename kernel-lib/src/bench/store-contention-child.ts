@@ -46,7 +46,8 @@ async function reader(file: string, target: number): Promise<void> {
 }
 
 const [mode, file, a, b] = process.argv.slice(2);
-if (require.main === module) (mode === 'writer' ? writer(file, Number(a), b) : reader(file, Number(a))).catch(error => {
-  console.error(error);
-  process.exit(1);
-});
+if (require.main === module)
+  (mode === 'writer' ? writer(file, Number(a), b) : reader(file, Number(a))).catch(error => {
+    console.error(error);
+    process.exit(1);
+  });

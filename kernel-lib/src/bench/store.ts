@@ -88,8 +88,14 @@ async function main(): Promise<void> {
     const total = await store.read(q => q.get<{ n: number }>('SELECT count(*) AS n FROM memories'));
     perCall.sort((a, b) => a - b);
     inOneRead.sort((a, b) => a - b);
-    rows.push([`point query by id, one read() each (${total?.n} memories)`, `p50 ${percentile(perCall, 50).toFixed(2)} ms, p99 ${percentile(perCall, 99).toFixed(2)} ms`]);
-    rows.push([`point query by id, ${POINT_QUERIES} inside one read()`, `p50 ${percentile(inOneRead, 50).toFixed(2)} ms, p99 ${percentile(inOneRead, 99).toFixed(2)} ms`]);
+    rows.push([
+      `point query by id, one read() each (${total?.n} memories)`,
+      `p50 ${percentile(perCall, 50).toFixed(2)} ms, p99 ${percentile(perCall, 99).toFixed(2)} ms`
+    ]);
+    rows.push([
+      `point query by id, ${POINT_QUERIES} inside one read()`,
+      `p50 ${percentile(inOneRead, 50).toFixed(2)} ms, p99 ${percentile(inOneRead, 99).toFixed(2)} ms`
+    ]);
     rows.push(['lock acquisitions in this process', String(store.stats.acquisitions)]);
   } finally {
     await store.close();
@@ -163,7 +169,12 @@ async function memoryWrites(): Promise<Array<[string, string]>> {
       const memories = await withStore(async other => new MemoryBank(other).rememberAll(inputs));
       await store.write(async q => {
         await q.appendRows('memories', memories as unknown as Record<string, unknown>[]);
-        await indexDocuments(q, 'memory', memories.map(m => memoryDoc(m, ALWAYS_CANDIDATE_KINDS)), { fresh: true });
+        await indexDocuments(
+          q,
+          'memory',
+          memories.map(m => memoryDoc(m, ALWAYS_CANDIDATE_KINDS)),
+          { fresh: true }
+        );
       });
       await store.close();
       return { bytes: fs.statSync(file).size };
@@ -191,7 +202,9 @@ function runChild(args: string[]): Promise<string> {
     const child = spawn(process.execPath, [path.join(__dirname, 'store-contention-child.js'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', chunk => (out += chunk));
-    child.on('exit', code => (code === 0 ? resolve(out.trim().split('\n').pop() as string) : reject(new Error(`contention child ${args.join(' ')} exited ${code}`))));
+    child.on('exit', code =>
+      code === 0 ? resolve(out.trim().split('\n').pop() as string) : reject(new Error(`contention child ${args.join(' ')} exited ${code}`))
+    );
   });
 }
 
@@ -202,7 +215,9 @@ async function contention(writers: number, count: number): Promise<Array<[string
   try {
     const setup = await Store.open({ path: file });
     await setup.write(q =>
-      q.run(`INSERT INTO stage_runs (id, project_id, run_id, stage, status, attempt) VALUES ($1, 'prj_bench', 'run_bench', 'review', 'done', 1)`, [BENCH_STAGE_RUN])
+      q.run(`INSERT INTO stage_runs (id, project_id, run_id, stage, status, attempt) VALUES ($1, 'prj_bench', 'run_bench', 'review', 'done', 1)`, [
+        BENCH_STAGE_RUN
+      ])
     );
     await setup.close();
     const started = performance.now();

@@ -1,7 +1,8 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
-import type { Feedback, PlannerCall, SdpoExample, StageRun } from '@nanoresearch/schema';
+import type { Feedback, PlannerCall, SdpoExample } from '@nanoresearch/schema';
 import { newId, nowIso, stableId } from '../ids';
+import { plannerCallById, stageRunById } from '../records';
 import type { Store } from '../store';
 import { defineDurableWrite } from '../store/outbox';
 import { assertValid } from '../validate';
@@ -74,7 +75,7 @@ interface FeedbackRecord {
  * kept in the outbox and stored, with its learning job, by the next open of the store.
  */
 const RECORD_FEEDBACK = defineDurableWrite<FeedbackRecord, { feedback: Feedback; created: boolean }>('feedback.record', async (q, input) => {
-  const run = await q.get<StageRun>('select * from stage_runs where id = $1', [input.stageRunId]);
+  const run = await stageRunById(q, input.stageRunId);
   if (!run) {
     throw new Error(`no stage run '${input.stageRunId}' in this store: give the id of a stage that ran here (stage.id)`);
   }
@@ -107,11 +108,7 @@ const RECORD_FEEDBACK = defineDurableWrite<FeedbackRecord, { feedback: Feedback;
  *
  * Idempotent by `id`: a feedback already stored is returned as it is, and nothing is queued again.
  */
-export async function recordFeedback(
-  store: Store,
-  input: FeedbackInput,
-  learning?: { queue: LearningQueue }
-): Promise<FeedbackResult> {
+export async function recordFeedback(store: Store, input: FeedbackInput, learning?: { queue: LearningQueue }): Promise<FeedbackResult> {
   const text = input.text.trim();
   if (!text) throw new Error(`feedback on stage run ${input.stageRunId} is empty: write what should change`);
   if (!input.author.trim()) throw new Error('feedback needs an author (set NANORESEARCH_AUTHOR or pass { author })');
@@ -130,9 +127,7 @@ export async function recordFeedback(
   if (created) learning?.queue.kick();
 
   const examples = feedback.planner_call_id ? await sdpoExamples(store, { feedbackId: feedback.id }) : [];
-  const call = feedback.planner_call_id
-    ? await store.read(q => q.get<Pick<PlannerCall, 'fallback' | 'y' | 'x'>>('select fallback, y, x from planner_calls where id = $1', [feedback.planner_call_id]))
-    : undefined;
+  const call = feedback.planner_call_id ? await store.read(q => plannerCallById(q, feedback.planner_call_id!)) : undefined;
   const states = learning ? await learning.queue.states([feedback.id]) : {};
   return {
     feedback,

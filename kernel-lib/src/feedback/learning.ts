@@ -18,35 +18,20 @@
  * `lab.learningStates()` read.
  */
 import * as os from 'os';
-import type { Feedback, StageRun } from '@nanoresearch/schema';
+import type { Feedback, LearningState, StageRun } from '@nanoresearch/schema';
+import { errorMessage } from '../error-message';
 import { newId, nowIso } from '../ids';
+import { stageRunById } from '../records';
 import type { Llm } from '../llm';
 import type { MemoryBank } from '../memory';
-import type { StageRunInput } from '../orchestrator/types';
+import type { StageRunInput } from '../stage-contract';
 import type { SkillBank } from '../skills';
 import type { Queryable, Store } from '../store';
 import { pidAlive } from '../store/run-lease';
 
-export type LearningStatus = 'queued' | 'learning' | 'learned' | 'failed';
-
-/** What the UI and `lab.learningStates()` show of one feedback item's learning. */
-export interface LearningState {
-  feedback_id: string;
-  status: LearningStatus;
-  /** Attempts started so far (a resumed or retried job counts each). */
-  attempts: number;
-  /** Why the job failed: each failed step, its reason and what to change. */
-  error: string | null;
-  /** Memories the feedback produced (new or strengthened). */
-  memories: Array<{ id: string; kind: string; content: string }>;
-  /** Skills the feedback added, merged into or revised. */
-  skills: Array<{ id: string; name: string; decision: string }>;
-  /** Skill candidates the review gate discarded. */
-  discarded: number;
-  /** For a queued job: what it waits for, in words; null when it starts as soon as it can. */
-  waiting: string | null;
-  updated_at: string;
-}
+/** What the UI and `lab.learningStates()` show of one feedback item's learning: the bridge's schema type, the one contract with the extension. */
+export type { LearningState };
+export type LearningStatus = LearningState['status'];
 
 /** What Update-from-feedback needs: the LLM (role 'judge') and the banks it updates. */
 export interface FeedbackLearners {
@@ -161,9 +146,7 @@ export class LearningQueue {
   async states(ids: string[]): Promise<Record<string, LearningState | null>> {
     const unique = [...new Set(ids)];
     const rows = unique.length
-      ? await this.store.read(q =>
-          q.all<JobRow>(`select * from learning_jobs where feedback_id in (${unique.map((_, i) => `$${i + 1}`).join(', ')})`, unique)
-        )
+      ? await this.store.read(q => q.all<JobRow>(`select * from learning_jobs where feedback_id in (${unique.map((_, i) => `$${i + 1}`).join(', ')})`, unique))
       : [];
     const byId = new Map(rows.map(r => [r.feedback_id, r]));
     return Object.fromEntries(unique.map(id => [id, byId.has(id) ? this.stateOf(byId.get(id)!) : null]));
@@ -236,9 +219,7 @@ export class LearningQueue {
   private async claim(): Promise<Job | null> {
     const staleMs = this.options.staleMs ?? DEFAULT_STALE_MS;
     return this.store.write(async q => {
-      const candidates = await q.all<JobRow>(
-        `select * from learning_jobs where status in ('queued', 'learning') order by created_at, feedback_id`
-      );
+      const candidates = await q.all<JobRow>(`select * from learning_jobs where status in ('queued', 'learning') order by created_at, feedback_id`);
       const row = candidates.find(r => r.status === 'queued' || ownerGone(r, staleMs));
       if (!row) return null;
       const now = nowIso();
@@ -249,14 +230,17 @@ export class LearningQueue {
         [row.feedback_id, this.ownerId, process.pid, os.hostname(), now]
       );
       const feedback = await q.get<Feedback>('select * from feedback where id = $1', [row.feedback_id]);
-      const run = feedback ? await q.get<StageRun>('select * from stage_runs where id = $1', [feedback.stage_run_id]) : undefined;
+      const run = feedback ? await stageRunById(q, feedback.stage_run_id) : undefined;
       return { row: { ...row, status: 'learning' as const, attempts: row.attempts + 1 }, feedback, run };
     });
   }
 
   private async runJob(job: Job): Promise<void> {
     const steps: Steps = { ...job.row.steps };
-    const heartbeat = setInterval(() => void this.save(job.row.feedback_id, { heartbeat: true }).catch(() => undefined), this.options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+    const heartbeat = setInterval(
+      () => void this.save(job.row.feedback_id, { heartbeat: true }).catch(() => undefined),
+      this.options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS
+    );
     // A heartbeat alone must not keep a finished process alive.
     heartbeat.unref();
     try {
@@ -308,7 +292,7 @@ export class LearningQueue {
     try {
       return await run();
     } catch (error) {
-      const describe = this.options.describe ?? ((e: unknown) => (e instanceof Error ? e.message : String(e)));
+      const describe = this.options.describe ?? errorMessage;
       // The banks wrap the LLM's error in their own ("... failed (nothing was stored): <cause>"),
       // which reads as if the feedback were lost; the step name and the cause say it exactly.
       const cause = error instanceof Error && error.cause !== undefined ? error.cause : error;
@@ -317,10 +301,7 @@ export class LearningQueue {
   }
 
   /** Writes the job's progress if this queue still owns it; false when another queue took it over. */
-  private async save(
-    feedbackId: string,
-    change: { steps?: Steps; status?: LearningStatus; error?: string | null; heartbeat?: boolean }
-  ): Promise<boolean> {
+  private async save(feedbackId: string, change: { steps?: Steps; status?: LearningStatus; error?: string | null; heartbeat?: boolean }): Promise<boolean> {
     const now = nowIso();
     const finished = change.status === 'learned' || change.status === 'failed';
     const result = await this.store.write(q =>

@@ -83,10 +83,20 @@ function cellNumbers(cell: string): number[] {
 
 /** A Markdown pipe table or a CSV table in a string: header and data rows (separator rows dropped). */
 function parseTableString(text: string): string[][] | undefined {
-  const lines = text.split(/\r?\n/).map(l => l.trim()).filter(Boolean);
+  const lines = text
+    .split(/\r?\n/)
+    .map(l => l.trim())
+    .filter(Boolean);
   if (lines.length < 2) return undefined;
   if (lines.every(l => l.startsWith('|'))) {
-    return lines.filter(l => !/^\|[\s|:-]+\|$/.test(l)).map(l => l.replace(/^\||\|$/g, '').split('|').map(c => c.trim()));
+    return lines
+      .filter(l => !/^\|[\s|:-]+\|$/.test(l))
+      .map(l =>
+        l
+          .replace(/^\||\|$/g, '')
+          .split('|')
+          .map(c => c.trim())
+      );
   }
   const rows = lines.map(l => l.split(',').map(c => c.trim()));
   return rows.every(r => r.length === rows[0].length && r.length > 1) ? rows : undefined;
@@ -187,7 +197,12 @@ function derivedCandidates(values: ArtifactValue[]): Candidate[] {
       [y, x]
     ]) {
       if (q.value === 0) continue;
-      out.push({ value: p.value / q.value, kind: 'ratio', sources: [p.source, q.source], expression: `${p.source} / ${q.source} = ${show(p.value)} / ${show(q.value)}` });
+      out.push({
+        value: p.value / q.value,
+        kind: 'ratio',
+        sources: [p.source, q.source],
+        expression: `${p.source} / ${q.source} = ${show(p.value)} / ${show(q.value)}`
+      });
       out.push({
         value: (p.value - q.value) / q.value,
         kind: 'relative-change',
@@ -230,7 +245,8 @@ const NON_CLAIM_SPANS: { pattern: RegExp; reason: IgnoredNumber['reason'] }[] = 
 ];
 
 /** A number: thousands-separated or plain, optional decimals, optional exponent, optional ×10^k, optional percent/points suffix. */
-const NUMBER = /(?<![\w.,])([-−+]?)(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE]([-+]?\d+)|\s*(?:×|\\times|x)\s*10\^\{?([-−+]?\d+)\}?)?(\s*(?:%|\\%|percent\b|pp\b|p\.p\.|percentage points?\b|points?\b))?(?![\w])/g;
+const NUMBER =
+  /(?<![\w.,])([-−+]?)(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE]([-+]?\d+)|\s*(?:×|\\times|x)\s*10\^\{?([-−+]?\d+)\}?)?(\s*(?:%|\\%|percent\b|pp\b|p\.p\.|percentage points?\b|points?\b))?(?![\w])/g;
 
 function decimalsOf(digits: string): number {
   const dot = digits.indexOf('.');
@@ -312,7 +328,13 @@ function ground(claim: Claim, pools: ReturnType<typeof candidatePools>): Derivat
   if (claim.splitPair && claim.percent && !claim.percentSuffix) {
     for (const c of pools.direct) {
       if (matchesAtPrecision(100 - claim.value, claim.decimals, c.value, 2)) {
-        return { kind: 'split-complement', sources: c.sources, scale: 100, value: 1 - c.value, formula: `1 − ${c.expression} = ${show(1 - c.value)} × 100 = ${show((1 - c.value) * 100)}` };
+        return {
+          kind: 'split-complement',
+          sources: c.sources,
+          scale: 100,
+          value: 1 - c.value,
+          formula: `1 − ${c.expression} = ${show(1 - c.value)} × 100 = ${show((1 - c.value) * 100)}`
+        };
       }
     }
   }
@@ -348,7 +370,8 @@ export function checkGrounding(text: string, artifacts: GroundingArtifacts): Gro
       for (const m of span.matchAll(/\d+(?:\.\d+)*/g)) ignored.push({ text: m[0], line: lineNo, reason });
       return ' '.repeat(span.length);
     };
-    if (heading) line = line.replace(/^(\s*#{1,6}\s+|\\(?:sub)*section\*?\{)(\d+(?:\.\d+)*\.?)/, (_, lead: string, num: string) => lead + blank('heading')(num));
+    if (heading)
+      line = line.replace(/^(\s*#{1,6}\s+|\\(?:sub)*section\*?\{)(\d+(?:\.\d+)*\.?)/, (_, lead: string, num: string) => lead + blank('heading')(num));
     line = line.replace(/^(\s*)(\d+)([.)]\s)/, (_, lead: string, num: string, tail: string) => lead + blank('list-marker')(num) + tail);
     for (const { pattern, reason } of NON_CLAIM_SPANS) line = line.replace(pattern, blank(reason));
 

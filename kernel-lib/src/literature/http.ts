@@ -98,7 +98,12 @@ export async function getText(url: string, options: HttpOptions): Promise<string
     lastError = `HTTP ${response.status} from ${new URL(url).pathname}: ${body}`;
     if (response.status === 429 || response.status >= 500) {
       const wait = retryAfterMs(response.headers.get('retry-after')) ?? Math.min(8000, 500 * 2 ** (attempt - 1));
-      if (wait > maxWait) throw new ProviderUnavailableError(options.provider, `rate limited; Retry-After ${Math.round(wait / 1000)} s exceeds the ${maxWait / 1000} s this search waits`, response.status);
+      if (wait > maxWait)
+        throw new ProviderUnavailableError(
+          options.provider,
+          `rate limited; Retry-After ${Math.round(wait / 1000)} s exceeds the ${maxWait / 1000} s this search waits`,
+          response.status
+        );
       if (attempt < attempts) await sleep(wait);
       continue;
     }

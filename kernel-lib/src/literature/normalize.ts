@@ -4,7 +4,10 @@ import type { Paper } from './types';
 /** Lower-case bare DOI ("10.1/abc") from a DOI, a doi.org URL or a "doi:" form; null when absent. */
 export function normalizeDoi(doi: string | null | undefined): string | null {
   if (!doi) return null;
-  const bare = doi.trim().replace(/^https?:\/\/(dx\.)?doi\.org\//i, '').replace(/^doi:/i, '');
+  const bare = doi
+    .trim()
+    .replace(/^https?:\/\/(dx\.)?doi\.org\//i, '')
+    .replace(/^doi:/i, '');
   return /^10\.\d{4,9}\/\S+$/.test(bare) ? bare.toLowerCase() : null;
 }
 
@@ -27,15 +30,21 @@ const TITLE_STOP_WORDS = new Set(['a', 'an', 'the', 'on', 'of', 'in', 'for', 'to
  */
 export function citationKey(paper: { title: string; authors?: string[]; year?: number | null }): string {
   const first = paper.authors?.[0] ?? '';
-  const last = (first.includes(',') ? first.split(',')[0] : first.trim().split(/\s+/).pop() ?? '') || 'anon';
-  const word = normalizeTitle(paper.title).split(' ').find(w => w.length > 2 && !TITLE_STOP_WORDS.has(w)) ?? 'paper';
+  const last = (first.includes(',') ? first.split(',')[0] : (first.trim().split(/\s+/).pop() ?? '')) || 'anon';
+  const word =
+    normalizeTitle(paper.title)
+      .split(' ')
+      .find(w => w.length > 2 && !TITLE_STOP_WORDS.has(w)) ?? 'paper';
   const ascii = (s: string) => normalizeTitle(s).replace(/ /g, '');
   return `${ascii(last) || 'anon'}${paper.year ?? 'nd'}${ascii(word)}`;
 }
 
 /** Collapses whitespace and strips tags (Crossref abstracts are JATS XML). */
 export function cleanText(text: string | null | undefined): string {
-  return (text ?? '').replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').trim();
+  return (text ?? '')
+    .replace(/<[^>]+>/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim();
 }
 
 /** A Paper with its key and only the fields that have values. */

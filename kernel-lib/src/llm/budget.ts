@@ -66,9 +66,7 @@ export class Meter {
   ) {}
 
   private chain(): Meter[] {
-    const meters: Meter[] = [];
-    for (let meter: Meter | undefined = this; meter; meter = meter.parent) meters.push(meter);
-    return meters;
+    return this.parent ? [this, ...this.parent.chain()] : [this];
   }
 
   /**

@@ -3,7 +3,9 @@ import { newId, nowIso } from '../ids';
 import { Meter, promptTokenBound, type Pricing, type Reservation } from './budget';
 import { LlmOutputError } from './errors';
 import { LlmLedger, cacheKey, type CachedResponse } from './ledger';
+import { LoraServer } from './lora-server';
 import { LocalProvider } from './providers/local';
+import { LoraServingProvider } from './providers/lora-serving';
 import { OpenAiProvider } from './providers/openai';
 import type { Provider } from './providers/types';
 import { withRetries, type Deadline, type RetryPolicy } from './retry';
@@ -68,10 +70,25 @@ export function createLlm(config: LlmConfig, store?: LlmStore, options: CreateLl
           timeoutMs,
           maxResponseBytes: config.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES
         });
+  // The planner's LoRA-serving endpoint speaks the same chat API, with its own URL and key, and
+  // is a remote server even when the other roles run on the embedded model.
+  const plannerTimeoutMs = config.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const plannerProvider: Provider | undefined = config.plannerServer
+    ? new LoraServingProvider(
+        new LoraServer(config.plannerServer, plannerTimeoutMs),
+        new OpenAiProvider({
+          baseURL: config.plannerServer.baseURL,
+          apiKey: config.plannerServer.apiKey,
+          jsonMode: config.jsonMode ?? 'json_schema',
+          timeoutMs: plannerTimeoutMs,
+          maxResponseBytes: config.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES
+        })
+      )
+    : undefined;
   // By default the deadline is what the attempts and backoffs could take anyway; it matters for
   // Retry-After waits, which it bounds, and when set lower than that.
   const deadlineMs = config.deadlineMs ?? (timeoutMs > 0 ? timeoutMs * (retry.maxRetries + 1) + retry.maxDelayMs * retry.maxRetries : undefined);
-  const core: Core = { config, provider, ledger: new LlmLedger(store, options.onCall), retry, deadlineMs };
+  const core: Core = { config, provider, plannerProvider, ledger: new LlmLedger(store, options.onCall), retry, deadlineMs };
   return new ScopedLlm(core, new Meter(config.budget, undefined, null));
 }
 
@@ -79,6 +96,8 @@ export function createLlm(config: LlmConfig, store?: LlmStore, options: CreateLl
 interface Core {
   config: LlmConfig;
   provider: Provider;
+  /** Serves the planner role when config.plannerServer is set. */
+  plannerProvider: Provider | undefined;
   ledger: LlmLedger;
   retry: RetryPolicy;
   /** Limit of a whole call (all attempts and waits); undefined: none. */
@@ -127,7 +146,8 @@ class ScopedLlm implements Llm {
     const name = schemaNameOf(req.jsonSchema, req.schemaName);
     const parse = (text: string, truncated = false): { value: T } | { errors: string[] } => {
       const found = extractJson(text);
-      if (!found && truncated) return { errors: [`the answer was cut off at the token limit (${req.maxTokens ?? 'server default'}) before the JSON ended; answer more briefly`] };
+      if (!found && truncated)
+        return { errors: [`the answer was cut off at the token limit (${req.maxTokens ?? 'server default'}) before the JSON ended; answer more briefly`] };
       if (!found) return { errors: ['the answer contains no JSON object'] };
       const errors = validateAgainst(req.jsonSchema, found.value);
       return errors.length ? { errors } : { value: found.value as T };
@@ -146,9 +166,7 @@ class ScopedLlm implements Llm {
         { role: 'assistant', content: first.text },
         {
           role: 'user',
-          content:
-            `Your answer does not match the JSON schema "${name}": ${firstParsed.errors.join('; ')}. ` +
-            `Reply with only the corrected JSON object.`
+          content: `Your answer does not match the JSON schema "${name}": ${firstParsed.errors.join('; ')}. ` + `Reply with only the corrected JSON object.`
         }
       ]
     };
@@ -172,7 +190,8 @@ class ScopedLlm implements Llm {
    * (budget.ts) and settled after. `accept` keeps answers it rejects out of the cache.
    */
   private async call(req: LlmRequest, accept?: (text: string) => boolean): Promise<CallResult> {
-    const { config, provider, ledger, deadlineMs } = this.core;
+    const { config, ledger, deadlineMs } = this.core;
+    const provider = this.providerFor(req);
     const model = config.models[req.role] ?? config.models.default;
     const started = Date.now();
     const stageRunId = req.stageRunId !== undefined ? req.stageRunId : this.meter.stageRunId;
@@ -195,9 +214,10 @@ class ScopedLlm implements Llm {
       req.cache === false
         ? undefined
         : cacheKey({
-            provider: provider.name,
+            // The planner endpoint is another server: its answers are not the main provider's.
+            provider: provider === this.core.provider ? provider.name : `planner-server:${config.plannerServer?.baseURL}`,
             model,
-            adapterPath: req.adapterPath ?? null,
+            adapterPath: req.adapter?.ggufPath ?? null,
             messages: req.messages,
             temperature: req.temperature ?? null,
             maxTokens: req.maxTokens ?? null,
@@ -226,7 +246,7 @@ class ScopedLlm implements Llm {
       model,
       promptTokens: promptTokenBound(req.messages, req.jsonSchema),
       maxTokens: req.maxTokens,
-      pricing: this.pricingOf(model)
+      pricing: this.pricingOf(model, provider)
     };
     // The first reservation is made before anything else: a call refused by its budget leaves no llm_calls row.
     let first: Reservation | undefined = this.meter.reserve(plan);
@@ -235,41 +255,45 @@ class ScopedLlm implements Llm {
     let cost: number | null = null;
     this.emit({ type: 'start', ...activity, startedAt: started });
     try {
-      const result = await withRetries(async () => {
-        const reservation = first ?? this.meter.reserve(plan);
-        first = undefined;
-        // What this attempt has generated so far, for the listeners (a retry starts again from nothing).
-        let tokens = 0;
-        let text = '';
-        const onText =
-          this.listeners.length > 0
-            ? (piece: string) => {
-                tokens += 1;
-                text = (text + piece).slice(-ACTIVITY_TEXT_CHARS);
-                this.emit({ type: 'text', ...activity, startedAt: started, tokens, text });
-              }
-            : undefined;
-        try {
-          const generated = await provider.generate({
-            model,
-            messages: req.messages,
-            temperature: req.temperature,
-            maxTokens: req.maxTokens,
-            jsonSchema: req.jsonSchema,
-            schemaName: req.jsonSchema ? schemaNameOf(req.jsonSchema, req.schemaName) : 'response',
-            adapterPath: req.adapterPath,
-            seed: req.seed,
-            deadlineAt: deadline?.at,
-            ...(onText && { onText })
-          });
-          cost = this.costOf(model, generated);
-          this.meter.settle(reservation, { calls: 1, tokens: generated.usage.promptTokens + generated.usage.completionTokens, costUsd: cost ?? 0 });
-          return generated;
-        } catch (err) {
-          this.meter.settle(reservation, { calls: 1, tokens: 0, costUsd: 0 });
-          throw err;
-        }
-      }, this.core.retry, deadline);
+      const result = await withRetries(
+        async () => {
+          const reservation = first ?? this.meter.reserve(plan);
+          first = undefined;
+          // What this attempt has generated so far, for the listeners (a retry starts again from nothing).
+          let tokens = 0;
+          let text = '';
+          const onText =
+            this.listeners.length > 0
+              ? (piece: string) => {
+                  tokens += 1;
+                  text = (text + piece).slice(-ACTIVITY_TEXT_CHARS);
+                  this.emit({ type: 'text', ...activity, startedAt: started, tokens, text });
+                }
+              : undefined;
+          try {
+            const generated = await provider.generate({
+              model,
+              messages: req.messages,
+              temperature: req.temperature,
+              maxTokens: req.maxTokens,
+              jsonSchema: req.jsonSchema,
+              schemaName: req.jsonSchema ? schemaNameOf(req.jsonSchema, req.schemaName) : 'response',
+              adapter: req.adapter,
+              seed: req.seed,
+              deadlineAt: deadline?.at,
+              ...(onText && { onText })
+            });
+            cost = this.costOf(model, generated, provider);
+            this.meter.settle(reservation, { calls: 1, tokens: generated.usage.promptTokens + generated.usage.completionTokens, costUsd: cost ?? 0 });
+            return generated;
+          } catch (err) {
+            this.meter.settle(reservation, { calls: 1, tokens: 0, costUsd: 0 });
+            throw err;
+          }
+        },
+        this.core.retry,
+        deadline
+      );
       answer = { text: stripThinking(result.text), model: result.model, usage: result.usage, truncated: result.truncated };
     } catch (err) {
       await ledger.record(row({ error: (err as Error).message }));
@@ -297,15 +321,19 @@ class ScopedLlm implements Llm {
     };
   }
 
+  private providerFor(req: LlmRequest): Provider {
+    return req.role === 'planner' && this.core.plannerProvider ? this.core.plannerProvider : this.core.provider;
+  }
+
   /** How a model is priced for budgets: the embedded model is free, a remote one needs a table entry. */
-  private pricingOf(model: string): Pricing {
-    if (this.core.provider.name === 'local') return 'free';
+  private pricingOf(model: string, provider: Provider): Pricing {
+    if (provider.name === 'local') return 'free';
     return this.core.config.prices?.[model];
   }
 
   /** Dollars for an answer; null when a remote model has no price (the row shows it unpriced). */
-  private costOf(requestedModel: string, answer: { model: string; usage: TokenUsage }): number | null {
-    if (this.core.provider.name === 'local') return 0;
+  private costOf(requestedModel: string, answer: { model: string; usage: TokenUsage }, provider: Provider): number | null {
+    if (provider.name === 'local') return 0;
     const price = this.core.config.prices?.[requestedModel] ?? this.core.config.prices?.[answer.model];
     if (!price) return null;
     return (answer.usage.promptTokens * price.inputPerMTok + answer.usage.completionTokens * price.outputPerMTok) / 1e6;

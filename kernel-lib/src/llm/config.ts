@@ -1,12 +1,13 @@
 import { existsSync, statSync } from 'fs';
 import * as path from 'path';
 import { embeddedRoleModels } from './embedded';
-import { ROLES, type JsonMode, type LlmConfig, type ModelPrice } from './types';
+import { ROLES, type JsonMode, type LlmConfig, type LoraServerKind, type ModelPrice, type PlannerServerConfig } from './types';
 
 /** Model name the OpenAI-compatible provider uses when NANORESEARCH_MODEL is not set. */
 export const DEFAULT_REMOTE_MODEL = 'gpt-4o-mini';
 
 const JSON_MODES: readonly JsonMode[] = ['json_schema', 'json_object', 'none'];
+const LORA_SERVER_KINDS: readonly LoraServerKind[] = ['vllm', 'llama.cpp'];
 
 /**
  * The LLM configuration from environment variables:
@@ -16,6 +17,10 @@ const JSON_MODES: readonly JsonMode[] = ['json_schema', 'json_object', 'none'];
  *   from $NANORESEARCH_MODELS_DIR, or the repository's models/ folder.
  * - NANORESEARCH_MODEL names the default model, NANORESEARCH_MODEL_<ROLE> (e.g. _PLANNER) one role's;
  *   for the embedded provider a name is an embedded model's or a .gguf file's.
+ * - NANORESEARCH_PLANNER_BASE_URL puts the planner role on its own LoRA-serving endpoint (each
+ *   user's adapter served on one base model: llm/lora-server.ts), with NANORESEARCH_PLANNER_API_KEY
+ *   and NANORESEARCH_PLANNER_SERVER = vllm (default) | llama.cpp; NANORESEARCH_MODEL_PLANNER must
+ *   name the base model it serves.
  * - NANORESEARCH_LLM_THREADS, NANORESEARCH_LLM_TIMEOUT_MS, NANORESEARCH_LLM_MAX_RETRIES, and NANORESEARCH_LLM_PRICES
  *   (JSON: {"model": {"inputPerMTok": 0.15, "outputPerMTok": 0.6}}).
  */
@@ -36,6 +41,8 @@ export function llmConfigFromEnv(env: NodeJS.ProcessEnv = process.env): LlmConfi
   const config: LlmConfig = local
     ? { provider: 'local', models, modelsDir: localModelsDir(env) }
     : { provider: 'openai', baseURL, apiKey: env.NANORESEARCH_LLM_API_KEY || env.OPENAI_API_KEY, models };
+  const plannerServer = plannerServerFromEnv(env);
+  if (plannerServer) config.plannerServer = plannerServer;
   const jsonMode = env.NANORESEARCH_JSON_MODE;
   if (jsonMode) {
     if (!JSON_MODES.includes(jsonMode as JsonMode)) {
@@ -51,6 +58,25 @@ export function llmConfigFromEnv(env: NodeJS.ProcessEnv = process.env): LlmConfi
   if (maxRetries !== undefined) config.maxRetries = maxRetries;
   if (env.NANORESEARCH_LLM_PRICES) config.prices = parsePrices(env.NANORESEARCH_LLM_PRICES);
   return config;
+}
+
+/** The planner's LoRA-serving endpoint from NANORESEARCH_PLANNER_*; undefined when none is set. */
+export function plannerServerFromEnv(env: NodeJS.ProcessEnv = process.env): PlannerServerConfig | undefined {
+  const baseURL = env.NANORESEARCH_PLANNER_BASE_URL;
+  if (!baseURL) return undefined;
+  const kind = env.NANORESEARCH_PLANNER_SERVER || 'vllm';
+  if (!LORA_SERVER_KINDS.includes(kind as LoraServerKind)) {
+    throw new Error(`NANORESEARCH_PLANNER_SERVER=${kind} is not one of ${LORA_SERVER_KINDS.join(', ')}`);
+  }
+  if (!env.NANORESEARCH_MODEL_PLANNER) {
+    throw new Error(
+      `NANORESEARCH_PLANNER_BASE_URL=${baseURL} is set but NANORESEARCH_MODEL_PLANNER is not: set it to the base model ` +
+        `the server serves (the model \`vllm serve\` was given; GET ${baseURL.replace(/\/+$/, '')}/models lists it)`
+    );
+  }
+  const server: PlannerServerConfig = { kind: kind as LoraServerKind, baseURL };
+  if (env.NANORESEARCH_PLANNER_API_KEY) server.apiKey = env.NANORESEARCH_PLANNER_API_KEY;
+  return server;
 }
 
 /**

@@ -65,7 +65,8 @@ export interface ModelsReport {
   provider: LlmConfig['provider'];
   /** The OpenAI-compatible endpoint, or null for the embedded models. */
   endpoint: string | null;
-  roles: { role: Role; model: string; license?: string; provenance?: string }[];
+  /** `server`: the role's own endpoint when it has one (the planner's LoRA server). */
+  roles: { role: Role; model: string; license?: string; provenance?: string; server?: string }[];
   /** How to serve the roles from elsewhere, in a sentence a researcher can act on. */
   howToSwitch: string;
 }
@@ -77,9 +78,11 @@ export const HOW_TO_SWITCH =
 export function modelsReport(config: LlmConfig): ModelsReport {
   return {
     provider: config.provider,
-    endpoint: config.provider === 'openai' ? config.baseURL ?? null : null,
+    endpoint: config.provider === 'openai' ? (config.baseURL ?? null) : null,
     roles: ROLES.map(role => {
       const model = config.models[role] ?? config.models.default;
+      const server = role === 'planner' && config.plannerServer;
+      if (server) return { role, model, server: `${server.kind} LoRA server at ${server.baseURL} (each user's adapter on this base model)` };
       const embedded = config.provider === 'local' ? embeddedModel(model) : undefined;
       return { role, model, ...(embedded && { license: embedded.license, provenance: embedded.provenance }) };
     }),

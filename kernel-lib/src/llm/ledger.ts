@@ -53,9 +53,7 @@ export class LlmLedger {
   async lookup(key: string): Promise<CachedResponse | undefined> {
     const hit = this.memory.get(key);
     if (hit || !this.store) return hit;
-    const row = await this.store.read(q =>
-      q.get<{ response: unknown }>('SELECT response FROM llm_cache WHERE key = $1', [key])
-    );
+    const row = await this.store.read(q => q.get<{ response: unknown }>('SELECT response FROM llm_cache WHERE key = $1', [key]));
     if (!row) return undefined;
     const response = (typeof row.response === 'string' ? JSON.parse(row.response) : row.response) as CachedResponse;
     this.memory.set(key, response);

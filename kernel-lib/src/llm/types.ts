@@ -27,16 +27,38 @@ export interface LlmRequest {
   /** Name sent with the schema; defaults to the schema's `title`, then `response`. */
   schemaName?: string;
   /**
-   * A LoRA adapter GGUF applied on top of the embedded model. The OpenAI-compatible provider
-   * cannot upload an adapter: there the server serves it under its own model name (set
-   * NANORESEARCH_MODEL_PLANNER), so the path only takes part in the cache key.
+   * The planner's LoRA adapter: its GGUF file is applied on top of the embedded model; a
+   * LoRA-serving planner endpoint (LlmConfig.plannerServer) is asked to serve it and answers
+   * under its name. A plain OpenAI-compatible server cannot take an adapter: there it only takes
+   * part in the cache key.
    */
-  adapterPath?: string | null;
+  adapter?: LlmAdapter | null;
   /** The stage run the `llm_calls` row belongs to; defaults to the scope's. */
   stageRunId?: string | null;
   /** Answer identical requests from the response cache (default true). */
   cache?: boolean;
   seed?: number;
+}
+
+/** A trained LoRA adapter as the LLM layer uses it (the trainer writes both forms). */
+export interface LlmAdapter {
+  /** Its name on a LoRA-serving endpoint: unique across the users sharing the server. */
+  name: string;
+  /** The GGUF LoRA file (the embedded model, llama.cpp server). */
+  ggufPath: string;
+  /** The PEFT folder, adapter_config.json + adapter_model.safetensors (vLLM). */
+  peftDir: string;
+}
+
+/** Which LoRA-serving engine runs the planner endpoint (llm/lora-server.ts). */
+export type LoraServerKind = 'vllm' | 'llama.cpp';
+
+/** The planner's own OpenAI-compatible endpoint, serving each user's adapter on one base model. */
+export interface PlannerServerConfig {
+  kind: LoraServerKind;
+  /** e.g. `http://gpu-host:8000/v1`. */
+  baseURL: string;
+  apiKey?: string;
 }
 
 export interface TokenUsage {
@@ -81,6 +103,11 @@ export interface LlmConfig {
   /** OpenAI-compatible endpoint, e.g. `http://127.0.0.1:8000/v1`. */
   baseURL?: string;
   apiKey?: string;
+  /**
+   * The planner role's LoRA-serving endpoint; the planner's model name (models.planner) is the base
+   * model it serves. Unset: the planner runs on the provider above, like every role.
+   */
+  plannerServer?: PlannerServerConfig;
   /** Model name per role; roles without an entry use `default`. */
   models: { default: string } & Partial<Record<Role, string>>;
   /** How the OpenAI provider asks for JSON (default `json_schema`). */

@@ -40,7 +40,13 @@ export function neutralizeUntrusted(text: string): string {
 
 /** `text` wrapped in delimiters named by `label` and tagged with a hash of the quoted text. */
 export function quoteUntrusted(label: string, text: string): string {
-  const name = label.replace(/\s+/g, ' ').replace(/[^\w .-]/g, '').replace(/ +/g, ' ').trim().slice(0, 60) || 'text';
+  const name =
+    label
+      .replace(/\s+/g, ' ')
+      .replace(/[^\w .-]/g, '')
+      .replace(/ +/g, ' ')
+      .trim()
+      .slice(0, 60) || 'text';
   const clean = neutralizeUntrusted(text);
   const tag = createHash('sha256').update(`${name}\n${clean}`).digest('hex').slice(0, 10);
   return `<<<UNTRUSTED ${name} #${tag}>>>\n${clean}\n<<<END ${name} #${tag}>>>`;

@@ -72,8 +72,5 @@ export function schemaNameOf(schema: JsonSchema, explicit?: string): string {
 
 /** The instruction that carries a schema inside the prompt (json_object / none / local). */
 export function schemaInstruction(schema: JsonSchema, name: string): string {
-  return (
-    `Answer with one JSON object only, no prose and no code fence. ` +
-    `It must match this JSON Schema ("${name}"):\n${JSON.stringify(schema)}`
-  );
+  return `Answer with one JSON object only, no prose and no code fence. ` + `It must match this JSON Schema ("${name}"):\n${JSON.stringify(schema)}`;
 }

@@ -4,15 +4,16 @@
  * relevance decays by kind; user constraints and profile facts are global and cross projects.
  */
 import type { Memory } from '@nanoresearch/schema';
+import { errorMessage } from '../error-message';
 import { stableId } from '../ids';
 import type { Llm } from '../llm/types';
-import type { StageName } from '../orchestrator/types';
+import type { StageName } from '../stage-contract';
 import type { Queryable } from '../store/queryable';
 import { defineDurableWrite, type DurableKind } from '../store/outbox';
 import { schemaErrors } from '../validate';
 import { indexDocuments, memoryDoc, memoryText, unindexDocuments } from '../retrieval/terms';
 import { ALWAYS_CANDIDATE_KINDS } from '../retrieval/weights';
-import { GLOBAL_KINDS, GLOBAL_SCOPE, MEMORY_KINDS, MemoryKind, decayFactor, MEMORY_COLUMNS, memoryFromRow } from './records';
+import { GLOBAL_KINDS, GLOBAL_SCOPE, MEMORY_KINDS, MemoryKind, decayFactor, MEMORY_COLUMNS, markMemoriesUsed, memoryFromRow } from '../records/memories';
 import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
 
 /** The part of a `Store` the bank uses. */
@@ -106,15 +107,11 @@ export function effectiveConfidence(memory: Memory, now: Date = new Date()): num
   return memory.confidence * decayFactor(memory.kind, ageDays(memory, now));
 }
 
-
 /** Writes a memory row (insert or replace) and keeps its postings in step (active memories only are indexed). */
 async function writeMemory(q: Queryable, memory: Memory, reindex: boolean): Promise<void> {
   const row: Record<string, unknown> = {};
   for (const c of MEMORY_COLUMNS) row[c] = (memory as unknown as Record<string, unknown>)[c] ?? null;
-  await q.run(
-    `INSERT OR REPLACE INTO memories (${MEMORY_COLUMNS.join(', ')}) VALUES (${MEMORY_COLUMNS.map(c => `$${c}`).join(', ')})`,
-    row
-  );
+  await q.run(`INSERT OR REPLACE INTO memories (${MEMORY_COLUMNS.join(', ')}) VALUES (${MEMORY_COLUMNS.map(c => `$${c}`).join(', ')})`, row);
   if (!reindex) return;
   if (memory.status === 'active') await indexDocuments(q, 'memory', [memoryDoc(memory, ALWAYS_CANDIDATE_KINDS)]);
   else await unindexDocuments(q, 'memory', [memory.id]);
@@ -312,7 +309,10 @@ export class MemoryBank {
       for (const call of batch) groups.set(call.now.getTime(), [...(groups.get(call.now.getTime()) ?? []), call]);
       for (const [time, calls] of groups) {
         try {
-          const memories = await this.rememberAll(calls.map(c => c.input), new Date(time));
+          const memories = await this.rememberAll(
+            calls.map(c => c.input),
+            new Date(time)
+          );
           calls.forEach((call, i) => call.resolve(memories[i]));
         } catch (error) {
           if (calls.length === 1) calls[0].reject(error);
@@ -355,13 +355,7 @@ export class MemoryBank {
   /** Counts a use of each memory (the planner selected it) and stamps the time. */
   async markUsed(ids: readonly string[], now: Date = new Date()): Promise<void> {
     if (ids.length === 0) return;
-    await this.store.write(q =>
-      q.run(
-        `UPDATE memories SET usage_count = coalesce(usage_count, 0) + 1, last_used_at = $at
-          WHERE id IN (SELECT unnest(from_json($ids::JSON, '["VARCHAR"]')))`,
-        { at: now.toISOString(), ids: [...new Set(ids)] }
-      )
-    );
+    await this.store.write(q => markMemoriesUsed(q, ids, now));
   }
 
   async get(id: string): Promise<Memory | undefined> {
@@ -447,7 +441,7 @@ export class MemoryBank {
       });
       extracted = answer.value.memories;
     } catch (error) {
-      throw new Error(`Extracting memories from feedback failed (nothing was stored): ${error instanceof Error ? error.message : String(error)}`, {
+      throw new Error(`Extracting memories from feedback failed (nothing was stored): ${errorMessage(error)}`, {
         cause: error
       });
     }
@@ -467,5 +461,3 @@ export class MemoryBank {
     return memoryFromRow(row);
   }
 }
-
-

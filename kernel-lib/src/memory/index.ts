@@ -1,3 +1,3 @@
 /** Memory: typed, deterministic-id memories with support, contradiction and decay. */
 export * from './bank';
-export * from './records';
+export * from '../records/memories';

@@ -1,15 +1,9 @@
 import { existsSync, statSync } from 'fs';
 import * as path from 'path';
 import type { StageBundle } from '@nanoresearch/schema';
-import type { Queryable } from '../store';
+import type { ArtifactKind, StageArtifact } from '../stage-contract';
 
-/** One file a stage wrote, as its stage run keeps it: relative to the project's workspace. */
-export interface StageArtifact {
-  path: string;
-  kind: ArtifactKind;
-}
-
-export type ArtifactKind = NonNullable<StageBundle['artifacts']>[number]['kind'];
+export type { ArtifactKind, StageArtifact };
 
 /** Most files a card lists: an experiment that writes hundreds of files still gets a readable card. */
 export const MAX_CARD_ARTIFACTS = 50;
@@ -32,18 +26,11 @@ export function artifactKind(file: string): ArtifactKind {
 }
 
 /**
- * The files of a stage run: what the stage recorded in the `artifacts` table (the experiment's
- * code and results), the `*_path` fields of its output (the paper, its LaTeX and BibTeX) and
- * `extra` (the stage log). Paths relative to the workspace; files that do not exist are left out.
+ * The files of a stage run: the `*_path` fields of its output (the paper, its LaTeX and BibTeX)
+ * and `produced` (what the stage returned in StageResult.artifacts, its log). Paths relative to
+ * the workspace; files that do not exist are left out.
  */
-export async function collectArtifacts(
-  q: Queryable,
-  stageRunId: string,
-  output: unknown,
-  workspace: string,
-  extra: string[] = []
-): Promise<StageArtifact[]> {
-  const recorded = await q.all<{ path: string }>('select path from artifacts where stage_run_id = $1 order by path', [stageRunId]);
+export function collectArtifacts(output: unknown, workspace: string, produced: readonly string[] = []): StageArtifact[] {
   const named =
     output && typeof output === 'object' && !Array.isArray(output)
       ? Object.entries(output as Record<string, unknown>)
@@ -52,7 +39,7 @@ export async function collectArtifacts(
       : [];
   const seen = new Set<string>();
   const found: StageArtifact[] = [];
-  for (const candidate of [...named, ...recorded.map(r => r.path), ...extra]) {
+  for (const candidate of [...named, ...produced]) {
     const relative = path.isAbsolute(candidate) ? path.relative(workspace, candidate) : path.normalize(candidate);
     if (!relative || relative.split(path.sep)[0] === '..' || seen.has(relative)) continue;
     seen.add(relative);

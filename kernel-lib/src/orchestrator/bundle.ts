@@ -1,9 +1,20 @@
-import { STAGE_LABELS, type Feedback, type Memory, type PlannerOutput, type Profile, type Project, type Skill, type StageBundle, type StageRun } from '@nanoresearch/schema';
+import {
+  STAGE_LABELS,
+  type Feedback,
+  type Memory,
+  type PlannerOutput,
+  type Profile,
+  type Project,
+  type Skill,
+  type StageBundle,
+  type StageRun
+} from '@nanoresearch/schema';
+import { renderMemory } from '../records/memories';
 import { renderProfileFor } from '../profiles';
+import { inputOf, projectById, stageRunById } from '../records';
+import type { StageName } from '../stage-contract';
 import type { Store } from '../store';
 import { artifactLinks } from './artifacts';
-import type { StageName, StageRunInput } from './types';
-
 
 /** The card title of a stage: "Ideation · <project title>". */
 export function stageTitle(stage: StageName, project: Pick<Project, 'title'>): string {
@@ -42,10 +53,8 @@ export function stageBundle(run: StageRun, extra: Partial<StageBundle> & { title
  * the feedback given on it.
  */
 export function stageMarkdown(run: StageRun, bundle: StageBundle): string {
-  const input = (run.input ?? {}) as Partial<StageRunInput>;
-  const head =
-    input.markdown ||
-    `**${bundle.title}** — ${bundle.status}${bundle.error ? `: ${bundle.error}` : bundle.summary ? `: ${bundle.summary}` : ''}`;
+  const input = inputOf(run);
+  const head = input.markdown || `**${bundle.title}** — ${bundle.status}${bundle.error ? `: ${bundle.error}` : bundle.summary ? `: ${bundle.summary}` : ''}`;
   // Relative links open the files in JupyterLab (and on GitHub beside the notebook).
   const links = (bundle.artifacts ?? []).map(a => (a.href ? `[${a.path}](${a.href.split('/').map(encodeURIComponent).join('/')})` : `\`${a.path}\``));
   const files = links.length ? `\n\n**Files:** ${links.join(' · ')}` : '';
@@ -58,13 +67,7 @@ export function stageMarkdown(run: StageRun, bundle: StageBundle): string {
  * The guidance a stage puts into its prompts: the profile excerpt for the stage, the planner's
  * prompt plan, and the selected skills and memories.
  */
-export function renderGuidance(
-  stage: StageName,
-  profile: Profile,
-  skills: Skill[],
-  memories: Memory[],
-  plan: PlannerOutput
-): string {
+export function renderGuidance(stage: StageName, profile: Profile, skills: Skill[], memories: Memory[], plan: PlannerOutput): string {
   const parts = [`## Researcher profile\n${renderProfileFor(stage, profile).trim()}`];
   if (plan.prompt_plan.trim()) parts.push(`## Plan for this stage\n${plan.prompt_plan.trim()}`);
   if (skills.length) {
@@ -75,15 +78,7 @@ export function renderGuidance(
     );
   }
   if (memories.length) {
-    parts.push(
-      `## What we know from earlier work\n${memories
-        .map(m => {
-          const conditions = Object.entries(m.conditions ?? {}).filter(([, v]) => v);
-          const when = conditions.length ? ` (under ${conditions.map(([k, v]) => `${k}: ${v}`).join(', ')})` : '';
-          return `- [${m.kind}] ${m.content}${when}`;
-        })
-        .join('\n')}`
-    );
+    parts.push(`## What we know from earlier work\n${memories.map(m => `- ${renderMemory(m)}`).join('\n')}`);
   }
   return parts.join('\n\n');
 }
@@ -94,27 +89,21 @@ export function renderGuidance(
  */
 export async function loadStageBundle(store: Store, stageRunId: string): Promise<{ run: StageRun; bundle: StageBundle }> {
   return store.read(async q => {
-    const run = await q.get<StageRun>('select * from stage_runs where id = $1', [stageRunId]);
+    const run = await stageRunById(q, stageRunId);
     if (!run) throw new Error(`no stage run '${stageRunId}' in this store`);
-    const project = await q.get<Project>('select * from projects where id = $1', [run.project_id]);
+    const project = await projectById(q, run.project_id);
     const skillIds = run.skills_used ?? [];
     const memoryIds = run.memories_used ?? [];
     const skills = skillIds.length
       ? await q.all<Pick<Skill, 'id' | 'name'>>(`select id, name from skills where id in (${placeholders(skillIds)})`, skillIds)
       : [];
     const memories = memoryIds.length
-      ? await q.all<Pick<Memory, 'id' | 'kind' | 'content'>>(
-          `select id, kind, content from memories where id in (${placeholders(memoryIds)})`,
-          memoryIds
-        )
+      ? await q.all<Pick<Memory, 'id' | 'kind' | 'content'>>(`select id, kind, content from memories where id in (${placeholders(memoryIds)})`, memoryIds)
       : [];
-    const feedback = await q.all<Feedback>(
-      'select id, text, author, created_at from feedback where stage_run_id = $1 order by created_at, id',
-      [stageRunId]
-    );
+    const feedback = await q.all<Feedback>('select id, text, author, created_at from feedback where stage_run_id = $1 order by created_at, id', [stageRunId]);
     const skillNames = new Map(skills.map(s => [s.id, s.name]));
     const memoryRows = new Map(memories.map(m => [m.id, m]));
-    const input = (run.input ?? {}) as Partial<StageRunInput>;
+    const input = inputOf(run);
     const bundle = stageBundle(run, {
       title: stageTitle(run.stage, project ?? { title: run.project_id }),
       outputs: input.bundle_outputs ?? {},

@@ -1,17 +1,13 @@
-import {
-  PlannerOutputSchema,
-  type Memory,
-  type PlannerCall,
-  type PlannerOutput,
-  type Profile,
-  type Skill
-} from '@nanoresearch/schema';
+import { PlannerOutputSchema, type Memory, type PlannerCall, type PlannerOutput, type Profile, type Skill } from '@nanoresearch/schema';
+import { errorMessage } from '../error-message';
 import { newId, nowIso } from '../ids';
-import { extractJson, validateAgainst, type ChatMessage, type Llm } from '../llm';
+import { extractJson, validateAgainst, type ChatMessage, type Llm, type LlmActivityListener, type LlmAdapter } from '../llm';
 import { renderEmbeddedPrompt } from '../llm/providers/local';
+import { clipText, renderMemory } from '../records/memories';
 import { renderProfileFor } from '../profiles';
-import { INSERT_ROWS, type Queryable, type Store } from '../store';
-import type { StageName } from '../orchestrator/types';
+import { insertPlannerCallOnce, plannerCallById } from '../records';
+import type { Store } from '../store';
+import type { StageName } from '../stage-contract';
 
 /** What each stage is asked to do: the task line of the planner's input x. */
 export const STAGE_TASKS: Record<StageName, string> = {
@@ -32,21 +28,51 @@ export const MAX_PROMPT_PLAN_CHARS = 280;
 export const MAX_SELECTED = 4;
 /** update_memory / update_skill: at most this many entries of this many characters. */
 const MAX_UPDATES = 2;
-const MAX_UPDATE_CHARS = 200;
+const MAX_UPDATE_CHARS = 120;
 /**
- * Enough for the longest answer the per-call schema allows (ids, plan, updates); the grammar
- * bounds every part, so the cap is never what ends a plan.
+ * The token cap of a planner call: room for the longest answer its schema allows, so the grammar
+ * (which bounds every part) and never the cap ends a plan — a truncated answer would be no plan.
+ * An ASCII token is at least one character; the margin covers the whitespace the grammar lets a
+ * model put between JSON tokens.
  */
-export const PLANNER_MAX_TOKENS = 640;
+export function plannerMaxTokens(schema: Record<string, unknown>): number {
+  return Math.ceil(longestJsonChars(schema) * 1.25) + 32;
+}
+
+/** Characters of the longest JSON text `schema` admits (strings bounded by maxLength or an enum, arrays by maxItems). */
+export function longestJsonChars(schema: Record<string, unknown>): number {
+  const node = schema as {
+    type?: string;
+    enum?: unknown[];
+    maxLength?: number;
+    maxItems?: number;
+    items?: Record<string, unknown>;
+    properties?: Record<string, Record<string, unknown>>;
+  };
+  if (node.enum) return Math.max(...node.enum.map(v => JSON.stringify(v).length));
+  switch (node.type) {
+    case 'string':
+      if (node.maxLength === undefined) throw new Error('a planner schema string needs a maxLength: the answer must be bounded');
+      return node.maxLength + 2;
+    case 'array': {
+      const items = node.maxItems ?? 0;
+      return 2 + (items && node.items ? items * (longestJsonChars(node.items) + 1) : 0);
+    }
+    case 'object':
+      return 2 + Object.entries(node.properties ?? {}).reduce((sum, [key, value]) => sum + key.length + 4 + longestJsonChars(value), 0);
+    default:
+      throw new Error(`a planner schema node of type ${node.type ?? '(none)'} has no bounded length`);
+  }
+}
 /** Candidate texts are cut to these lengths in x: x must stay short for a small planner model. */
 const SKILL_TEXT_CHARS = 160;
 const MEMORY_TEXT_CHARS = 220;
 
-/** The adapter the planner runs with, from the trainer client's `activeAdapter(store)`. */
-export interface PlannerAdapter {
-  version: string;
-  ggufPath: string;
-}
+/**
+ * The adapter the planner runs with: the trainer client's `activeAdapter(store)` (its
+ * ActiveAdapter), typed from the LLM layer below so the planner does not import the trainer.
+ */
+export type PlannerAdapter = LlmAdapter & { version: string };
 
 export interface PlanRequest {
   stageRunId: string;
@@ -58,6 +84,8 @@ export interface PlanRequest {
   memories: Memory[];
   /** False when the planner ablation is off: the fallback plan is used without asking the model. */
   enabled?: boolean;
+  /** Told of the planner's LLM call as it runs and ends (the live stage card counts its tokens). */
+  onActivity?: LlmActivityListener;
 }
 
 export interface PlanResult {
@@ -65,7 +93,7 @@ export interface PlanResult {
   plan: PlannerOutput;
   skills: Skill[];
   memories: Memory[];
-  /** The stored planner_calls row. */
+  /** The planner_calls row of this call, for the caller to commit (with its stage run, in one write). */
   call: PlannerCall;
   /** What was dropped or why the fallback was used, for the stage's record. */
   notes: string[];
@@ -75,30 +103,25 @@ export interface PlanResult {
  * The planner step: builds x from the stage task, the profile and the retrieved candidates
  * (with their ids), asks the planner model (role 'planner', with the active LoRA adapter) for
  * y, keeps only ids that were among the candidates, and falls back to the top 3 of each when
- * the model fails. The exact x and y strings are stored in planner_calls: they are the SDPO
- * training input and output.
+ * the model fails. It writes nothing: it returns the planner_calls row, whose exact x and y
+ * strings are the SDPO training input and output, and the orchestrator commits it together
+ * with the stage run it planned.
  */
 export class Planner {
   constructor(
-    private readonly store: Store,
     private readonly llm: Llm,
     private readonly activeAdapter: () => Promise<PlannerAdapter | null> = async () => null
   ) {}
 
-  /**
-   * Plans one stage and stores the planner call. `alsoWrite` runs in the same transaction as
-   * that insert (the orchestrator records its stage as running there: one commit, not two).
-   */
-  async plan(
-    request: PlanRequest,
-    alsoWrite?: (q: Queryable, call: PlannerCall, notes: string[]) => Promise<void>
-  ): Promise<PlanResult> {
+  /** Plans one stage: the plan, what it selected, and the planner call to store. */
+  async plan(request: PlanRequest): Promise<PlanResult> {
+    const llm = request.onActivity ? this.llm.scoped({ onActivity: request.onActivity }) : this.llm;
     const userText = buildPlannerInput(request);
     const schema = plannerSchemaFor(request);
     const notes: string[] = [];
     let x = userText;
     let y = '';
-    let model = plannerModel(this.llm);
+    let model = plannerModel(llm);
     let adapterVersion: string | null = null;
     let fallback: string | null = null;
     let plan: PlannerOutput;
@@ -107,11 +130,11 @@ export class Planner {
       fallback = 'planner disabled';
       plan = fallbackPlan(request);
       // x as the planner would have seen it, so feedback on this stage can still train (re-sampled y).
-      x = await plannerPrompt(this.llm, userText, schema).catch(() => userText);
+      x = await plannerPrompt(llm, userText, schema).catch(() => userText);
     } else {
       try {
-        x = await plannerPrompt(this.llm, userText, schema);
-        const answer = await askPlanner(this.llm, userText, schema, await this.activeAdapter(), request.stageRunId);
+        x = await plannerPrompt(llm, userText, schema);
+        const answer = await askPlanner(llm, userText, schema, await this.activeAdapter(), request.stageRunId);
         ({ y, model, adapterVersion } = answer);
         plan = keepCandidateIds(answer.value, request, notes);
       } catch (error) {
@@ -139,11 +162,6 @@ export class Planner {
       fallback,
       created_at: nowIso()
     };
-    // x and y are training data (and y may have been paid for): a durable write, kept in the
-    // store's outbox if the store cannot take it; `alsoWrite` is lost with a failed write.
-    await this.store.writeDurable(INSERT_ROWS, { inserts: [{ table: 'planner_calls', rows: [{ ...call }] }] }, async q => {
-      await alsoWrite?.(q, call, notes);
-    });
     const skillsById = new Map(request.skills.map(s => [s.id, s]));
     const memoriesById = new Map(request.memories.map(m => [m.id, m]));
     return {
@@ -198,7 +216,12 @@ export async function plannerUserText(llm: Llm, x: string, schema: Record<string
 
 /** A planner answer that is not a plan under the call's schema; carries what the model said. */
 class PlannerAnswerError extends Error {
-  constructor(message: string, readonly y: string, readonly model: string, readonly adapterVersion: string | null) {
+  constructor(
+    message: string,
+    readonly y: string,
+    readonly model: string,
+    readonly adapterVersion: string | null
+  ) {
     super(message);
   }
 }
@@ -222,8 +245,8 @@ async function askPlanner(
     jsonSchema: schema,
     schemaName: 'planner_output',
     temperature: 0,
-    maxTokens: PLANNER_MAX_TOKENS,
-    adapterPath: adapter?.ggufPath ?? null,
+    maxTokens: plannerMaxTokens(schema),
+    adapter,
     stageRunId
   });
   const found = extractJson(response.text);
@@ -254,7 +277,7 @@ export async function resamplePlannerCall(
   callId: string,
   activeAdapter: () => Promise<PlannerAdapter | null> = async () => null
 ): Promise<{ call: PlannerCall } | { reason: string }> {
-  const read = (id: string) => store.read(q => q.get<PlannerCall>('select * from planner_calls where id = $1', [id]));
+  const read = (id: string) => store.read(q => plannerCallById(q, id));
   const existing = await read(resampledCallId(callId));
   if (existing) return { call: existing };
   const original = await read(callId);
@@ -267,7 +290,9 @@ export async function resamplePlannerCall(
   const schema = plannerSchemaFor(request);
   const userText = await plannerUserText(llm, original.x, schema);
   if (userText === null) {
-    return { reason: `its stored prompt x is not what the current planner model (${plannerModel(llm)}) renders for a planner call, so the planner cannot be asked the same x again` };
+    return {
+      reason: `its stored prompt x is not what the current planner model (${plannerModel(llm)}) renders for a planner call, so the planner cannot be asked the same x again`
+    };
   }
   let answer: Awaited<ReturnType<typeof askPlanner>>;
   try {
@@ -285,16 +310,7 @@ export async function resamplePlannerCall(
     fallback: null,
     created_at: nowIso()
   };
-  await store.write(q =>
-    q.run(
-      `insert into planner_calls (id, stage_run_id, stage, x, y, parsed, candidate_skill_ids, candidate_memory_ids,
-                                  model, adapter_version, fallback, created_at)
-       values ($id, $stage_run_id, $stage, $x, $y, $parsed, $candidate_skill_ids, $candidate_memory_ids,
-               $model, $adapter_version, $fallback, $created_at)
-       on conflict (id) do nothing`,
-      { ...call }
-    )
-  );
+  await store.write(q => insertPlannerCallOnce(q, call));
   return { call: (await read(call.id)) ?? call };
 }
 
@@ -305,8 +321,8 @@ export async function resamplePlannerCall(
  * stored x is this message as the planner model is given it (plannerPrompt).
  */
 export function buildPlannerInput(request: Pick<PlanRequest, 'stage' | 'topic' | 'profile' | 'skills' | 'memories'>): string {
-  const skills = request.skills.map(s => `- ${s.id}: ${s.name}. ${clip(s.description, SKILL_TEXT_CHARS)}`);
-  const memories = request.memories.map(m => `- ${m.id} [${m.kind}${conditionsText(m)}]: ${clip(m.content, MEMORY_TEXT_CHARS)}`);
+  const skills = request.skills.map(s => `- ${s.id}: ${s.name}. ${clipText(s.description, SKILL_TEXT_CHARS)}`);
+  const memories = request.memories.map(m => `- ${m.id} ${renderMemory(m, { maxChars: MEMORY_TEXT_CHARS })}`);
   return [
     'You plan one stage of a research project for this researcher. Choose the skills and memories the stage',
     'should follow and say in prompt_plan (under 40 words) how to approach it for this researcher.',
@@ -411,18 +427,4 @@ function keepCandidateIds(output: PlannerOutput, request: Pick<PlanRequest, 'ski
       return false;
     })
   };
-}
-
-function conditionsText(memory: Memory): string {
-  const conditions = Object.entries(memory.conditions ?? {}).filter(([, v]) => v);
-  return conditions.length ? `; ${conditions.map(([k, v]) => `${k}=${v}`).join(', ')}` : '';
-}
-
-function clip(text: string, max: number): string {
-  const flat = text.replace(/\s+/g, ' ').trim();
-  return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

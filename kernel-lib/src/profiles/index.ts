@@ -4,7 +4,7 @@
  * preferences it acts on (short prompts; nothing a stage cannot use).
  */
 import type { Profile } from '@nanoresearch/schema';
-import type { StageName } from '../orchestrator/types';
+import type { StageName } from '../stage-contract';
 import { schemaErrors } from '../validate';
 
 export type ArchetypeName = Exclude<NonNullable<Profile['archetype']>, 'custom'>;
@@ -29,7 +29,12 @@ export const archetypes: Readonly<Record<ArchetypeName, Profile>> = {
       avoided_methods: ['unablatable end-to-end pipelines']
     },
     resources: { gpu_hours: 24, cpu_only: false, max_experiment_minutes: 60, max_llm_cost_usd: 5, max_tokens_per_run: 400000, memory_gb: 32 },
-    writing: { style: 'Concise conference prose; every component gets its own ablation row.', length: 'standard', format: 'latex', citation_style: 'natbib author-year' },
+    writing: {
+      style: 'Concise conference prose; every component gets its own ablation row.',
+      length: 'standard',
+      format: 'latex',
+      citation_style: 'natbib author-year'
+    },
     publication: { target_venues: ['NeurIPS', 'ICLR'], open_access: true },
     interaction: { verbosity: 'normal', autonomy: 'checkpoints', feedback_style: 'Point at the missing ablation or baseline.' },
     notes: 'A method that cannot be removed cleanly for an ablation is not worth proposing.'
@@ -46,7 +51,12 @@ export const archetypes: Readonly<Record<ArchetypeName, Profile>> = {
       avoided_methods: ['leaderboard-only tuning']
     },
     resources: { gpu_hours: 40, cpu_only: false, max_experiment_minutes: 120, max_llm_cost_usd: 10, max_tokens_per_run: 600000, memory_gb: 64 },
-    writing: { style: 'Restrained, evidence-first academic tone; every claim traceable to a table.', length: 'long', format: 'latex', citation_style: 'numeric' },
+    writing: {
+      style: 'Restrained, evidence-first academic tone; every claim traceable to a table.',
+      length: 'long',
+      format: 'latex',
+      citation_style: 'numeric'
+    },
     publication: { target_venues: ['Nature Machine Intelligence', 'JMLR'], open_access: true },
     interaction: { verbosity: 'detailed', autonomy: 'ask-often', feedback_style: 'Flags claims that outrun the evidence.' },
     notes: 'Unacceptable: a reported improvement inside the seed variance.'
@@ -63,7 +73,12 @@ export const archetypes: Readonly<Record<ArchetypeName, Profile>> = {
       avoided_methods: ['incremental hyperparameter tweaks']
     },
     resources: { gpu_hours: 80, cpu_only: false, max_experiment_minutes: 180, max_llm_cost_usd: 15, max_tokens_per_run: 800000, memory_gb: 80 },
-    writing: { style: 'Vivid framing around the mechanism; breadth of comparison over depth.', length: 'standard', format: 'both', citation_style: 'natbib author-year' },
+    writing: {
+      style: 'Vivid framing around the mechanism; breadth of comparison over depth.',
+      length: 'standard',
+      format: 'both',
+      citation_style: 'natbib author-year'
+    },
     publication: { target_venues: ['NeurIPS', 'ACL'], open_access: true },
     interaction: { verbosity: 'normal', autonomy: 'autonomous', feedback_style: 'Pushes for more surprising directions.' },
     notes: 'Prefers a risky idea with a clear test over a safe incremental one.'
@@ -175,7 +190,10 @@ export function renderProfileFor(stage: StageName, profile: Profile): string {
       entries = [...resourceLines(profile), ['evidence standard', r.evidence_standard], ['ablation depth', r.ablation_depth]];
       break;
     case 'analysis':
-      entries = [['evidence standard', r.evidence_standard], ['novelty vs rigour', r.novelty_vs_rigor]];
+      entries = [
+        ['evidence standard', r.evidence_standard],
+        ['novelty vs rigour', r.novelty_vs_rigor]
+      ];
       break;
     case 'writing':
       entries = [

@@ -8,9 +8,9 @@
  */
 import type { Memory, Skill } from '@nanoresearch/schema';
 import type { Queryable } from '../store/queryable';
-import type { StageName } from '../orchestrator/types';
-import { GLOBAL_SCOPE, MEMORY_HALF_LIFE_DAYS, memoryFromRow } from '../memory/records';
-import { skillFromRow } from '../skills/records';
+import type { StageName } from '../stage-contract';
+import { GLOBAL_SCOPE, MEMORY_HALF_LIFE_DAYS, memoryFromRow, renderMemory } from '../records/memories';
+import { skillFromRow } from '../records/skills';
 import { ALWAYS_TERM, DocKind } from './terms';
 import { TermIndex, termIndexOf } from './term-index';
 import { tagTerm, termKey, tokenize } from './tokenize';
@@ -102,13 +102,8 @@ export function renderSkill(skill: Skill): string {
   return `${skill.name}: ${skill.description}\n${skill.instructions.map((s, i) => `${i + 1}. ${s}`).join('\n')}`;
 }
 
-/** A memory as it is shown to the planner and stages. */
-export function renderMemory(memory: Memory): string {
-  const conditions = Object.entries(memory.conditions ?? {})
-    .map(([k, v]) => `${k}=${v}`)
-    .join(', ');
-  return `[${memory.kind}] ${memory.content}${conditions ? ` (under ${conditions})` : ''}`;
-}
+/** A memory as it is shown to the planner and stages: the one rendering, in records/memories.ts. */
+export { renderMemory };
 
 /** A SQL string literal. */
 function str(s: string): string {
@@ -193,12 +188,26 @@ interface Candidate {
  * normalised lexical + tag score, ties by id. Only these are fetched and scored in full.
  */
 /** Per-slot accumulators of `candidates`, reused between calls and zeroed after each (only the slots it visited). */
-const scratch = { size: 0, bm25: new Float64Array(0), score: new Float64Array(0), tagHits: new Int32Array(0), always: new Uint8Array(0), state: new Uint8Array(0) };
+const scratch = {
+  size: 0,
+  bm25: new Float64Array(0),
+  score: new Float64Array(0),
+  tagHits: new Int32Array(0),
+  always: new Uint8Array(0),
+  state: new Uint8Array(0)
+};
 
 function scratchFor(n: number): typeof scratch {
   if (scratch.size < n) {
     const size = Math.max(n, scratch.size * 2, 1024);
-    Object.assign(scratch, { size, bm25: new Float64Array(size), score: new Float64Array(size), tagHits: new Int32Array(size), always: new Uint8Array(size), state: new Uint8Array(size) });
+    Object.assign(scratch, {
+      size,
+      bm25: new Float64Array(size),
+      score: new Float64Array(size),
+      tagHits: new Int32Array(size),
+      always: new Uint8Array(size),
+      state: new Uint8Array(size)
+    });
   }
   return scratch;
 }
@@ -344,9 +353,18 @@ function lexicalParts(pool: readonly Candidate[], nTags: number): Map<string, { 
   return new Map(pool.map(c => [c.doc_id, { bm25: Number(c.bm25), lexical: Number(c.bm25) / best, tags: nTags > 0 ? Number(c.tag_hits) / nTags : 0 }]));
 }
 
-function weighted(w: ComponentWeights, b: Omit<ScoreBreakdown, 'total' | 'bm25' | 'conditionMismatches' | 'prior' | 'mismatchFactor' | 'projectFactor'>): number {
+function weighted(
+  w: ComponentWeights,
+  b: Omit<ScoreBreakdown, 'total' | 'bm25' | 'conditionMismatches' | 'prior' | 'mismatchFactor' | 'projectFactor'>
+): number {
   return (
-    w.lexical * b.lexical + w.tags * b.tags + w.recency * b.recency + w.quality * b.quality + w.usage * b.usage + w.stage * b.stage + w.conditions * b.conditions
+    w.lexical * b.lexical +
+    w.tags * b.tags +
+    w.recency * b.recency +
+    w.quality * b.quality +
+    w.usage * b.usage +
+    w.stage * b.stage +
+    w.conditions * b.conditions
   );
 }
 
@@ -366,7 +384,14 @@ function skillPool(index: TermIndex, query: RetrievalQuery, stats: CorpusStats, 
   return candidates(index, cq, ['global'], weightsFor(query), new Set(tags.map(tagTerm)).size);
 }
 
-function scoreSkills(pool: readonly Candidate[], rows: readonly Record<string, unknown>[], query: RetrievalQuery, tags: string[], now: Date, limit: number): Scored<Skill>[] {
+function scoreSkills(
+  pool: readonly Candidate[],
+  rows: readonly Record<string, unknown>[],
+  query: RetrievalQuery,
+  tags: string[],
+  now: Date,
+  limit: number
+): Scored<Skill>[] {
   const w = weightsFor(query);
   const lexical = lexicalParts(pool, new Set(tags.map(tagTerm)).size);
   const scored = rows.map(row => {
@@ -385,12 +410,22 @@ function scoreSkills(pool: readonly Candidate[], rows: readonly Record<string, u
     const breakdown: ScoreBreakdown = { bm25: lex.bm25, ...parts, conditionMismatches: 0, prior: 1, mismatchFactor: 1, projectFactor: 1, total };
     return { item, score: total, breakdown, chars: renderSkill(item).length };
   });
-  return scored.sort(byScore(s => s.usage_count ?? 0, s => s.id)).slice(0, limit);
+  return scored
+    .sort(
+      byScore(
+        s => s.usage_count ?? 0,
+        s => s.id
+      )
+    )
+    .slice(0, limit);
 }
 
 /** Normalised condition value: case, spacing and punctuation differences are not mismatches. */
 export function normaliseCondition(value: string): string {
-  return value.toLowerCase().replace(/[^a-z0-9]+/g, ' ').trim();
+  return value
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, ' ')
+    .trim();
 }
 
 const CONDITION_KEYS = ['dataset', 'method', 'budget', 'failure_mode'] as const;
@@ -419,7 +454,14 @@ function memoryPool(index: TermIndex, query: RetrievalQuery, stats: CorpusStats,
   return candidates(index, cq, scopes, weightsFor(query), new Set(tags.map(tagTerm)).size);
 }
 
-function scoreMemories(pool: readonly Candidate[], rows: readonly Record<string, unknown>[], query: RetrievalQuery, tags: string[], now: Date, limit: number): Scored<Memory>[] {
+function scoreMemories(
+  pool: readonly Candidate[],
+  rows: readonly Record<string, unknown>[],
+  query: RetrievalQuery,
+  tags: string[],
+  now: Date,
+  limit: number
+): Scored<Memory>[] {
   const w = weightsFor(query);
   const lexical = lexicalParts(pool, new Set(tags.map(tagTerm)).size);
   const scored = rows.map(row => {
@@ -448,7 +490,14 @@ function scoreMemories(pool: readonly Candidate[], rows: readonly Record<string,
     }
     return result;
   });
-  return scored.sort(byScore(m => m.importance, m => m.id)).slice(0, limit);
+  return scored
+    .sort(
+      byScore(
+        m => m.importance,
+        m => m.id
+      )
+    )
+    .slice(0, limit);
 }
 
 /** Keeps items in score order while they fit the budget (an item too long is skipped, not cut). */
@@ -481,14 +530,18 @@ export async function retrieve(store: ReadableStore, query: RetrievalQuery): Pro
   const tags = [...new Set(query.tags ?? [])];
   const limit = resultLimit(k);
   const index = termIndexOf(store);
-  const { skills, memories } = await store.read(async q => {
+  const pools = () => {
+    const stats = readCorpusStats(index, words, tags);
+    return { skillsIn: skillPool(index, query, stats, words, tags), memoriesIn: memoryPool(index, query, stats, words, tags) };
+  };
+  let early: (ReturnType<typeof pools> & { stamp: string }) | null = null;
+  const reading = store.read(async q => {
     if (!index.loaded) await index.sync(q);
     // Optimistic: score with the cached index and read the generation beside the pools' rows;
     // if another write moved it, bring the index to this snapshot and redo (once suffices).
     for (let attempt = 0; ; attempt++) {
-      const stats = readCorpusStats(index, words, tags);
-      const skillsIn = skillPool(index, query, stats, words, tags);
-      const memoriesIn = memoryPool(index, query, stats, words, tags);
+      // The early pools count only if no sync (a concurrent retrieval's) changed the index since.
+      const { skillsIn, memoriesIn } = attempt === 0 && early?.stamp === index.stamp ? early : pools();
       const fetched = await fetchPools(q, skillsIn, memoriesIn);
       if (index.isAt(fetched.generation, fetched.storeId)) {
         return {
@@ -496,10 +549,17 @@ export async function retrieve(store: ReadableStore, query: RetrievalQuery): Pro
           memories: memoriesIn.length ? scoreMemories(memoriesIn, fetched.memories, query, tags, now, limit) : []
         };
       }
-      if (attempt > 0) throw new Error(`retrieval: the term index did not reach the store's generation ${fetched.generation} after a sync; this is a bug in retrieval/term-index.ts`);
+      if (attempt > 0)
+        throw new Error(
+          `retrieval: the term index did not reach the store's generation ${fetched.generation} after a sync; this is a bug in retrieval/term-index.ts`
+        );
       await index.sync(q);
     }
   });
+  // store.read() has started opening the file (its DuckDB work runs off the main thread), so the
+  // pools are scored meanwhile: after a hand-off the open and the scoring overlap.
+  if (index.loaded) early = { ...pools(), stamp: index.stamp };
+  const { skills, memories } = await reading;
   const skillPart = fitBudget(skills, k, Math.floor(budget * SKILL_BUDGET_SHARE));
   const memoryPart = fitBudget(memories, k, budget - skillPart.used);
   return { skills: skillPart.kept, memories: memoryPart.kept };

@@ -6,9 +6,12 @@
  * documents in the same transaction (terms.ts), so a cache in any process notices writes of
  * every process and re-reads only the changed documents.
  *
- * Memory: 6 bytes per posting (slot Int32 + tf Uint16, lists grown by doubling) plus ~100
- * bytes per document. Removed or re-indexed documents leave dead slots that lookups skip;
- * a rebuild reclaims them once they are more than a tenth of the slots.
+ * Memory: 6 bytes per posting (slot Int32 + tf Uint16, lists grown by doubling) of the terms
+ * asked for or changed since the snapshot was loaded; the snapshot's other lists stay in its
+ * file and are read (one positional read each) when a query first asks for them. Per document:
+ * its id string and 10 bytes of typed arrays (scope, length, kind, live). Removed or re-indexed
+ * documents leave dead slots that lookups skip; a rebuild reclaims them once they are more than
+ * a tenth of the slots.
  *
  * The cache belongs to the store file, not to a Store object: a store opened again in the same
  * process (a notebook cell that re-opens the Lab) finds it and checks it by the generation. It
@@ -63,8 +66,43 @@ function docKey(kind: string, id: string): string {
 /** A snapshot holding this many changed documents fewer than the index is rewritten (and at least this fraction). */
 const SNAPSHOT_STALE_DOCS = 1_000;
 const SNAPSHOT_STALE_FRACTION = 0.05;
-/** Version 2: term keys sorted, so lists are found by binary search and made on first use. */
-const SNAPSHOT_MAGIC = 'NRTERMS2';
+/**
+ * Version 3: term keys sorted (lists found by binary search, made on first use); the posting
+ * arrays come last, so a load reads everything before them and leaves the postings in the file.
+ */
+const SNAPSHOT_MAGIC = 'NRTERMS3';
+/** Bytes of the magic and the header length before the JSON header. */
+const SNAPSHOT_PREFIX = SNAPSHOT_MAGIC.length + 4;
+
+const KIND_CODE: Readonly<Record<DocKind, number>> = { memory: 0, skill: 1 };
+const KIND_OF_CODE: readonly DocKind[] = ['memory', 'skill'];
+
+/**
+ * The snapshot's posting lists not asked for yet: term keys (sorted), each list's range, and
+ * the lists themselves, either in memory or still in the snapshot file (read on demand through
+ * `fd`, which keeps the file's contents even after a newer snapshot is renamed over it).
+ */
+interface BaseLists {
+  keys: Float64Array;
+  offsets: Int32Array;
+  taken: Uint8Array;
+  data: { slots: Int32Array; tfs: Uint16Array } | { fd: number; slotsAt: number; tfsAt: number };
+}
+
+/** Closes the snapshot file of lists that were dropped without closing it (an index forgotten by `forgetTermIndex`). */
+const closeWhenCollected = new FinalizationRegistry<number>(fd => fs.closeSync(fd));
+
+function fileLists(keys: Float64Array, offsets: Int32Array, fd: number, slotsAt: number, tfsAt: number): BaseLists {
+  const base: BaseLists = { keys, offsets, taken: new Uint8Array(keys.length), data: { fd, slotsAt, tfsAt } };
+  closeWhenCollected.register(base, fd, base);
+  return base;
+}
+
+function closeFileLists(base: BaseLists): void {
+  if (!('fd' in base.data)) return;
+  closeWhenCollected.unregister(base);
+  fs.closeSync(base.data.fd);
+}
 
 export class TermIndex {
   /** Documents (re)read since the snapshot was written. */
@@ -76,24 +114,28 @@ export class TermIndex {
     readonly snapshotFile: string | null = null
   ) {}
 
+  /** How the index was filled so far: full reads of `doc_index`, snapshot loads, catch-ups over the change log. */
+  readonly reads = { full: 0, snapshot: 0, changes: 0 };
   private storeId = '';
   private generation = -1;
-  /** Per slot: document id, kind, scope id, length in words, 1 while live. */
+  /** Slots allocated (live and dead). Per slot: document id, scope id, length in words, kind code, 1 while live. */
+  private count = 0;
   readonly ids: string[] = [];
-  private kinds: DocKind[] = [];
-  readonly scopeIds: number[] = [];
-  readonly lens: number[] = [];
-  readonly live: number[] = [];
+  scopeIds = new Int32Array(0);
+  lens = new Int32Array(0);
+  live = new Uint8Array(0);
+  private kindCodes = new Uint8Array(0);
   private readonly scopes: string[] = [];
   private readonly scopeIdOf = new Map<string, number>();
-  private readonly slotOf = new Map<string, number>();
+  /** Slot of each live document, made on the first change after a load (a cold start with nothing to catch up never needs it). */
+  private slotOfDoc: Map<string, number> | null = null;
   private postings = new Map<number, PostingList>();
   /**
-   * The lists of the loaded snapshot that were not asked for yet: term keys (sorted) and each
-   * list's range in the shared slot and tf arrays. A PostingList object per term cost ~250 bytes
-   * (the object, two views, a Map entry): ~50 MiB at 100k records, whose vocabulary is ~200k terms.
+   * The lists of the loaded snapshot that were not asked for yet. A PostingList object per term
+   * cost ~250 bytes (the object, two views, a Map entry): ~50 MiB at 100k records, whose
+   * vocabulary is ~200k terms; and their postings (~21 MiB at 100k records) are read only when asked for.
    */
-  private base: { keys: Float64Array; offsets: Int32Array; slots: Int32Array; tfs: Uint16Array; taken: Uint8Array } | null = null;
+  private base: BaseLists | null = null;
   private readonly totals = new Map<DocKind, { nDocs: number; totalLen: number }>();
   private deadSlots = 0;
 
@@ -143,41 +185,48 @@ export class TermIndex {
 
   /**
    * Fills the index from the snapshot file when it is of this store and not ahead of it; returns
-   * false (index left empty) otherwise. Posting lists are views into the file's buffer, no copy.
+   * false (index left empty) otherwise. Everything but the posting arrays is read (one read);
+   * the postings stay in the file, read per term when a query asks for it (`fromBase`).
    */
   private loadSnapshot(storeId: string, generation: number): boolean {
     if (!this.snapshotFile) return false;
-    let buf: Buffer;
+    let fd: number;
     try {
-      buf = fs.readFileSync(this.snapshotFile);
+      fd = fs.openSync(this.snapshotFile, 'r');
     } catch {
       return false;
     }
+    let kept = false;
     try {
-      if (buf.toString('latin1', 0, SNAPSHOT_MAGIC.length) !== SNAPSHOT_MAGIC) return false;
-      const headerLength = buf.readUInt32LE(SNAPSHOT_MAGIC.length);
-      const headerStart = SNAPSHOT_MAGIC.length + 4;
-      const header = JSON.parse(buf.toString('utf8', headerStart, headerStart + headerLength)) as SnapshotHeader;
+      const size = fs.fstatSync(fd).size;
+      const prefix = Buffer.alloc(SNAPSHOT_PREFIX);
+      if (size < SNAPSHOT_PREFIX || fs.readSync(fd, prefix, 0, SNAPSHOT_PREFIX, 0) !== SNAPSHOT_PREFIX) return false;
+      if (prefix.toString('latin1', 0, SNAPSHOT_MAGIC.length) !== SNAPSHOT_MAGIC) return false;
+      const headerLength = prefix.readUInt32LE(SNAPSHOT_MAGIC.length);
+      if (SNAPSHOT_PREFIX + headerLength > size) return false;
+      const headerText = Buffer.alloc(headerLength);
+      fs.readSync(fd, headerText, 0, headerLength, SNAPSHOT_PREFIX);
+      const header = JSON.parse(headerText.toString('utf8')) as SnapshotHeader;
       if (header.storeId !== storeId || header.generation > generation) return false;
-      // Typed arrays need aligned offsets; a copy of the buffer is aligned from 0.
-      const data = buf.byteOffset % 8 === 0 ? buf : Buffer.from(buf);
-      let at = align8(headerStart + headerLength);
-      const take = <A>(make: (buffer: ArrayBuffer, offset: number, length: number) => A, length: number, bytes: number): A => {
-        const array = make(data.buffer as ArrayBuffer, data.byteOffset + at, length);
-        at = align8(at + length * bytes);
-        return array;
-      };
       const nDocs = header.ids.length;
-      const termKeys = take((b, o, n) => new Float64Array(b, o, n), header.nTerms, 8);
-      const offsets = take((b, o, n) => new Int32Array(b, o, n), header.nTerms + 1, 4);
-      const slots = take((b, o, n) => new Int32Array(b, o, n), header.nPostings, 4);
-      const tfs = take((b, o, n) => new Uint16Array(b, o, n), header.nPostings, 2);
-      const scopeIds = take((b, o, n) => new Int32Array(b, o, n), nDocs, 4);
-      const lens = take((b, o, n) => new Int32Array(b, o, n), nDocs, 4);
-      if (at > data.length) return false;
+      const layout = snapshotLayout(headerLength, header.nTerms, nDocs, header.nPostings);
+      if (layout.size !== size) return false;
+      // One read of the sections before the postings, into an aligned buffer of their own.
+      const headBytes = layout.slotsAt - layout.keysAt;
+      const head = new ArrayBuffer(headBytes);
+      if (fs.readSync(fd, new Uint8Array(head), 0, headBytes, layout.keysAt) !== headBytes) return false;
+      const view = <A>(make: (b: ArrayBuffer, o: number, n: number) => A, at: number, n: number): A => make(head, at - layout.keysAt, n);
+      const termKeys = view((b, o, n) => new Float64Array(b, o, n), layout.keysAt, header.nTerms);
+      const offsets = view((b, o, n) => new Int32Array(b, o, n), layout.offsetsAt, header.nTerms + 1);
+      const scopeIds = view((b, o, n) => new Int32Array(b, o, n), layout.scopeIdsAt, nDocs);
+      const lens = view((b, o, n) => new Int32Array(b, o, n), layout.lensAt, nDocs);
       for (let t = 1; t < header.nTerms; t++) if (!(termKeys[t - 1] < termKeys[t])) return false;
+      if (offsets[0] !== 0 || offsets[header.nTerms] !== header.nPostings) return false;
+      this.reserve(nDocs);
       for (let i = 0; i < nDocs; i++) this.addSlot(header.kinds[i] === 's' ? 'skill' : 'memory', header.ids[i], header.scopes[scopeIds[i]], lens[i]);
-      this.base = { keys: termKeys, offsets, slots, tfs, taken: new Uint8Array(header.nTerms) };
+      this.base = fileLists(termKeys, offsets, fd, layout.slotsAt, layout.tfsAt);
+      kept = true;
+      this.reads.snapshot++;
       this.storeId = header.storeId;
       this.generation = header.generation;
       this.changedSinceSnapshot = 0;
@@ -185,13 +234,15 @@ export class TermIndex {
     } catch {
       this.clear();
       return false;
+    } finally {
+      if (!kept) fs.closeSync(fd);
     }
   }
 
   /** Rewrites the snapshot after this turn of the event loop when it lags the index by enough. */
   private saveSoonIfStale(): void {
     if (!this.snapshotFile || this.savePending) return;
-    if (this.changedSinceSnapshot < Math.max(SNAPSHOT_STALE_DOCS, SNAPSHOT_STALE_FRACTION * this.ids.length)) return;
+    if (this.changedSinceSnapshot < Math.max(SNAPSHOT_STALE_DOCS, SNAPSHOT_STALE_FRACTION * this.count)) return;
     this.savePending = true;
     setImmediate(() => {
       this.savePending = false;
@@ -205,52 +256,45 @@ export class TermIndex {
     });
   }
 
-  /** Writes the index (live documents only) to the snapshot file, atomically (temp file + rename). */
+  /**
+   * Writes the index (live documents only) to the snapshot file, atomically (temp file + rename),
+   * then serves its posting lists from that file as a freshly loaded index does, so a long-lived
+   * process holds no more of them in memory than a new one.
+   */
   saveSnapshot(): void {
     if (!this.snapshotFile || !this.loaded) return;
     if (this.deadSlots > 0) this.rebuild();
-    // Lists asked for since the load, and the snapshot's others as views: nothing is copied twice.
+    // Lists asked for since the load, and the snapshot's others (read once here): nothing is copied twice.
     const terms: Array<[number, Int32Array, Uint16Array]> = [];
-    for (const [key, list] of this.postings) terms.push([key, list.slots.subarray(0, list.length), list.tfs.subarray(0, list.length)]);
+    for (const [key, list] of this.postings) if (list.length) terms.push([key, list.slots.subarray(0, list.length), list.tfs.subarray(0, list.length)]);
     if (this.base) {
-      const { keys, offsets, slots, tfs, taken } = this.base;
-      for (let t = 0; t < keys.length; t++) if (!taken[t]) terms.push([keys[t], slots.subarray(offsets[t], offsets[t + 1]), tfs.subarray(offsets[t], offsets[t + 1])]);
+      const { keys, offsets, taken } = this.base;
+      const { slots, tfs } = this.baseArrays();
+      for (let t = 0; t < keys.length; t++)
+        if (!taken[t]) terms.push([keys[t], slots.subarray(offsets[t], offsets[t + 1]), tfs.subarray(offsets[t], offsets[t + 1])]);
     }
     terms.sort((a, b) => a[0] - b[0]);
     const nPostings = terms.reduce((n, [, slots]) => n + slots.length, 0);
+    const nDocs = this.count;
     const header: SnapshotHeader = {
       storeId: this.storeId,
       generation: this.generation,
       ids: this.ids,
-      kinds: this.kinds.map(k => (k === 'skill' ? 's' : 'm')).join(''),
+      kinds: Array.from(this.kindCodes.subarray(0, nDocs), code => (code === KIND_CODE.skill ? 's' : 'm')).join(''),
       scopes: this.scopes,
       nTerms: terms.length,
       nPostings
     };
     const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
-    const nDocs = this.ids.length;
-    const parts: Array<[number, number]> = [
-      [terms.length, 8],
-      [terms.length + 1, 4],
-      [nPostings, 4],
-      [nPostings, 2],
-      [nDocs, 4],
-      [nDocs, 4]
-    ];
-    let size = align8(SNAPSHOT_MAGIC.length + 4 + headerBytes.length);
-    const starts = parts.map(([n, bytes]) => {
-      const start = size;
-      size = align8(size + n * bytes);
-      return start;
-    });
-    const out = Buffer.alloc(size);
+    const layout = snapshotLayout(headerBytes.length, terms.length, nDocs, nPostings);
+    const out = Buffer.alloc(layout.size);
     out.write(SNAPSHOT_MAGIC, 0, 'latin1');
     out.writeUInt32LE(headerBytes.length, SNAPSHOT_MAGIC.length);
-    headerBytes.copy(out, SNAPSHOT_MAGIC.length + 4);
-    const termKeys = new Float64Array(out.buffer, out.byteOffset + starts[0], terms.length);
-    const offsets = new Int32Array(out.buffer, out.byteOffset + starts[1], terms.length + 1);
-    const slots = new Int32Array(out.buffer, out.byteOffset + starts[2], nPostings);
-    const tfs = new Uint16Array(out.buffer, out.byteOffset + starts[3], nPostings);
+    headerBytes.copy(out, SNAPSHOT_PREFIX);
+    const termKeys = new Float64Array(out.buffer, out.byteOffset + layout.keysAt, terms.length);
+    const offsets = new Int32Array(out.buffer, out.byteOffset + layout.offsetsAt, terms.length + 1);
+    const slots = new Int32Array(out.buffer, out.byteOffset + layout.slotsAt, nPostings);
+    const tfs = new Uint16Array(out.buffer, out.byteOffset + layout.tfsAt, nPostings);
     let at = 0;
     terms.forEach(([key, termSlots, termTfs], t) => {
       termKeys[t] = key;
@@ -260,17 +304,33 @@ export class TermIndex {
       at += termSlots.length;
     });
     offsets[terms.length] = at;
-    new Int32Array(out.buffer, out.byteOffset + starts[4], nDocs).set(this.scopeIds);
-    new Int32Array(out.buffer, out.byteOffset + starts[5], nDocs).set(this.lens);
+    new Int32Array(out.buffer, out.byteOffset + layout.scopeIdsAt, nDocs).set(this.scopeIds.subarray(0, nDocs));
+    new Int32Array(out.buffer, out.byteOffset + layout.lensAt, nDocs).set(this.lens.subarray(0, nDocs));
     const temp = `${this.snapshotFile}.${process.pid}.tmp`;
     fs.writeFileSync(temp, out);
     fs.renameSync(temp, this.snapshotFile);
     this.changedSinceSnapshot = 0;
+    // Every list is now in the file: serve them from it (the key and offset arrays are copied
+    // out of the written buffer, which is then garbage).
+    let fd: number;
+    try {
+      fd = fs.openSync(this.snapshotFile, 'r');
+    } catch {
+      return;
+    }
+    this.dropBase();
+    this.postings = new Map();
+    this.base = fileLists(Float64Array.from(termKeys), Int32Array.from(offsets), fd, layout.slotsAt, layout.tfsAt);
   }
 
   /** True once the index was read from a store. */
   get loaded(): boolean {
     return this.generation >= 0;
+  }
+
+  /** Which store and generation the index holds (changes whenever its contents do). */
+  get stamp(): string {
+    return `${this.storeId} ${this.generation}`;
   }
 
   /** True when the index is that of this store file at this generation. */
@@ -301,7 +361,7 @@ export class TermIndex {
     return this.postings.get(key) ?? this.fromBase(key);
   }
 
-  /** Makes the snapshot's list of `key` a PostingList (views into the snapshot, no copy), once. */
+  /** Makes the snapshot's list of `key` a PostingList (read from the snapshot file, or views into memory), once. */
   private fromBase(key: number): PostingList | undefined {
     const base = this.base;
     if (!base) return undefined;
@@ -314,11 +374,20 @@ export class TermIndex {
       else if (at > key) hi = mid - 1;
       else {
         if (base.taken[mid]) return undefined;
-        base.taken[mid] = 1;
+        const from = base.offsets[mid];
+        const n = base.offsets[mid + 1] - from;
         const list = new PostingList();
-        list.slots = base.slots.subarray(base.offsets[mid], base.offsets[mid + 1]);
-        list.tfs = base.tfs.subarray(base.offsets[mid], base.offsets[mid + 1]);
-        list.length = list.live = base.offsets[mid + 1] - base.offsets[mid];
+        if ('fd' in base.data) {
+          list.slots = new Int32Array(n);
+          list.tfs = new Uint16Array(n);
+          readExactly(base.data.fd, list.slots, base.data.slotsAt + from * 4);
+          readExactly(base.data.fd, list.tfs, base.data.tfsAt + from * 2);
+        } else {
+          list.slots = base.data.slots.subarray(from, from + n);
+          list.tfs = base.data.tfs.subarray(from, from + n);
+        }
+        list.length = list.live = n;
+        base.taken[mid] = 1;
         this.postings.set(key, list);
         return list;
       }
@@ -326,9 +395,30 @@ export class TermIndex {
     return undefined;
   }
 
+  /** The snapshot's posting arrays in memory (read from its file once when they are still there). */
+  private baseArrays(): { slots: Int32Array; tfs: Uint16Array } {
+    const base = this.base as BaseLists;
+    if ('fd' in base.data) {
+      const n = base.offsets[base.keys.length];
+      const slots = new Int32Array(n);
+      const tfs = new Uint16Array(n);
+      readExactly(base.data.fd, slots, base.data.slotsAt);
+      readExactly(base.data.fd, tfs, base.data.tfsAt);
+      closeFileLists(base);
+      base.data = { slots, tfs };
+    }
+    return base.data;
+  }
+
+  /** Forgets the snapshot's lists, closing its file. */
+  private dropBase(): void {
+    if (this.base) closeFileLists(this.base);
+    this.base = null;
+  }
+
   /** Slots allocated (live and dead): the size of per-slot scratch arrays. */
   get slotCount(): number {
-    return this.ids.length;
+    return this.count;
   }
 
   /** Scope ids of these scopes (unknown scopes have none). */
@@ -381,7 +471,8 @@ export class TermIndex {
       }
     }
     this.generation = generation;
-    if (this.deadSlots > REBUILD_MIN_DEAD && this.deadSlots > REBUILD_DEAD_FRACTION * this.ids.length) this.rebuild();
+    this.reads.changes++;
+    if (this.deadSlots > REBUILD_MIN_DEAD && this.deadSlots > REBUILD_DEAD_FRACTION * this.count) this.rebuild();
     return true;
   }
 
@@ -393,6 +484,7 @@ export class TermIndex {
    */
   private async reload(q: Queryable): Promise<void> {
     this.clear();
+    this.reads.full++;
     const range = await q.get<{ lo: number | null; hi: number | null }>('SELECT min(rowid) AS lo, max(rowid) AS hi FROM doc_index');
     if (range?.lo === null || range?.lo === undefined || range.hi === null) return;
     for (let from = Number(range.lo); from <= Number(range.hi); from += RELOAD_ROWS) {
@@ -420,12 +512,16 @@ export class TermIndex {
   }
 
   private clear(): void {
-    this.ids.length = this.scopeIds.length = this.lens.length = this.live.length = this.scopes.length = 0;
-    this.kinds = [];
+    this.count = 0;
+    this.ids.length = this.scopes.length = 0;
+    this.scopeIds = new Int32Array(0);
+    this.lens = new Int32Array(0);
+    this.live = new Uint8Array(0);
+    this.kindCodes = new Uint8Array(0);
     this.scopeIdOf.clear();
-    this.slotOf.clear();
+    this.slotOfDoc = null;
     this.postings = new Map();
-    this.base = null;
+    this.dropBase();
     this.totals.clear();
     this.deadSlots = 0;
     this.storeId = '';
@@ -438,6 +534,30 @@ export class TermIndex {
     return list;
   }
 
+  /** Grows the per-slot arrays to hold at least `slots` slots (by doubling). */
+  private reserve(slots: number): void {
+    if (slots <= this.live.length) return;
+    const size = Math.max(slots, this.live.length * 2, 1024);
+    const grow = <A extends Int32Array | Uint8Array>(old: A, make: (n: number) => A): A => {
+      const grown = make(size);
+      grown.set(old);
+      return grown;
+    };
+    this.scopeIds = grow(this.scopeIds, n => new Int32Array(n));
+    this.lens = grow(this.lens, n => new Int32Array(n));
+    this.live = grow(this.live, n => new Uint8Array(n));
+    this.kindCodes = grow(this.kindCodes, n => new Uint8Array(n));
+  }
+
+  /** Slot of each live document by kind and id, made on first use. */
+  private slotMap(): Map<string, number> {
+    if (!this.slotOfDoc) {
+      this.slotOfDoc = new Map();
+      for (let slot = 0; slot < this.count; slot++) if (this.live[slot]) this.slotOfDoc.set(docKey(KIND_OF_CODE[this.kindCodes[slot]], this.ids[slot]), slot);
+    }
+    return this.slotOfDoc;
+  }
+
   private addSlot(kind: DocKind, id: string, scope: string, len: number): number {
     let scopeId = this.scopeIdOf.get(scope);
     if (scopeId === undefined) {
@@ -445,23 +565,25 @@ export class TermIndex {
       this.scopes.push(scope);
       this.scopeIdOf.set(scope, scopeId);
     }
-    const slot = this.ids.length;
+    const slot = this.count++;
+    this.reserve(this.count);
     this.ids.push(id);
-    this.kinds.push(kind);
-    this.scopeIds.push(scopeId);
-    this.lens.push(len);
-    this.live.push(1);
-    this.slotOf.set(docKey(kind, id), slot);
+    this.kindCodes[slot] = KIND_CODE[kind];
+    this.scopeIds[slot] = scopeId;
+    this.lens[slot] = len;
+    this.live[slot] = 1;
+    this.slotOfDoc?.set(docKey(kind, id), slot);
     const totals = this.totalsOf(kind);
     this.totals.set(kind, { nDocs: totals.nDocs + 1, totalLen: totals.totalLen + len });
     return slot;
   }
 
   private remove(kind: DocKind, id: string): void {
+    const slots = this.slotMap();
     const key = docKey(kind, id);
-    const slot = this.slotOf.get(key);
+    const slot = slots.get(key);
     if (slot === undefined) return;
-    this.slotOf.delete(key);
+    slots.delete(key);
     this.live[slot] = 0;
     this.deadSlots++;
     const totals = this.totalsOf(kind);
@@ -470,20 +592,21 @@ export class TermIndex {
 
   /** Drops dead slots: renumbers the live ones and filters every posting list. */
   private rebuild(): void {
-    const renumber = new Int32Array(this.ids.length).fill(-1);
+    const renumber = new Int32Array(this.count).fill(-1);
     let next = 0;
-    for (let slot = 0; slot < this.ids.length; slot++) {
+    for (let slot = 0; slot < this.count; slot++) {
       if (!this.live[slot]) continue;
       renumber[slot] = next;
       this.ids[next] = this.ids[slot];
-      this.kinds[next] = this.kinds[slot];
+      this.kindCodes[next] = this.kindCodes[slot];
       this.scopeIds[next] = this.scopeIds[slot];
       this.lens[next] = this.lens[slot];
       this.live[next] = 1;
-      this.slotOf.set(docKey(this.kinds[next], this.ids[next]), next);
       next++;
     }
-    this.ids.length = this.kinds.length = this.scopeIds.length = this.lens.length = this.live.length = next;
+    this.ids.length = this.count = next;
+    this.live.fill(0, next);
+    this.slotOfDoc = null;
     for (const [term, list] of this.postings) {
       const kept = new PostingList();
       for (let i = 0; i < list.length; i++) if (renumber[list.slots[i]] >= 0) kept.push(renumber[list.slots[i]], list.tfs[i]);
@@ -493,26 +616,32 @@ export class TermIndex {
     if (this.base) {
       // The snapshot's lists not asked for yet are filtered into new packed arrays, still lazy.
       const base = this.base;
+      const data = this.baseArrays();
       const keys: number[] = [];
       const offsets: number[] = [0];
-      const slots = new Int32Array(base.slots.length);
-      const tfs = new Uint16Array(base.tfs.length);
+      const slots = new Int32Array(data.slots.length);
+      const tfs = new Uint16Array(data.tfs.length);
       let at = 0;
       for (let t = 0; t < base.keys.length; t++) {
         if (base.taken[t]) continue;
         const start = at;
         for (let i = base.offsets[t]; i < base.offsets[t + 1]; i++) {
-          const slot = renumber[base.slots[i]];
+          const slot = renumber[data.slots[i]];
           if (slot < 0) continue;
           slots[at] = slot;
-          tfs[at++] = base.tfs[i];
+          tfs[at++] = data.tfs[i];
         }
         if (at > start) {
           keys.push(base.keys[t]);
           offsets.push(at);
         }
       }
-      this.base = { keys: Float64Array.from(keys), offsets: Int32Array.from(offsets), slots: slots.subarray(0, at), tfs: tfs.subarray(0, at), taken: new Uint8Array(keys.length) };
+      this.base = {
+        keys: Float64Array.from(keys),
+        offsets: Int32Array.from(offsets),
+        taken: new Uint8Array(keys.length),
+        data: { slots: slots.subarray(0, at), tfs: tfs.subarray(0, at) }
+      };
     }
     this.deadSlots = 0;
   }
@@ -531,6 +660,29 @@ interface SnapshotHeader {
 
 function align8(n: number): number {
   return (n + 7) & ~7;
+}
+
+/** Byte offsets of a snapshot's sections (each 8-aligned) after its JSON header, and the file size. */
+function snapshotLayout(headerLength: number, nTerms: number, nDocs: number, nPostings: number) {
+  const keysAt = align8(SNAPSHOT_PREFIX + headerLength);
+  const offsetsAt = align8(keysAt + nTerms * 8);
+  const scopeIdsAt = align8(offsetsAt + (nTerms + 1) * 4);
+  const lensAt = align8(scopeIdsAt + nDocs * 4);
+  const slotsAt = align8(lensAt + nDocs * 4);
+  const tfsAt = align8(slotsAt + nPostings * 4);
+  const size = align8(tfsAt + nPostings * 2);
+  return { keysAt, offsetsAt, scopeIdsAt, lensAt, slotsAt, tfsAt, size };
+}
+
+/** Fills `into` from the file at `position`; a short read means the file is not what its header says. */
+function readExactly(fd: number, into: Int32Array | Uint16Array, position: number): void {
+  const bytes = new Uint8Array(into.buffer, into.byteOffset, into.byteLength);
+  let done = 0;
+  while (done < bytes.length) {
+    const n = fs.readSync(fd, bytes, done, bytes.length - done, position + done);
+    if (n === 0) throw new Error(`retrieval: the index snapshot ended early (${done} of ${bytes.length} bytes at ${position}); delete it to rebuild the index`);
+    done += n;
+  }
 }
 
 /** Caches of store files (by absolute path), kept across re-opens; other stores get one per object. */

@@ -104,7 +104,12 @@ async function removeFromIndex(q: Queryable, kind: DocKind, ids: readonly string
 /** Removes these documents from the index, in the caller's write transaction. */
 export async function unindexDocuments(q: Queryable, kind: DocKind, ids: readonly string[]): Promise<void> {
   const removed = await removeFromIndex(q, kind, ids);
-  if (removed.length) await logTermChanges(q, kind, removed.map(id => ({ id, scope: null })));
+  if (removed.length)
+    await logTermChanges(
+      q,
+      kind,
+      removed.map(id => ({ id, scope: null }))
+    );
 }
 
 /**
@@ -115,7 +120,12 @@ export async function unindexDocuments(q: Queryable, kind: DocKind, ids: readonl
  */
 export async function indexDocuments(q: Queryable, kind: DocKind, docs: readonly IndexableDoc[], options: { fresh?: boolean } = {}): Promise<void> {
   if (docs.length === 0) return;
-  if (!options.fresh) await removeFromIndex(q, kind, docs.map(d => d.id));
+  if (!options.fresh)
+    await removeFromIndex(
+      q,
+      kind,
+      docs.map(d => d.id)
+    );
   const rows = docs.map(doc => {
     const { terms, tfs, len } = docTerms(doc);
     return { i: doc.id, s: doc.scope ?? 'global', l: len, t: terms, f: tfs };
@@ -126,5 +136,9 @@ export async function indexDocuments(q: Queryable, kind: DocKind, docs: readonly
        SELECT $kind, i, s, l, t, f FROM (SELECT unnest(from_json($rows::JSON, '[{"i":"VARCHAR","s":"VARCHAR","l":"INTEGER","t":["VARCHAR"],"f":["INTEGER"]}]'), recursive := true))`,
     { kind, rows }
   );
-  await logTermChanges(q, kind, docs.map(d => ({ id: d.id, scope: d.scope ?? 'global' })));
+  await logTermChanges(
+    q,
+    kind,
+    docs.map(d => ({ id: d.id, scope: d.scope ?? 'global' }))
+  );
 }

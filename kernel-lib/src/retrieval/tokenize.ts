@@ -62,7 +62,15 @@ export function tokenize(text: string): string[] {
 
 /** Tag to its term: tags live in the same postings as words, marked so they never collide with one. */
 export function tagTerm(tag: string): string {
-  return '#' + tag.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase().trim().replace(/\s+/g, '-');
+  return (
+    '#' +
+    tag
+      .normalize('NFKD')
+      .replace(/[\u0300-\u036f]/g, '')
+      .toLowerCase()
+      .trim()
+      .replace(/\s+/g, '-')
+  );
 }
 
 /**

@@ -3,8 +3,8 @@
  * item ranked where it did and a test can change one weight and predict the new order.
  * Every score component is normalised to [0, 1] before weighting.
  */
-import type { StageName } from '../orchestrator/types';
-import type { MemoryKind } from '../memory/records';
+import type { StageName } from '../stage-contract';
+import type { MemoryKind } from '../records/memories';
 
 /** Weights of the score components. */
 export interface ComponentWeights {
@@ -44,12 +44,66 @@ export const STAGE_WEIGHTS: Readonly<Record<StageName, ComponentWeights>> = {
  * review want the researcher's constraints and profile.
  */
 export const MEMORY_KIND_PRIOR: Readonly<Record<StageName, Readonly<Record<MemoryKind, number>>>> = {
-  ideation: { user_constraint: 1.0, user_profile: 1.1, project_context: 1.1, decision_history: 0.9, promising_direction: 1.5, failed_direction: 1.3, data_strategy: 0.6, training_strategy: 0.6 },
-  planning: { user_constraint: 1.4, user_profile: 1.0, project_context: 1.2, decision_history: 1.1, promising_direction: 1.4, failed_direction: 1.4, data_strategy: 0.9, training_strategy: 0.9 },
-  experiment: { user_constraint: 1.3, user_profile: 0.8, project_context: 1.1, decision_history: 1.1, promising_direction: 0.8, failed_direction: 1.2, data_strategy: 1.5, training_strategy: 1.5 },
-  analysis: { user_constraint: 1.2, user_profile: 0.9, project_context: 1.1, decision_history: 1.2, promising_direction: 0.9, failed_direction: 1.1, data_strategy: 1.0, training_strategy: 1.0 },
-  writing: { user_constraint: 1.4, user_profile: 1.4, project_context: 1.0, decision_history: 1.1, promising_direction: 0.8, failed_direction: 0.8, data_strategy: 0.6, training_strategy: 0.6 },
-  review: { user_constraint: 1.4, user_profile: 1.2, project_context: 1.0, decision_history: 1.2, promising_direction: 0.8, failed_direction: 0.9, data_strategy: 0.6, training_strategy: 0.6 }
+  ideation: {
+    user_constraint: 1.0,
+    user_profile: 1.1,
+    project_context: 1.1,
+    decision_history: 0.9,
+    promising_direction: 1.5,
+    failed_direction: 1.3,
+    data_strategy: 0.6,
+    training_strategy: 0.6
+  },
+  planning: {
+    user_constraint: 1.4,
+    user_profile: 1.0,
+    project_context: 1.2,
+    decision_history: 1.1,
+    promising_direction: 1.4,
+    failed_direction: 1.4,
+    data_strategy: 0.9,
+    training_strategy: 0.9
+  },
+  experiment: {
+    user_constraint: 1.3,
+    user_profile: 0.8,
+    project_context: 1.1,
+    decision_history: 1.1,
+    promising_direction: 0.8,
+    failed_direction: 1.2,
+    data_strategy: 1.5,
+    training_strategy: 1.5
+  },
+  analysis: {
+    user_constraint: 1.2,
+    user_profile: 0.9,
+    project_context: 1.1,
+    decision_history: 1.2,
+    promising_direction: 0.9,
+    failed_direction: 1.1,
+    data_strategy: 1.0,
+    training_strategy: 1.0
+  },
+  writing: {
+    user_constraint: 1.4,
+    user_profile: 1.4,
+    project_context: 1.0,
+    decision_history: 1.1,
+    promising_direction: 0.8,
+    failed_direction: 0.8,
+    data_strategy: 0.6,
+    training_strategy: 0.6
+  },
+  review: {
+    user_constraint: 1.4,
+    user_profile: 1.2,
+    project_context: 1.0,
+    decision_history: 1.2,
+    promising_direction: 0.8,
+    failed_direction: 0.9,
+    data_strategy: 0.6,
+    training_strategy: 0.6
+  }
 };
 
 /**

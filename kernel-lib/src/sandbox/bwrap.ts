@@ -67,7 +67,22 @@ export function dropRoot(setpriv: string, uid: number): string[] {
  * create a user namespace of its own and get capabilities there (a large kernel attack surface).
  */
 export function noMoreUserns(bwrap: string, uid: number, cwd: string): string[] {
-  return [bwrap, '--unshare-user', '--disable-userns', '--uid', String(uid), '--gid', String(uid), '--dev-bind', '/', '/', '--chdir', cwd, '--die-with-parent', '--'];
+  return [
+    bwrap,
+    '--unshare-user',
+    '--disable-userns',
+    '--uid',
+    String(uid),
+    '--gid',
+    String(uid),
+    '--dev-bind',
+    '/',
+    '/',
+    '--chdir',
+    cwd,
+    '--die-with-parent',
+    '--'
+  ];
 }
 
 /** Read-only binds of the system folders (merged-/usr symlinks recreated), a minimal /dev, own /proc, private tmpfs. */
@@ -110,4 +125,3 @@ export function pathBinds(readOnly: string[], writable: string): string[] {
   args.push('--bind', writable, writable);
   return args;
 }
-

@@ -99,10 +99,7 @@ function controllerParent(controller: Controller, all: Mount[], own: Map<string,
 }
 
 function pidsIn(dir: string): number[] {
-  return readText(path.join(dir, 'cgroup.procs'))
-    .split('\n')
-    .filter(Boolean)
-    .map(Number);
+  return readText(path.join(dir, 'cgroup.procs')).split('\n').filter(Boolean).map(Number);
 }
 
 /**

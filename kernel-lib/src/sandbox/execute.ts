@@ -61,6 +61,8 @@ export interface ExecuteOptions {
   killTree: (pid: number) => void;
   /** The run's processes still alive. */
   alive: (pid: number) => number[];
+  /** Hears each chunk of output as it comes (a Slurm job streams it to its log); the tails are kept either way. */
+  onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
 }
 
 /**
@@ -68,8 +70,21 @@ export interface ExecuteOptions {
  * time-out plus KILL_GRACE_MS: the end of the run is the exit of the direct child, not the close
  * of its pipes, which a detached grandchild could hold open forever.
  */
-export async function execute({ argv, cwd, env, timeoutMs, maxOutputBytes, quotaDirs, quotaBytes, killTree, alive }: ExecuteOptions): Promise<Execution> {
+export async function execute({
+  argv,
+  cwd,
+  env,
+  timeoutMs,
+  maxOutputBytes,
+  quotaDirs,
+  quotaBytes,
+  killTree,
+  alive,
+  onOutput
+}: ExecuteOptions): Promise<Execution> {
   let stoppedBy: Execution['stoppedBy'] = 'exit';
+  // Read by stop() before the spawn assigns it: the disk-quota watch can fire first.
+  // eslint-disable-next-line prefer-const -- a const would be in its temporal dead zone when stop() runs early
   let pid: number | undefined;
   const stop = (why: Execution['stoppedBy']) => {
     if (stoppedBy !== 'exit' || pid === undefined) return;
@@ -83,8 +98,14 @@ export async function execute({ argv, cwd, env, timeoutMs, maxOutputBytes, quota
   pid = child.pid;
   const stdout = new TailBuffer(maxOutputBytes);
   const stderr = new TailBuffer(maxOutputBytes);
-  child.stdout.on('data', (c: Buffer) => stdout.push(c));
-  child.stderr.on('data', (c: Buffer) => stderr.push(c));
+  child.stdout.on('data', (c: Buffer) => {
+    stdout.push(c);
+    onOutput?.('stdout', c);
+  });
+  child.stderr.on('data', (c: Buffer) => {
+    stderr.push(c);
+    onOutput?.('stderr', c);
+  });
   const closed = new Promise<void>(resolve => child.once('close', () => resolve()));
   const timer = setTimeout(() => stop('wall-clock'), timeoutMs);
   let deadline: NodeJS.Timeout | undefined;
@@ -117,4 +138,3 @@ export async function execute({ argv, cwd, env, timeoutMs, maxOutputBytes, quota
     quota.stop();
   }
 }
-

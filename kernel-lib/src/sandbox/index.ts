@@ -51,6 +51,8 @@ export interface SandboxOptions {
   maxOutputBytes?: number;
   /** 'auto' uses bubblewrap when it works here; 'limits-only' skips it (and says so). */
   isolation?: 'auto' | 'limits-only';
+  /** Hears the program's output as it comes (the Slurm job's live log); the result keeps the tails either way. */
+  onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
 }
 
 export interface IsolationReport {
@@ -76,6 +78,8 @@ export interface SandboxResult {
   stderr: string;
   wallMs: number;
   isolation: IsolationReport;
+  /** The Slurm job the run was, when the Slurm executor ran it (slurm-executor.ts). */
+  slurm?: import('./slurm-executor').SlurmRunRecord;
 }
 
 /** Variable names never passed to generated code, even when asked for explicitly. */
@@ -141,7 +145,8 @@ function dropPrivilege(argv: string[], uid: number | undefined, bwrap: string | 
   const setpriv = tool('setpriv');
   let wrapped = argv;
   if (uid !== undefined) {
-    if (!setpriv) throw new Error('sandbox: the lab runs as root and setpriv (util-linux) is missing, so generated code cannot be run unprivileged; install util-linux');
+    if (!setpriv)
+      throw new Error('sandbox: the lab runs as root and setpriv (util-linux) is missing, so generated code cannot be run unprivileged; install util-linux');
     if (bwrap && probe.disableUserns) wrapped = [...noMoreUserns(bwrap, uid, cwd), ...wrapped];
     wrapped = [...dropRoot(setpriv, uid), ...wrapped];
     report.layers.push(`uid=${uid} gid=${uid} (unprivileged, this run only)`, 'capabilities=none', 'no_new_privs');
@@ -208,11 +213,31 @@ export async function runInSandbox(options: SandboxOptions): Promise<SandboxResu
   // RLIMIT_NPROC counts the tasks of the real uid (in its user namespace): exact for a uid of the
   // run's own, but for the lab's own uid it would count the lab user's other processes too.
   const nproc = uid !== undefined || bwrap !== undefined;
-  argv = [prlimit, `--cpu=${cpuSeconds}`, `--as=${memoryMb * 2 ** 20}`, `--fsize=${fileSizeMb * 2 ** 20}`, ...(nproc ? [`--nproc=${maxProcesses}`] : []), '--', ...argv];
+  argv = [
+    prlimit,
+    `--cpu=${cpuSeconds}`,
+    `--as=${memoryMb * 2 ** 20}`,
+    `--fsize=${fileSizeMb * 2 ** 20}`,
+    ...(nproc ? [`--nproc=${maxProcesses}`] : []),
+    '--',
+    ...argv
+  ];
   report.limits.push(`cpu=${cpuSeconds}s`, `as=${memoryMb}MiB`, `fsize=${fileSizeMb}MiB`, ...(nproc ? [`nproc=${maxProcesses}`] : []));
 
   if (bwrap) {
-    const userns = uid !== undefined ? [] : ['--unshare-user', '--uid', String(NAMESPACE_UID), '--gid', String(NAMESPACE_UID), '--cap-drop', 'ALL', ...(probe.disableUserns ? ['--disable-userns'] : [])];
+    const userns =
+      uid !== undefined
+        ? []
+        : [
+            '--unshare-user',
+            '--uid',
+            String(NAMESPACE_UID),
+            '--gid',
+            String(NAMESPACE_UID),
+            '--cap-drop',
+            'ALL',
+            ...(probe.disableUserns ? ['--disable-userns'] : [])
+          ];
     const namespaces = ['--unshare-net', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try', '--die-with-parent'];
     argv = [bwrap, ...systemMounts(diskQuotaMb * 2 ** 20), ...pathBinds(program.folders, cwd), '--chdir', cwd, ...userns, ...namespaces, '--', ...argv];
     report.layers.push(
@@ -236,9 +261,13 @@ export async function runInSandbox(options: SandboxOptions): Promise<SandboxResu
   report.missing.push(...cgroup.missing.map(m => (m.startsWith('memory') ? `${m} (memory is capped per process only)` : m)));
   argv = [...joinCgroups(cgroup.procsFiles), ...argv];
 
-  const killReach = uid !== undefined ? 'kill=every process of the run uid' : cgroup.procsFiles.length ? 'kill=cgroup' : bwrap ? 'kill=pid namespace' : undefined;
+  const killReach =
+    uid !== undefined ? 'kill=every process of the run uid' : cgroup.procsFiles.length ? 'kill=cgroup' : bwrap ? 'kill=pid namespace' : undefined;
   if (killReach) report.layers.push(killReach);
-  else report.missing.push('complete kill: without a uid of its own, a cgroup or a pid namespace, a process that leaves the session and its parent can outlive the run');
+  else
+    report.missing.push(
+      'complete kill: without a uid of its own, a cgroup or a pid namespace, a process that leaves the session and its parent can outlive the run'
+    );
 
   const workspaceOwner = statSync(cwd);
   try {
@@ -247,7 +276,9 @@ export async function runInSandbox(options: SandboxOptions): Promise<SandboxResu
         chownTree(cwd, uid, uid);
         if (hostTmp) chownTree(hostTmp, uid, uid);
       } catch (error) {
-        throw new Error(`sandbox: cannot hand the workspace ${cwd} to the run's unprivileged uid (${(error as Error).message}); keep workspaces on a local file system that supports chown`);
+        throw new Error(
+          `sandbox: cannot hand the workspace ${cwd} to the run's unprivileged uid (${(error as Error).message}); keep workspaces on a local file system that supports chown`
+        );
       }
     }
     if (hostTmp) chmodSync(hostTmp, 0o700);
@@ -260,9 +291,11 @@ export async function runInSandbox(options: SandboxOptions): Promise<SandboxResu
       quotaDirs: [cwd, ...(hostTmp ? [hostTmp] : [])],
       quotaBytes: diskQuotaMb * 2 ** 20,
       killTree: treeKiller(uid, cgroup),
-      alive: pid => [...new Set([...(uid !== undefined ? processesOfUid(uid) : processTree(pid)), ...cgroup.members()])]
+      alive: pid => [...new Set([...(uid !== undefined ? processesOfUid(uid) : processTree(pid)), ...cgroup.members()])],
+      onOutput: options.onOutput
     });
-    if (run.survivors.length) report.missing.push(`complete kill: ${run.survivors.length} process(es) of the run outlived it (pids ${run.survivors.join(', ')})`);
+    if (run.survivors.length)
+      report.missing.push(`complete kill: ${run.survivors.length} process(es) of the run outlived it (pids ${run.survivors.join(', ')})`);
     return {
       exitCode: run.exitCode,
       signal: run.signal,

@@ -87,7 +87,7 @@ export function processTree(root: number): number[] {
   const stats = procStats();
   const members = new Set<number>(stats.some(s => s.pid === root) ? [root] : []);
   for (const s of stats) if (s.sid === root) members.add(s.pid);
-  for (let grew = true; grew; ) {
+  for (let grew = true; grew;) {
     grew = false;
     for (const s of stats) {
       if (!members.has(s.pid) && members.has(s.ppid)) {

@@ -53,4 +53,3 @@ export function blockedFor(uid: number, file: string): string | undefined {
   }
   return undefined;
 }
-

@@ -78,7 +78,8 @@ function runPython(executable: string, code: string, env: Record<string, string>
 function chooseExecutable(env: NodeJS.ProcessEnv): string {
   if (env.NANORESEARCH_EXPERIMENT_PYTHON) {
     const chosen = path.resolve(env.NANORESEARCH_EXPERIMENT_PYTHON);
-    if (!existsSync(chosen)) throw new Error(`NANORESEARCH_EXPERIMENT_PYTHON=${env.NANORESEARCH_EXPERIMENT_PYTHON} does not exist; point it at a Python 3 interpreter`);
+    if (!existsSync(chosen))
+      throw new Error(`NANORESEARCH_EXPERIMENT_PYTHON=${env.NANORESEARCH_EXPERIMENT_PYTHON} does not exist; point it at a Python 3 interpreter`);
     return chosen;
   }
   const root = workspacesRoot(__dirname);

@@ -122,7 +122,8 @@ export function readBytesInside(root: string, relative: string, options: { maxBy
   const fd = openChecked(file, base, constants.O_RDONLY);
   try {
     const size = fstatSync(fd).size;
-    if (options.maxBytes !== undefined && size > options.maxBytes) throw new WorkspacePathError(file, base, `is ${size} bytes, over the ${options.maxBytes}-byte limit for this read`);
+    if (options.maxBytes !== undefined && size > options.maxBytes)
+      throw new WorkspacePathError(file, base, `is ${size} bytes, over the ${options.maxBytes}-byte limit for this read`);
     const out = Buffer.alloc(size);
     let got = 0;
     while (got < size) {
@@ -191,7 +192,11 @@ export function copyInside(fromRoot: string, fromRelative: string, toRoot: strin
   const entries = listInside(fromRoot, fromRelative);
   const refused = entries.find(e => e.kind === 'symlink' || e.kind === 'other');
   if (refused) {
-    throw new WorkspacePathError(path.join(source, refused.path), realpathSync(fromRoot), refused.kind === 'symlink' ? SYMLINK_FIX : 'is not a regular file or folder');
+    throw new WorkspacePathError(
+      path.join(source, refused.path),
+      realpathSync(fromRoot),
+      refused.kind === 'symlink' ? SYMLINK_FIX : 'is not a regular file or folder'
+    );
   }
   makeFolders(toRoot, toRelative);
   for (const e of entries) {

@@ -1,24 +1,14 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
-import { CELL_METADATA_KEY, type CellMetadata, type PlannerCall, type StageRun } from '@nanoresearch/schema';
+import { CELL_METADATA_KEY, type CellMetadata, type ImportCounts } from '@nanoresearch/schema';
 import { recordFeedback } from '../feedback';
+import { hasStageRun, plannerCallById, plannerCallToRow, stageRunToRow } from '../records';
 import type { Store } from '../store';
 import { schemaErrors } from '../validate';
 
 /** What an import brought in. Counts are of records new to the store: importing twice gives zeros. */
-export interface ImportCounts {
-  stageRuns: number;
-  plannerCalls: number;
-  feedback: number;
-  /** Stage cells whose `nanoresearch` metadata is invalid, or whose feedback has no stage run to attach to. */
-  skipped: number;
-  /** Why each skipped cell was skipped, as `cell <n>: <reason>`. */
-  warnings: string[];
-  /** Records the notebook carries that this store already had (so were not added again). */
-  alreadyStored: { stageRuns: number; plannerCalls: number; feedback: number };
-  /** What the import did in one sentence, saying exactly why when it added nothing. */
-  summary: string;
-}
+/** What importing a notebook added: the bridge's schema type, the one contract with the extension. */
+export type { ImportCounts };
 
 /** The part of a Lab an import needs. */
 export interface ImportTarget {
@@ -86,9 +76,8 @@ export async function importNotebook(lab: ImportTarget, notebookPath: string): P
     for (const { metadata } of stageCells) {
       const run = metadata.trajectory;
       if (run) {
-        const exists = await q.get('select id from stage_runs where id = $1', [run.id]);
-        if (!exists) {
-          await q.appendRows('stage_runs', [stageRunRow(run, originOf(metadata.author))]);
+        if (!(await hasStageRun(q, run.id))) {
+          await q.appendRows('stage_runs', [stageRunToRow(run, originOf(metadata.author))]);
           counts.stageRuns += 1;
         } else {
           counts.alreadyStored.stageRuns += 1;
@@ -96,9 +85,8 @@ export async function importNotebook(lab: ImportTarget, notebookPath: string): P
       }
       const call = metadata.planner_call;
       if (call) {
-        const exists = await q.get('select id from planner_calls where id = $1', [call.id]);
-        if (!exists) {
-          await q.appendRows('planner_calls', [plannerCallRow(call)]);
+        if (!(await plannerCallById(q, call.id))) {
+          await q.appendRows('planner_calls', [plannerCallToRow(call)]);
           counts.plannerCalls += 1;
         } else {
           counts.alreadyStored.plannerCalls += 1;
@@ -110,9 +98,7 @@ export async function importNotebook(lab: ImportTarget, notebookPath: string): P
   for (const { index, metadata } of stageCells) {
     if (metadata.feedback.length === 0) continue;
     const stageRunId = metadata.stage_run_id ?? metadata.trajectory?.id ?? null;
-    const known = stageRunId
-      ? await lab.store.read(q => q.get('select id from stage_runs where id = $1', [stageRunId]))
-      : undefined;
+    const known = stageRunId ? await lab.store.read(q => hasStageRun(q, stageRunId)) : false;
     if (!stageRunId || !known) {
       counts.skipped += 1;
       counts.warnings.push(
@@ -169,8 +155,7 @@ export function importSummary(notebookPath: string, counts: Omit<ImportCounts, '
   }
   if (knownParts.length) {
     const total = known.stageRuns + known.plannerCalls + known.feedback;
-    const what =
-      knownParts.length > 1 ? `all of it (${knownParts.join(', ')}) was` : total === 1 ? `its ${knownParts[0]} was` : `all ${knownParts[0]} were`;
+    const what = knownParts.length > 1 ? `all of it (${knownParts.join(', ')}) was` : total === 1 ? `its ${knownParts[0]} was` : `all ${knownParts[0]} were`;
     return `Nothing new from ${notebookPath}: ${what} already in your store.${skipped}`;
   }
   if (counts.skipped) return `Nothing imported from ${notebookPath}:${skipped}`;
@@ -199,43 +184,4 @@ async function readNotebookCells(resolved: string, shownPath: string): Promise<N
     );
   }
   return nb.cells as NotebookCell[];
-}
-
-function stageRunRow(run: StageRun, origin: string): Record<string, unknown> {
-  return {
-    id: run.id,
-    project_id: run.project_id,
-    run_id: run.run_id,
-    stage: run.stage,
-    status: run.status,
-    attempt: run.attempt ?? null,
-    input: run.input ?? null,
-    output: run.output ?? null,
-    summary: run.summary ?? null,
-    error: run.error ?? null,
-    planner_call_id: run.planner_call_id ?? null,
-    skills_used: run.skills_used ?? null,
-    memories_used: run.memories_used ?? null,
-    usage: run.usage ?? null,
-    started_at: run.started_at ?? null,
-    finished_at: run.finished_at ?? null,
-    origin
-  };
-}
-
-function plannerCallRow(call: PlannerCall): Record<string, unknown> {
-  return {
-    id: call.id,
-    stage_run_id: call.stage_run_id,
-    stage: call.stage,
-    x: call.x,
-    y: call.y,
-    parsed: call.parsed ?? null,
-    candidate_skill_ids: call.candidate_skill_ids ?? null,
-    candidate_memory_ids: call.candidate_memory_ids ?? null,
-    model: call.model,
-    adapter_version: call.adapter_version,
-    fallback: call.fallback,
-    created_at: call.created_at ?? null
-  };
 }

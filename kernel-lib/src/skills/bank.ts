@@ -6,13 +6,14 @@
 import fs from 'fs';
 import path from 'path';
 import type { Skill } from '@nanoresearch/schema';
+import { errorMessage } from '../error-message';
 import { newId } from '../ids';
 import type { Llm } from '../llm/types';
-import type { StageName } from '../orchestrator/types';
+import type { StageName } from '../stage-contract';
 import type { Queryable } from '../store/queryable';
 import { schemaErrors } from '../validate';
 import { indexDocuments, skillDoc, skillText, unindexDocuments } from '../retrieval/terms';
-import { skillFromRow, skillToRow, slugify } from './records';
+import { bumpSkillCounter, skillFromRow, skillToRow, slugify } from '../records/skills';
 import { ReviewDecision, ReviewVerdict, SkillCandidate, reviewCandidate, unionInstructions } from './review';
 import { parseSkillMd, renderSkillMd } from './skill-md';
 import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
@@ -228,7 +229,14 @@ export class SkillBank {
    */
   async review(
     candidates: readonly SkillCandidate[],
-    context: { stage?: StageName; stageRunId?: string; trace?: string; source?: Skill['source']; origin?: string; preferred?: readonly { id: string; version: number }[] } = {}
+    context: {
+      stage?: StageName;
+      stageRunId?: string;
+      trace?: string;
+      source?: Skill['source'];
+      origin?: string;
+      preferred?: readonly { id: string; version: number }[];
+    } = {}
   ): Promise<ReviewOutcome[]> {
     return this.store.write(async q => {
       const outcomes: ReviewOutcome[] = [];
@@ -282,7 +290,7 @@ export class SkillBank {
       });
       candidates = answer.value.skills;
     } catch (error) {
-      throw new Error(`Skill distillation for stage ${args.stage} failed (no skill was written): ${error instanceof Error ? error.message : String(error)}`, {
+      throw new Error(`Skill distillation for stage ${args.stage} failed (no skill was written): ${errorMessage(error)}`, {
         cause: error
       });
     }
@@ -374,20 +382,14 @@ export class SkillBank {
   /** `base`, or `base-2`, `base-3`, ... whichever id is not taken. */
   private async freeId(q: Queryable, base: string): Promise<string> {
     const slug = slugify(base);
-    const taken = new Set(
-      (await q.all<{ id: string }>(`SELECT id FROM skills WHERE id = $1 OR id LIKE $2`, [slug, `${slug}-%`])).map(r => r.id)
-    );
+    const taken = new Set((await q.all<{ id: string }>(`SELECT id FROM skills WHERE id = $1 OR id LIKE $2`, [slug, `${slug}-%`])).map(r => r.id));
     if (!taken.has(slug)) return slug;
     for (let n = 2; ; n++) if (!taken.has(`${slug}-${n}`)) return `${slug}-${n}`;
   }
 
   private async bump(column: 'usage_count' | 'success_count', ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.store.write(q =>
-      q.run(`UPDATE skills SET ${column} = coalesce(${column}, 0) + 1 WHERE id IN (SELECT unnest(from_json($ids::JSON, '["VARCHAR"]')))`, {
-        ids: [...new Set(ids)]
-      })
-    );
+    await this.store.write(q => bumpSkillCounter(q, column, ids));
   }
 
   private async mustGet(q: Queryable, id: string): Promise<Skill> {

@@ -2,4 +2,4 @@
 export * from './bank';
 export * from './review';
 export { parseSkillMd, renderSkillMd, parseFrontMatter } from './skill-md';
-export { skillFromRow, skillToRow, slugify } from './records';
+export { skillFromRow, skillToRow, slugify } from '../records/skills';

@@ -47,7 +47,8 @@ export const RELATED_INSTRUCTION_SIMILARITY = 0.4;
 /** Fewer content words than this across all instructions is too thin to be a procedure. */
 export const MIN_INSTRUCTION_WORDS = 8;
 /** A generic instruction ("be careful", "double-check everything") teaches nothing; a candidate made only of them is discarded. */
-const GENERIC_INSTRUCTION = /^(be (careful|thorough|rigorous|clear)|double[- ]check( everything| your work)?|do (your )?best|follow best practices|make sure (it|everything) (works|is correct)|think step by step)\.?$/i;
+const GENERIC_INSTRUCTION =
+  /^(be (careful|thorough|rigorous|clear)|double[- ]check( everything| your work)?|do (your )?best|follow best practices|make sure (it|everything) (works|is correct)|think step by step)\.?$/i;
 /** Words that flip an instruction's polarity. */
 const NEGATION = /\b(never|not|no|avoid|don't|do not|without|instead of|stop)\b/i;
 
@@ -69,7 +70,11 @@ export function textSimilarity(a: string, b: string): number {
 
 /** Normalised instruction text for exact-duplicate checks. */
 function normaliseInstruction(s: string): string {
-  return s.toLowerCase().replace(/\s+/g, ' ').replace(/[.;:!]+$/, '').trim();
+  return s
+    .toLowerCase()
+    .replace(/\s+/g, ' ')
+    .replace(/[.;:!]+$/, '')
+    .trim();
 }
 
 /** Instructions of `b` that say nothing `a` does not already say. */
@@ -136,12 +141,28 @@ export function reviewCandidate(candidate: SkillCandidate, active: readonly Skil
   const conflicts = contradictions(target.instructions, candidate.instructions);
   if (conflicts.length) {
     const [e, c] = conflicts[0];
-    return { decision: 'revise', reason: `contradicts "${target.id}": "${c}" against "${e}"; the candidate's instructions replace the old ones`, target, similarity };
+    return {
+      decision: 'revise',
+      reason: `contradicts "${target.id}": "${c}" against "${e}"; the candidate's instructions replace the old ones`,
+      target,
+      similarity
+    };
   }
   const added = newInstructions(target.instructions, candidate.instructions);
   if (similarity >= SAME_SKILL_SIMILARITY) {
-    if (added.length === 0) return { decision: 'discard', reason: `near-duplicate of "${target.id}" (similarity ${similarity.toFixed(2)}) with no new instruction`, target, similarity };
-    return { decision: 'merge', reason: `same skill as "${target.id}" (similarity ${similarity.toFixed(2)}); adds ${added.length} instruction(s)`, target, similarity };
+    if (added.length === 0)
+      return {
+        decision: 'discard',
+        reason: `near-duplicate of "${target.id}" (similarity ${similarity.toFixed(2)}) with no new instruction`,
+        target,
+        similarity
+      };
+    return {
+      decision: 'merge',
+      reason: `same skill as "${target.id}" (similarity ${similarity.toFixed(2)}); adds ${added.length} instruction(s)`,
+      target,
+      similarity
+    };
   }
   const refined = refinements(target.instructions, candidate.instructions);
   if (refined.length) {

@@ -86,7 +86,11 @@ function unquote(value: string, where: string): string {
 
 /** A scalar as front matter writes it: quoted whenever plain YAML could misread it. */
 function yamlScalar(value: string, inList = false): string {
-  return /^[A-Za-z0-9][\w .,/()+-]*$/.test(value) && !(inList && value.includes(',')) && !/:\s|\s#/.test(value) && !/^(true|false|null|yes|no|~)$/i.test(value) && !/^-?\d/.test(value)
+  return /^[A-Za-z0-9][\w .,/()+-]*$/.test(value) &&
+    !(inList && value.includes(',')) &&
+    !/:\s|\s#/.test(value) &&
+    !/^(true|false|null|yes|no|~)$/i.test(value) &&
+    !/^-?\d/.test(value)
     ? value
     : JSON.stringify(value);
 }
@@ -137,7 +141,7 @@ export function parseSkillMd(text: string, file: string, source: Skill['source']
   if (typeof version !== 'number' || !Number.isInteger(version) || version < 1) throw new Error(`${file}: "version" must be a positive integer`);
   const skill: Skill = {
     id,
-    name: typeof fields.title === 'string' ? fields.title : parsed.title ?? id,
+    name: typeof fields.title === 'string' ? fields.title : (parsed.title ?? id),
     description: fields.description.trim(),
     instructions: parsed.instructions,
     source,

@@ -8,7 +8,7 @@
 import type { ExperimentBlueprint } from '@nanoresearch/schema';
 import { checkGrounding } from '../grounding';
 import { readBytesInside } from '../sandbox/workspace-fs';
-import type { StageContext, StageResult } from '../orchestrator/types';
+import type { StageContext, StageResult } from '../stage-contract';
 import { askText, markdownTable, previousOutput, sha256 } from './common';
 import type { ExperimentOutput, Metrics } from './experiment';
 
@@ -59,15 +59,24 @@ export function fmt(x: number): string {
 }
 
 /** The computed part of the analysis: no model involved. */
-export function analyzeMetrics(metrics: Metrics, blueprint?: ExperimentBlueprint): Omit<AnalysisOutput, 'text' | 'phrased_by_model' | 'manifest' | 'data_facts'> {
+export function analyzeMetrics(
+  metrics: Metrics,
+  blueprint?: ExperimentBlueprint
+): Omit<AnalysisOutput, 'text' | 'phrased_by_model' | 'manifest' | 'data_facts'> {
   const runs = Object.keys(metrics);
   const metricNames = [...new Set(runs.flatMap(r => Object.keys(metrics[r])))];
-  const primary = blueprint?.metrics.find(m => m.primary && metricNames.includes(m.name))?.name ?? blueprint?.metrics.find(m => metricNames.includes(m.name))?.name ?? metricNames[0];
+  const primary =
+    blueprint?.metrics.find(m => m.primary && metricNames.includes(m.name))?.name ??
+    blueprint?.metrics.find(m => metricNames.includes(m.name))?.name ??
+    metricNames[0];
   const bestRun: Record<string, string> = {};
   for (const metric of metricNames) {
     const goal = metricGoal(metric, blueprint);
     const have = runs.filter(r => metrics[r][metric] !== undefined);
-    bestRun[metric] = have.reduce((best, r) => ((goal === 'maximize' ? metrics[r][metric] > metrics[best][metric] : metrics[r][metric] < metrics[best][metric]) ? r : best), have[0]);
+    bestRun[metric] = have.reduce(
+      (best, r) => ((goal === 'maximize' ? metrics[r][metric] > metrics[best][metric] : metrics[r][metric] < metrics[best][metric]) ? r : best),
+      have[0]
+    );
   }
   const methodName = blueprint?.method.name.toLowerCase();
   const matrixRun = blueprint?.experiment_matrix.find(row => row.method.toLowerCase() === methodName && runs.includes(row.run_id))?.run_id;
@@ -83,10 +92,22 @@ export function analyzeMetrics(metrics: Metrics, blueprint?: ExperimentBlueprint
       const b = metrics[baseline][metric];
       if (m === undefined || b === undefined) continue;
       const goal = metricGoal(metric, blueprint);
-      comparisons.push({ metric, goal, method_run: methodRun, baseline_run: baseline, method_value: m, baseline_value: b, difference: clean(m - b), method_better: goal === 'maximize' ? m > b : m < b });
+      comparisons.push({
+        metric,
+        goal,
+        method_run: methodRun,
+        baseline_run: baseline,
+        method_value: m,
+        baseline_value: b,
+        difference: clean(m - b),
+        method_better: goal === 'maximize' ? m > b : m < b
+      });
     }
   }
-  const table = markdownTable(['run', ...metricNames], runs.map(r => [r, ...metricNames.map(m => (metrics[r][m] === undefined ? '—' : fmt(metrics[r][m])))]));
+  const table = markdownTable(
+    ['run', ...metricNames],
+    runs.map(r => [r, ...metricNames.map(m => (metrics[r][m] === undefined ? '—' : fmt(metrics[r][m])))])
+  );
   return { metrics, runs, metric_names: metricNames, primary_metric: primary, method_run: methodRun, best_run: bestRun, comparisons, table };
 }
 
@@ -94,7 +115,9 @@ export function analyzeMetrics(metrics: Metrics, blueprint?: ExperimentBlueprint
 export function renderFacts(a: Omit<AnalysisOutput, 'text' | 'phrased_by_model' | 'manifest' | 'data_facts'>): string {
   const lines = a.metric_names.map(m => `Best ${m}: ${a.best_run[m]} (${fmt(a.metrics[a.best_run[m]][m])}).`);
   for (const c of a.comparisons) {
-    lines.push(`${c.method_run} vs ${c.baseline_run} on ${c.metric}: ${fmt(c.method_value)} vs ${fmt(c.baseline_value)}, difference ${fmt(c.difference)} (${c.method_better ? 'better' : 'not better'} for a metric to ${c.goal}).`);
+    lines.push(
+      `${c.method_run} vs ${c.baseline_run} on ${c.metric}: ${fmt(c.method_value)} vs ${fmt(c.baseline_value)}, difference ${fmt(c.difference)} (${c.method_better ? 'better' : 'not better'} for a metric to ${c.goal}).`
+    );
   }
   return lines.join('\n');
 }
@@ -134,7 +157,10 @@ export async function analysis(ctx: StageContext): Promise<StageResult> {
     summary: c
       ? `${computed.method_run} ${c.method_better ? 'beats' : 'does not beat'} ${c.baseline_run} on ${c.metric}: ${fmt(c.method_value)} vs ${fmt(c.baseline_value)}`
       : `Analysed ${computed.runs.length} runs over ${computed.metric_names.length} metrics`,
-    bundleOutputs: { analysis: text, metrics: Object.entries(metrics).flatMap(([run, v]) => Object.entries(v).map(([metric, value]) => ({ run, metric, value }))) },
+    bundleOutputs: {
+      analysis: text,
+      metrics: Object.entries(metrics).flatMap(([run, v]) => Object.entries(v).map(([metric, value]) => ({ run, metric, value })))
+    },
     trajectory,
     markdown: `### Analysis\n\n${computed.table}\n\n${text}`
   };

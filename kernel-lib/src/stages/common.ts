@@ -3,7 +3,7 @@ import { createHash } from 'crypto';
 import { existsSync } from 'fs';
 import * as path from 'path';
 import type { ChatMessage, JsonSchema, Role } from '../llm';
-import type { StageContext, StageName } from '../orchestrator/types';
+import type { StageContext, StageName } from '../stage-contract';
 import { listInside, readInside, writeInside } from '../sandbox/workspace-fs';
 
 /**
@@ -61,9 +61,7 @@ export function bounded(schema: JsonSchema, bounds: Bounds, name?: string): Json
     if (out.items && typeof out.items === 'object') out.items = bounded(out.items as JsonSchema, bounds);
   }
   if (out.properties && typeof out.properties === 'object') {
-    out.properties = Object.fromEntries(
-      Object.entries(out.properties as Record<string, JsonSchema>).map(([key, sub]) => [key, bounded(sub, bounds, key)])
-    );
+    out.properties = Object.fromEntries(Object.entries(out.properties as Record<string, JsonSchema>).map(([key, sub]) => [key, bounded(sub, bounds, key)]));
   }
   return out;
 }
@@ -139,9 +137,7 @@ export function markdownTable(header: string[], rows: (string | number)[][]): st
 }
 
 /** The message of an unknown thrown value. */
-export function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
+export { errorMessage } from '../error-message';
 
 /** Errors that end a stage rather than one step of it: spent budget, cancellation. */
 export function isFatal(error: unknown): boolean {
@@ -159,7 +155,12 @@ export function describeDataFiles(workspace: string): string {
   for (const entry of dataFiles(workspace)) {
     if (/\.(csv|tsv)$/i.test(entry.path)) {
       const rows = readInside(workspace, `data/${entry.path}`).split(/\r?\n/).filter(Boolean);
-      lines.push(`- data/${entry.path} (${rows.length - 1} rows). First lines:\n${rows.slice(0, 4).map(r => `    ${r.slice(0, 200)}`).join('\n')}`);
+      lines.push(
+        `- data/${entry.path} (${rows.length - 1} rows). First lines:\n${rows
+          .slice(0, 4)
+          .map(r => `    ${r.slice(0, 200)}`)
+          .join('\n')}`
+      );
     } else lines.push(`- data/${entry.path} (${entry.bytes} bytes)`);
   }
   return lines.join('\n');
@@ -186,7 +187,10 @@ export function dataFactsOf(dir: string): Record<string, DataFacts> {
   const facts: Record<string, DataFacts> = {};
   for (const { path: name } of dataFiles(dir)) {
     if (!/\.csv$/i.test(name)) continue;
-    const [header, ...rows] = readInside(dir, `data/${name}`).split(/\r?\n/).filter(Boolean).map(line => line.split(','));
+    const [header, ...rows] = readInside(dir, `data/${name}`)
+      .split(/\r?\n/)
+      .filter(Boolean)
+      .map(line => line.split(','));
     if (!header) continue;
     const numeric = header.map((_, i) => rows.length > 0 && rows.every(r => r[i] !== undefined && r[i].trim() !== '' && Number.isFinite(Number(r[i]))));
     const label = numeric.lastIndexOf(false);

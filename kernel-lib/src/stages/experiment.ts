@@ -10,30 +10,37 @@
  *    values the paper may quote.
  * A run that exits non-zero, times out, or leaves either file missing or malformed failed.
  * Failures become failed_direction memories with their conditions; a fix that worked is in
- * the trajectory (a skill candidate). Every file under results/ and the code are recorded
- * in the artifacts table with their sha256 and size.
+ * the trajectory (a skill candidate). Every file under results/ and the code are returned as
+ * artifacts with their sha256 and size (the orchestrator records them in the artifacts table).
  */
 import type { ExperimentBlueprint, IdeationOutput } from '@nanoresearch/schema';
 import { existsSync, mkdirSync, rmSync } from 'fs';
 import * as path from 'path';
-import { newId, nowIso } from '../ids';
-import type { LearnedMemory, StageContext, StageResult } from '../orchestrator/types';
-import { describeIsolation, runInSandbox, SandboxResult } from '../sandbox';
+import type { ArtifactRecord, LearnedMemory, StageContext, StageResult } from '../stage-contract';
+import { describeIsolation, SandboxResult } from '../sandbox';
+import { runExperimentProgram, type SlurmRunRecord } from '../sandbox/slurm-executor';
 import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
 import { experimentPython } from '../sandbox/python-env';
 import { copyInside, listInside, readBytesInside, readInside, writeInside, WorkspacePathError } from '../sandbox/workspace-fs';
-import { askJson, askText, dataFactsOf, describeDataFiles, errorMessage, fencedCode, isFatal, markdownTable, previousOutput, sha256, type DataFacts } from './common';
+import {
+  askJson,
+  askText,
+  dataFactsOf,
+  describeDataFiles,
+  errorMessage,
+  fencedCode,
+  isFatal,
+  markdownTable,
+  previousOutput,
+  sha256,
+  type DataFacts
+} from './common';
 
 export const MAX_EXPERIMENT_ATTEMPTS = 3;
 
 export type Metrics = Record<string, Record<string, number>>;
 
-export interface ArtifactRecord {
-  path: string;
-  kind: 'metrics' | 'manifest' | 'result' | 'code' | 'data' | 'log';
-  sha256: string;
-  bytes: number;
-}
+export type { ArtifactRecord };
 
 export interface ExperimentAttempt {
   attempt: number;
@@ -43,6 +50,8 @@ export interface ExperimentAttempt {
   /** Empty when the attempt met the artifact contract. */
   error: string;
   notes?: string;
+  /** The Slurm job of the attempt (sacct's state, exit code and elapsed time), when the Slurm executor ran it. */
+  slurm?: SlurmRunRecord;
 }
 
 export interface ExperimentOutput {
@@ -112,7 +121,12 @@ function sklearnMetrics(blueprint: ExperimentBlueprint): [string, string][] {
  * fitted on a seeded stratified split and measured with the plan's metrics. `estimator` gives each
  * run's estimator expression (a placeholder in the example, the model's answer in a scaffold).
  */
-function sklearnProgram(blueprint: ExperimentBlueprint, file: string, label: string, estimator: (run: ExperimentBlueprint['experiment_matrix'][number]) => string): string {
+function sklearnProgram(
+  blueprint: ExperimentBlueprint,
+  file: string,
+  label: string,
+  estimator: (run: ExperimentBlueprint['experiment_matrix'][number]) => string
+): string {
   const metrics = sklearnMetrics(blueprint);
   return [
     'import json, os',
@@ -166,7 +180,7 @@ function exampleProgram(target: { file: string; label: string } | undefined, blu
         'json.dump(metrics, open("results/metrics.json", "w"), indent=2)',
         'json.dump({"dataset": "data/<file>", "config": {"seed": 0}, "runs": list(metrics)}, open("results/manifest.json", "w"), indent=2)'
       ].join('\n');
-  return ['Example of the shape (replace every <...> with real code, add the plan\'s metrics):', '```python', body, '```'].join('\n');
+  return ["Example of the shape (replace every <...> with real code, add the plan's metrics):", '```python', body, '```'].join('\n');
 }
 
 /** Longest estimator expression a scaffold takes (one constructor call with a few arguments). */
@@ -178,7 +192,12 @@ const ESTIMATOR_MAX_CHARS = 120;
  * built-in sklearn-tabular-experiment pattern. The expressions are still untrusted code: the
  * program runs in the sandbox like any other.
  */
-async function scaffoldedProgram(ctx: StageContext, blueprint: ExperimentBlueprint, target: { file: string; label: string }, planText: string): Promise<string> {
+async function scaffoldedProgram(
+  ctx: StageContext,
+  blueprint: ExperimentBlueprint,
+  target: { file: string; label: string },
+  planText: string
+): Promise<string> {
   const asked = blueprint.experiment_matrix.filter(r => !isMajorityBaseline(r.method));
   const answer = asked.length
     ? await askJson<Record<string, string>>(
@@ -197,7 +216,11 @@ async function scaffoldedProgram(ctx: StageContext, blueprint: ExperimentBluepri
       )
     : {};
   // One line each: the expression is placed inside a dict literal.
-  return sklearnProgram(blueprint, target.file, target.label, r => (isMajorityBaseline(r.method) ? MAJORITY_ESTIMATOR : answer[r.run_id].replace(/\s+/g, ' ').trim())) + '\n';
+  return (
+    sklearnProgram(blueprint, target.file, target.label, r =>
+      isMajorityBaseline(r.method) ? MAJORITY_ESTIMATOR : answer[r.run_id].replace(/\s+/g, ' ').trim()
+    ) + '\n'
+  );
 }
 
 /** Checks the artifact contract; returns the parsed files or the reason the run failed. */
@@ -263,7 +286,9 @@ function writeProject(dir: string, project: GeneratedProject): void {
 /** An attempt's log file: what ran, how it ended, then its stdout and stderr in full. */
 function runLog(attempt: number, entry: string, result: SandboxResult): string {
   const ending = result.timedOut ? 'timed out' : result.exitCode !== null ? `exit code ${result.exitCode}` : `signal ${result.signal}`;
-  return [`# attempt ${attempt}: python3 ${entry} — ${ending} after ${result.wallMs} ms`, '## stdout', result.stdout, '## stderr', result.stderr].join('\n') + '\n';
+  return (
+    [`# attempt ${attempt}: python3 ${entry} — ${ending} after ${result.wallMs} ms`, '## stdout', result.stdout, '## stderr', result.stderr].join('\n') + '\n'
+  );
 }
 
 /** The failure mode of an attempt in a few words, for memory conditions. */
@@ -317,7 +342,9 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
     renderPlan(blueprint),
     `Limits: ${minutes} minutes wall clock, ${memoryMb} MiB memory, no network, one CPU.`,
     `Python 3; importable besides the standard library: ${importable.join(', ') || 'nothing (standard library only)'}.`,
-    describeDataFiles(dir) ? `Data files (relative to the working directory):\n${describeDataFiles(dir)}` : 'No data files: generate synthetic data with a fixed seed.'
+    describeDataFiles(dir)
+      ? `Data files (relative to the working directory):\n${describeDataFiles(dir)}`
+      : 'No data files: generate synthetic data with a fixed seed.'
   ].join('\n\n');
 
   const scaffold = scaffoldTarget(python.packages, dataFactsOf(dir));
@@ -328,7 +355,11 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
     // The last chance after failed programs: the model names the estimators, the built-in pattern is the program.
     const scaffolded = attempt === MAX_EXPERIMENT_ATTEMPTS && attempt > 1 && scaffold !== undefined;
     ctx.progress(
-      attempt === 1 ? 'writing the experiment code' : scaffolded ? `choosing estimators for the built-in program (attempt ${attempt})` : `fixing the code (attempt ${attempt})`,
+      attempt === 1
+        ? 'writing the experiment code'
+        : scaffolded
+          ? `choosing estimators for the built-in program (attempt ${attempt})`
+          : `fixing the code (attempt ${attempt})`,
       (attempt - 1) * 2,
       MAX_EXPERIMENT_ATTEMPTS * 2
     );
@@ -359,7 +390,13 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
     }
     if (project && code.trim() === project.files[0].content.trim()) {
       // Running the same script again would fail the same way: the attempt is spent, honestly recorded.
-      attempts.push({ attempt, exitCode: null, timedOut: false, wallMs: 0, error: `the fix returned the same program unchanged (still failing: ${previousFailure.error})` });
+      attempts.push({
+        attempt,
+        exitCode: null,
+        timedOut: false,
+        wallMs: 0,
+        error: `the fix returned the same program unchanged (still failing: ${previousFailure.error})`
+      });
       log.push(`Attempt ${attempt}: the model returned the failing program unchanged; not run again.`);
       continue;
     }
@@ -379,7 +416,11 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
     ctx.progress(`running the experiment (attempt ${attempt})`, (attempt - 1) * 2 + 1, MAX_EXPERIMENT_ATTEMPTS * 2);
     // A failed attempt's partial results must not pass for this attempt's.
     rmSync(path.join(dir, 'results'), { recursive: true, force: true });
-    last = await runInSandbox({ cwd: dir, command: ['python3', entry], timeoutMs: minutes * 60_000, memoryMb, fileSizeMb: 256 });
+    last = await runExperimentProgram(
+      ctx,
+      { cwd: dir, command: ['python3', entry], timeoutMs: minutes * 60_000, memoryMb, fileSizeMb: 256 },
+      { attempt, compute: blueprint.compute }
+    );
     // The run's own output, whole, for the researcher (the model sees only the tails): linked from the card.
     try {
       writeInside(dir, `logs/attempt-${attempt}.log`, runLog(attempt, entry, last));
@@ -388,13 +429,20 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
       if (!(error instanceof WorkspacePathError)) throw error;
       log.push(`Attempt ${attempt}: its log was not written (${error.message}).`);
     }
-    artifacts =
-      last.timedOut
-        ? { error: `timed out after ${minutes} minutes` }
-        : last.exitCode !== 0
-          ? { error: `exited with ${last.exitCode ?? last.signal}: ${last.stderr.trim().split('\n').slice(-1)[0] ?? ''}` }
-          : withPlannedRuns(readArtifacts(dir), blueprint);
-    attempts.push({ attempt, exitCode: last.exitCode, timedOut: last.timedOut, wallMs: last.wallMs, error: artifacts.error, ...(project.notes ? { notes: project.notes } : {}) });
+    artifacts = last.timedOut
+      ? { error: `timed out after ${minutes} minutes` }
+      : last.exitCode !== 0
+        ? { error: `exited with ${last.exitCode ?? last.signal}: ${last.stderr.trim().split('\n').slice(-1)[0] ?? ''}` }
+        : withPlannedRuns(readArtifacts(dir), blueprint);
+    attempts.push({
+      attempt,
+      exitCode: last.exitCode,
+      timedOut: last.timedOut,
+      wallMs: last.wallMs,
+      error: artifacts.error,
+      ...(project.notes ? { notes: project.notes } : {}),
+      ...(last.slurm ? { slurm: last.slurm } : {})
+    });
     if (!artifacts.error) {
       log.push(`Attempt ${attempt} succeeded in ${last.wallMs} ms.`);
       if (attempt > 1) log.push(`Fix that worked after "${attempts[attempt - 2].error}": ${project.notes ?? '(no notes given)'}`);
@@ -428,20 +476,11 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
             ? 'result'
             : rel.startsWith('logs/')
               ? 'log'
-            : rel.startsWith('data/')
-              ? 'data'
-              : 'code';
+              : rel.startsWith('data/')
+                ? 'data'
+                : 'code';
     recorded.push({ path: path.join(relDir, rel), kind, sha256: sha256(bytes), bytes: bytes.length });
   }
-  await ctx.store.write(async q => {
-    for (const a of recorded) {
-      await q.run(
-        'insert into artifacts (id, project_id, stage_run_id, path, kind, sha256, bytes, created_at) values ($id, $project, $stage, $path, $kind, $sha, $bytes, $at)',
-        { id: newId('art'), project: ctx.project.id, stage: ctx.stageRunId, path: a.path, kind: a.kind, sha: a.sha256, bytes: a.bytes, at: nowIso() }
-      );
-    }
-  });
-
   const output: ExperimentOutput = {
     experiment_dir: relDir,
     entrypoint: project?.entrypoint ?? '',
@@ -459,7 +498,12 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
   const bundleOutputs = { metrics: metricRows, isolation: describeIsolation(isolation) };
   const markdown = [
     `### Experiment (${attempts.length} attempt${attempts.length === 1 ? '' : 's'})`,
-    metricRows.length ? markdownTable(['run', 'metric', 'value'], metricRows.map(r => [r.run, r.metric, r.value])) : '',
+    metricRows.length
+      ? markdownTable(
+          ['run', 'metric', 'value'],
+          metricRows.map(r => [r.run, r.metric, r.value])
+        )
+      : '',
     `Isolation: ${describeIsolation(isolation).join('; ')}`
   ]
     .filter(Boolean)
@@ -467,9 +511,16 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
   const trajectory = log.join('\n');
   if (artifacts.error) {
     const error = `the experiment failed after ${attempts.length} attempts: ${artifacts.error}`;
-    return { status: 'failed', output, summary: error, error, bundleOutputs, trajectory, markdown, memories };
+    return { status: 'failed', output, summary: error, error, bundleOutputs, trajectory, markdown, memories, artifacts: recorded };
   }
-  if (attempts.length > 1) memories.push({ kind: 'data_strategy', content: `For ${blueprint.method.name}: ${attempts[attempts.length - 1].notes ?? 'a fix after a failed run'} made the experiment run`, tags: ['experiment', 'fix'], conditions, importance: 0.5 });
+  if (attempts.length > 1)
+    memories.push({
+      kind: 'data_strategy',
+      content: `For ${blueprint.method.name}: ${attempts[attempts.length - 1].notes ?? 'a fix after a failed run'} made the experiment run`,
+      tags: ['experiment', 'fix'],
+      conditions,
+      importance: 0.5
+    });
   return {
     status: 'done',
     output,
@@ -477,6 +528,7 @@ export async function experiment(ctx: StageContext): Promise<StageResult> {
     bundleOutputs,
     trajectory,
     markdown,
-    memories
+    memories,
+    artifacts: recorded
   };
 }

@@ -9,7 +9,7 @@
  */
 import type { IdeationOutput, Paper } from '@nanoresearch/schema';
 import { Literature, LiteratureStatus } from '../literature';
-import type { StageContext, StageResult } from '../orchestrator/types';
+import type { StageContext, StageResult } from '../stage-contract';
 import { schemaErrors } from '../validate';
 import { quoteUntrusted, UNTRUSTED_SYSTEM_RULE } from '../llm/untrusted';
 import { askJson, errorMessage, isFatal } from './common';
@@ -35,7 +35,11 @@ function ideasSchema(keys: string[]): Record<string, unknown> {
       evidence: {
         type: 'array',
         maxItems: keys.length ? 3 : 0,
-        items: { type: 'object', properties: { paper_key: paperKey, finding: { type: 'string', minLength: 1, maxLength: 160 } }, required: ['paper_key', 'finding'] }
+        items: {
+          type: 'object',
+          properties: { paper_key: paperKey, finding: { type: 'string', minLength: 1, maxLength: 160 } },
+          required: ['paper_key', 'finding']
+        }
       },
       gaps: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 160 }, minItems: 1, maxItems: 2 },
       hypotheses: {
@@ -70,7 +74,10 @@ function noveltySchema(keys: string[]): Record<string, unknown> {
 /** Papers for the prompt: key, title, year and a trimmed abstract, quoted as data (a paper's text is not an instruction). */
 function paperDigest(papers: Paper[]): string {
   if (!papers.length) return '(no papers could be retrieved)';
-  return quoteUntrusted('papers', papers.map(p => `- [${p.key}] ${p.title} (${p.year ?? 'n.d.'})${p.abstract ? `: ${p.abstract.slice(0, 300)}` : ''}`).join('\n'));
+  return quoteUntrusted(
+    'papers',
+    papers.map(p => `- [${p.key}] ${p.title} (${p.year ?? 'n.d.'})${p.abstract ? `: ${p.abstract.slice(0, 300)}` : ''}`).join('\n')
+  );
 }
 
 const RANK: Record<Verdict, number> = { novel: 3, incremental: 2, unverified: 1, 'not-novel': 0 };
@@ -98,7 +105,9 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
     const r = await literature.search(query, { limit: 6 });
     statuses.push(r.status);
     papers = [...papers, ...r.papers.filter(p => !papers.some(q => q.key === p.key))];
-    log.push(`Search "${query}": ${r.status}, ${r.papers.length} papers (${r.sources.map(s => `${s.provider}${s.ok ? (s.cached ? ' cached' : '') : ` failed: ${s.error}`}`).join('; ')})`);
+    log.push(
+      `Search "${query}": ${r.status}, ${r.papers.length} papers (${r.sources.map(s => `${s.provider}${s.ok ? (s.cached ? ' cached' : '') : ` failed: ${s.error}`}`).join('; ')})`
+    );
   }
   const literatureStatus: LiteratureStatus = statuses.includes('searched') ? 'searched' : statuses.includes('offline-corpus') ? 'offline-corpus' : 'unverified';
 
@@ -110,7 +119,7 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
     'gaps-and-hypotheses',
     [
       'You are a careful research scientist. From the retrieved papers only, extract evidence (paper_key must be one of the keys shown),',
-      'name the gaps they leave, and propose 2 or 3 testable hypotheses that fit the researcher\'s resources, each one sentence',
+      "name the gaps they leave, and propose 2 or 3 testable hypotheses that fit the researcher's resources, each one sentence",
       'naming the method, what it is compared with, the data and the measure, e.g. "On <data>, <method> reaches a higher <metric> than <baseline>."',
       UNTRUSTED_SYSTEM_RULE,
       'Answer JSON {"evidence": [{"paper_key", "finding"}], "gaps": [...], "hypotheses": [{"statement", "rationale"}]}.'
@@ -120,7 +129,8 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
   );
   const known = new Set(papers.map(p => p.key));
   const evidence = ideas.evidence.filter(e => known.has(e.paper_key));
-  if (evidence.length < ideas.evidence.length) log.push(`Dropped ${ideas.evidence.length - evidence.length} evidence items citing papers that were not retrieved.`);
+  if (evidence.length < ideas.evidence.length)
+    log.push(`Dropped ${ideas.evidence.length - evidence.length} evidence items citing papers that were not retrieved.`);
 
   ctx.progress('checking novelty', 3, 4);
   const hypotheses: Hypothesis[] = [];
@@ -130,7 +140,10 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
     const base = { id, statement: h.statement, ...(h.rationale ? { rationale: h.rationale } : {}) };
     const closest = await literature.search(h.statement, { limit: 5 });
     if (closest.status === 'unverified' || closest.papers.length === 0) {
-      const reason = closest.status === 'unverified' ? 'no literature source could be reached; novelty not checked' : 'the search found no related work to compare against; novelty not checked';
+      const reason =
+        closest.status === 'unverified'
+          ? 'no literature source could be reached; novelty not checked'
+          : 'the search found no related work to compare against; novelty not checked';
       hypotheses.push({ ...base, novelty: { verdict: 'unverified', score: null, reason, closest_work: [] } });
       log.push(`${id}: novelty unverified (${reason}).`);
       continue;
@@ -153,14 +166,22 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
       const closestWork = closest.papers.filter(p => keys.has(p.key));
       hypotheses.push({
         ...base,
-        novelty: { verdict: verdict.verdict, score: verdict.score, reason: verdict.reason, closest_work: closestWork.length ? closestWork : closest.papers.slice(0, 3) }
+        novelty: {
+          verdict: verdict.verdict,
+          score: verdict.score,
+          reason: verdict.reason,
+          closest_work: closestWork.length ? closestWork : closest.papers.slice(0, 3)
+        }
       });
       for (const p of closest.papers) if (!papers.some(q => q.key === p.key)) papers.push(p);
       log.push(`${id}: ${verdict.verdict} (${verdict.score}/10) — ${verdict.reason}`);
     } catch (error) {
       if (isFatal(error)) throw error;
       judgeErrors.set(id, errorMessage(error));
-      hypotheses.push({ ...base, novelty: { verdict: 'unverified', score: null, reason: `novelty judge failed: ${errorMessage(error)}`, closest_work: closest.papers.slice(0, 3) } });
+      hypotheses.push({
+        ...base,
+        novelty: { verdict: 'unverified', score: null, reason: `novelty judge failed: ${errorMessage(error)}`, closest_work: closest.papers.slice(0, 3) }
+      });
       log.push(`${id}: novelty judge failed (${errorMessage(error)}); not eligible for selection.`);
     }
   }
@@ -187,7 +208,10 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
     `### Ideation: ${topic}`,
     `Literature: **${literatureStatus}** (${papers.length} papers)`,
     '',
-    ...hypotheses.map(h => `- **${h.id}**${h.id === output.selected_hypothesis_id && eligible.length ? ' (selected)' : ''}: ${h.statement} — novelty *${h.novelty.verdict}*${h.novelty.score != null ? ` ${h.novelty.score}/10` : ''}${h.novelty.closest_work.length ? `; closest: ${h.novelty.closest_work.map(p => `[@${p.key}]`).join(', ')}` : ''}`),
+    ...hypotheses.map(
+      h =>
+        `- **${h.id}**${h.id === output.selected_hypothesis_id && eligible.length ? ' (selected)' : ''}: ${h.statement} — novelty *${h.novelty.verdict}*${h.novelty.score != null ? ` ${h.novelty.score}/10` : ''}${h.novelty.closest_work.length ? `; closest: ${h.novelty.closest_work.map(p => `[@${p.key}]`).join(', ')}` : ''}`
+    ),
     '',
     `Gaps: ${ideas.gaps.map(g => `\n- ${g}`).join('')}`
   ].join('\n');
@@ -208,7 +232,12 @@ export async function ideation(ctx: StageContext): Promise<StageResult> {
     trajectory,
     markdown,
     memories: [
-      { kind: 'project_context', content: `Selected hypothesis: ${selected.statement}${selected.rationale ? ` — ${selected.rationale}` : ''}`, tags: ['hypothesis'], importance: 0.74 },
+      {
+        kind: 'project_context',
+        content: `Selected hypothesis: ${selected.statement}${selected.rationale ? ` — ${selected.rationale}` : ''}`,
+        tags: ['hypothesis'],
+        importance: 0.74
+      },
       { kind: 'decision_history', content: `Top gaps found for "${topic}": ${ideas.gaps.slice(0, 3).join('; ')}`, tags: ['gaps'], importance: 0.8 }
     ]
   };

@@ -1,5 +1,5 @@
 /** The six research stages as StageFns, in the order project.run() takes them. */
-import type { StageFn, StageName } from '../orchestrator/types';
+import type { StageFn, StageName } from '../stage-contract';
 import { analysis } from './analysis';
 import { experiment } from './experiment';
 import { ideation } from './ideation';

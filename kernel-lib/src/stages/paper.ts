@@ -1,7 +1,7 @@
 /** The paper as sections, and its renderings: Markdown, LaTeX and BibTeX. */
 import type { Paper } from '@nanoresearch/schema';
 import * as path from 'path';
-import type { StageContext } from '../orchestrator/types';
+import type { StageContext } from '../stage-contract';
 import { writeWorkspaceFile } from './common';
 
 export const SECTIONS = ['abstract', 'introduction', 'related_work', 'method', 'experiments', 'conclusion'] as const;
@@ -48,22 +48,31 @@ export function withKnownCitations(text: string, known: Set<string>): { text: st
 export function renderMarkdown(draft: PaperDraft): string {
   const cited = new Set(draft.sections.flatMap(s => citedKeys(s.text)));
   const refs = draft.bibliography.filter(p => cited.has(p.key));
-  return [
-    `# ${draft.title}`,
-    ...draft.sections.map(s => `## ${SECTION_HEADINGS[s.name]}\n\n${s.text.trim()}`),
-    `## References\n\n${refs.map(p => `- [${p.key}] ${(p.authors ?? []).join(', ') || 'Anonymous'} (${p.year ?? 'n.d.'}). ${p.title}.${p.venue ? ` ${p.venue}.` : ''}${p.doi ? ` doi:${p.doi}` : ''}`).join('\n')}`
-  ].join('\n\n') + '\n';
+  return (
+    [
+      `# ${draft.title}`,
+      ...draft.sections.map(s => `## ${SECTION_HEADINGS[s.name]}\n\n${s.text.trim()}`),
+      `## References\n\n${refs.map(p => `- [${p.key}] ${(p.authors ?? []).join(', ') || 'Anonymous'} (${p.year ?? 'n.d.'}). ${p.title}.${p.venue ? ` ${p.venue}.` : ''}${p.doi ? ` doi:${p.doi}` : ''}`).join('\n')}`
+    ].join('\n\n') + '\n'
+  );
 }
 
 function latexEscape(text: string): string {
-  return text.replace(/\\/g, '\\textbackslash{}').replace(/([&%$#_{}])/g, '\\$1').replace(/~/g, '\\textasciitilde{}').replace(/\^/g, '\\textasciicircum{}');
+  return text
+    .replace(/\\/g, '\\textbackslash{}')
+    .replace(/([&%$#_{}])/g, '\\$1')
+    .replace(/~/g, '\\textasciitilde{}')
+    .replace(/\^/g, '\\textasciicircum{}');
 }
 
 /** Markdown body to LaTeX: citations, bold/italic, lists and pipe tables. */
 export function markdownToLatex(md: string): string {
   const inline = (s: string) =>
     latexEscape(s)
-      .replace(/\[((?:[^\]]*?)@[^\]]*)\]/g, (_, inner: string) => `\\cite{${[...inner.matchAll(/@([\w:.-]*\w)/g)].map(m => m[1].replace(/\\_/g, '_')).join(',')}}`)
+      .replace(
+        /\[((?:[^\]]*?)@[^\]]*)\]/g,
+        (_, inner: string) => `\\cite{${[...inner.matchAll(/@([\w:.-]*\w)/g)].map(m => m[1].replace(/\\_/g, '_')).join(',')}}`
+      )
       .replace(/\*\*([^*]+)\*\*/g, '\\textbf{$1}')
       .replace(/\*([^*]+)\*/g, '\\emph{$1}');
   const out: string[] = [];
@@ -73,11 +82,24 @@ export function markdownToLatex(md: string): string {
     if (/^\s*\|.*\|\s*$/.test(line)) {
       const rows: string[][] = [];
       while (i < lines.length && /^\s*\|.*\|\s*$/.test(lines[i])) {
-        if (!/^\s*\|[\s:|-]+\|\s*$/.test(lines[i])) rows.push(lines[i].trim().slice(1, -1).split('|').map(c => c.trim()));
+        if (!/^\s*\|[\s:|-]+\|\s*$/.test(lines[i]))
+          rows.push(
+            lines[i]
+              .trim()
+              .slice(1, -1)
+              .split('|')
+              .map(c => c.trim())
+          );
         i++;
       }
       i--;
-      out.push(`\\begin{tabular}{${'l'.repeat(rows[0]?.length ?? 1)}}`, '\\hline', ...rows.map((r, j) => `${r.map(inline).join(' & ')} \\\\${j === 0 ? ' \\hline' : ''}`), '\\hline', '\\end{tabular}');
+      out.push(
+        `\\begin{tabular}{${'l'.repeat(rows[0]?.length ?? 1)}}`,
+        '\\hline',
+        ...rows.map((r, j) => `${r.map(inline).join(' & ')} \\\\${j === 0 ? ' \\hline' : ''}`),
+        '\\hline',
+        '\\end{tabular}'
+      );
     } else if (/^\s*[-*]\s+/.test(line)) {
       out.push('\\begin{itemize}');
       while (i < lines.length && /^\s*[-*]\s+/.test(lines[i])) out.push(`  \\item ${inline(lines[i++].replace(/^\s*[-*]\s+/, ''))}`);
@@ -90,7 +112,11 @@ export function markdownToLatex(md: string): string {
 
 export function renderLatex(draft: PaperDraft): string {
   const body = draft.sections
-    .map(s => (s.name === 'abstract' ? `\\begin{abstract}\n${markdownToLatex(s.text.trim())}\n\\end{abstract}` : `\\section{${SECTION_HEADINGS[s.name]}}\n${markdownToLatex(s.text.trim())}`))
+    .map(s =>
+      s.name === 'abstract'
+        ? `\\begin{abstract}\n${markdownToLatex(s.text.trim())}\n\\end{abstract}`
+        : `\\section{${SECTION_HEADINGS[s.name]}}\n${markdownToLatex(s.text.trim())}`
+    )
     .join('\n\n');
   return [
     '\\documentclass{article}',
@@ -108,13 +134,16 @@ export function renderLatex(draft: PaperDraft): string {
 }
 
 export function renderBibtex(papers: Paper[]): string {
-  const field = (name: string, value: string | number | null | undefined) => (value === undefined || value === null || value === '' ? '' : `  ${name} = {${String(value).replace(/[{}]/g, '')}},\n`);
-  return papers
-    .map(
-      p =>
-        `@article{${p.key},\n${field('title', p.title)}${field('author', (p.authors ?? []).join(' and '))}${field('year', p.year)}${field('journal', p.venue)}${field('doi', p.doi)}${field('url', p.url)}}`
-    )
-    .join('\n\n') + '\n';
+  const field = (name: string, value: string | number | null | undefined) =>
+    value === undefined || value === null || value === '' ? '' : `  ${name} = {${String(value).replace(/[{}]/g, '')}},\n`;
+  return (
+    papers
+      .map(
+        p =>
+          `@article{${p.key},\n${field('title', p.title)}${field('author', (p.authors ?? []).join(' and '))}${field('year', p.year)}${field('journal', p.venue)}${field('doi', p.doi)}${field('url', p.url)}}`
+      )
+      .join('\n\n') + '\n'
+  );
 }
 
 /** Writes paper.md, paper.tex and references.bib under <workspace>/paper/; returns their workspace-relative paths. */

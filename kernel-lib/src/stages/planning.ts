@@ -7,7 +7,7 @@
  */
 import { ExperimentBlueprintSchema } from '@nanoresearch/schema';
 import type { ExperimentBlueprint, IdeationOutput, Profile } from '@nanoresearch/schema';
-import type { StageContext, StageResult } from '../orchestrator/types';
+import type { StageContext, StageResult } from '../stage-contract';
 import { schemaErrors } from '../validate';
 import { askJson, bounded, describeDataFiles, previousOutput } from './common';
 
@@ -22,7 +22,11 @@ const CRITIQUE_SCHEMA = {
       type: 'array',
       items: {
         type: 'object',
-        properties: { severity: { type: 'string', enum: ['fatal', 'major', 'minor'] }, issue: { type: 'string', minLength: 1, maxLength: 160 }, fix: { type: 'string', maxLength: 160 } },
+        properties: {
+          severity: { type: 'string', enum: ['fatal', 'major', 'minor'] },
+          issue: { type: 'string', minLength: 1, maxLength: 160 },
+          fix: { type: 'string', maxLength: 160 }
+        },
         required: ['severity', 'issue', 'fix']
       },
       maxItems: 3
@@ -44,7 +48,18 @@ function blueprintRequestSchema(hypothesisId: string): Record<string, unknown> {
   return bounded(schema, {
     text: 160,
     items: 3,
-    by: { datasets: 1, baselines: 2, components: 3, metrics: 2, ablations: 1, experiment_matrix: 4, required_artifacts: 2, success_criteria: 2, name: 60, run_id: 40 }
+    by: {
+      datasets: 1,
+      baselines: 2,
+      components: 3,
+      metrics: 2,
+      ablations: 1,
+      experiment_matrix: 4,
+      required_artifacts: 2,
+      success_criteria: 2,
+      name: 60,
+      run_id: 40
+    }
   });
 }
 
@@ -65,7 +80,12 @@ function resourceText(profile: Profile): string {
  */
 export function withRunIds(blueprint: ExperimentBlueprint, log: string[]): ExperimentBlueprint {
   const seen = new Set<string>();
-  const slug = (text: string) => text.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 40) || 'run';
+  const slug = (text: string) =>
+    text
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, '_')
+      .replace(/^_+|_+$/g, '')
+      .slice(0, 40) || 'run';
   const experiment_matrix = blueprint.experiment_matrix.map(row => {
     let id = /^[A-Za-z][\w-]{0,39}$/.test(row.run_id) && !seen.has(row.run_id) ? row.run_id : slug(row.method);
     for (let n = 2; seen.has(id); n++) id = `${slug(row.method)}_${n}`;
@@ -85,7 +105,11 @@ const GENERIC_WORDS = new Set(['baseline', 'classifier', 'model', 'method', 'the
  * then planned three seeds of the method only). The added run is logged.
  */
 export function withBaselineRuns(blueprint: ExperimentBlueprint, log: string[]): ExperimentBlueprint {
-  const words = (text: string) => text.toLowerCase().split(/[^a-z0-9]+/).filter(w => w.length >= 3 && !GENERIC_WORDS.has(w));
+  const words = (text: string) =>
+    text
+      .toLowerCase()
+      .split(/[^a-z0-9]+/)
+      .filter(w => w.length >= 3 && !GENERIC_WORDS.has(w));
   const first = blueprint.experiment_matrix[0];
   const dataset = first?.dataset ?? blueprint.datasets[0]?.name;
   if (!dataset) return blueprint;
@@ -104,12 +128,17 @@ export function budgetIssues(blueprint: ExperimentBlueprint, profile: Profile): 
   const issues: Issue[] = [];
   const max = profile.resources.max_experiment_minutes;
   if (max !== undefined && blueprint.compute.estimated_minutes > max) {
-    issues.push({ severity: 'fatal', issue: `estimated ${blueprint.compute.estimated_minutes} minutes exceeds the profile's limit of ${max} minutes`, fix: `cut runs or data so the estimate is at most ${max} minutes` });
+    issues.push({
+      severity: 'fatal',
+      issue: `estimated ${blueprint.compute.estimated_minutes} minutes exceeds the profile's limit of ${max} minutes`,
+      fix: `cut runs or data so the estimate is at most ${max} minutes`
+    });
   }
   if (profile.resources.cpu_only && /gpu|cuda/i.test(blueprint.compute.device ?? '')) {
     issues.push({ severity: 'fatal', issue: `the plan needs device '${blueprint.compute.device}' but the profile is CPU only`, fix: 'plan for CPU' });
   }
-  if (!blueprint.experiment_matrix.length) issues.push({ severity: 'fatal', issue: 'the experiment matrix is empty', fix: 'list at least the method and one baseline run' });
+  if (!blueprint.experiment_matrix.length)
+    issues.push({ severity: 'fatal', issue: 'the experiment matrix is empty', fix: 'list at least the method and one baseline run' });
   return issues;
 }
 
@@ -163,7 +192,9 @@ export async function planning(ctx: StageContext): Promise<StageResult> {
     );
     critique = [...budgetIssues(blueprint, ctx.profile), ...judged.issues];
     const fatalNow = critique.filter(i => i.severity === 'fatal');
-    log.push(`Plan ${revision}: ${critique.length} issues (${fatalNow.length} fatal)${critique.length ? ': ' + critique.map(i => `[${i.severity}] ${i.issue}`).join('; ') : ''}`);
+    log.push(
+      `Plan ${revision}: ${critique.length} issues (${fatalNow.length} fatal)${critique.length ? ': ' + critique.map(i => `[${i.severity}] ${i.issue}`).join('; ') : ''}`
+    );
     blueprint.critique = critique;
     blueprint.revisions = revision;
     if (!fatalNow.length) break;
@@ -181,7 +212,15 @@ export async function planning(ctx: StageContext): Promise<StageResult> {
   const stillFatal = critique.filter(i => i.severity === 'fatal');
   if (stillFatal.length) {
     const error = `the plan still has fatal issues after ${MAX_REPLANS} re-plans: ${stillFatal.map(i => i.issue).join('; ')}`;
-    return { status: 'failed', output: final, summary: `Planning failed: ${error}`, error, bundleOutputs: { blueprint: final }, trajectory: log.join('\n'), markdown };
+    return {
+      status: 'failed',
+      output: final,
+      summary: `Planning failed: ${error}`,
+      error,
+      bundleOutputs: { blueprint: final },
+      trajectory: log.join('\n'),
+      markdown
+    };
   }
   return {
     status: 'done',
@@ -190,6 +229,13 @@ export async function planning(ctx: StageContext): Promise<StageResult> {
     bundleOutputs: { blueprint: final },
     trajectory: log.join('\n'),
     markdown,
-    memories: [{ kind: 'decision_history', content: `Planned ${final.method.name} against ${final.baselines.map(b => b.name).join(', ')} measuring ${final.metrics.map(m => m.name).join(', ')}`, tags: ['plan'], importance: 0.6 }]
+    memories: [
+      {
+        kind: 'decision_history',
+        content: `Planned ${final.method.name} against ${final.baselines.map(b => b.name).join(', ')} measuring ${final.metrics.map(m => m.name).join(', ')}`,
+        tags: ['plan'],
+        importance: 0.6
+      }
+    ]
   };
 }

@@ -10,7 +10,7 @@ import { SectionReviewSchema } from '@nanoresearch/schema';
 import type { SectionReview } from '@nanoresearch/schema';
 import { checkGrounding } from '../grounding';
 import { CrossrefProvider, Literature, normalizeTitle } from '../literature';
-import type { StageContext, StageResult } from '../orchestrator/types';
+import type { StageContext, StageResult } from '../stage-contract';
 import { askJson, askText, bounded, errorMessage, isFatal, previousOutput } from './common';
 import { citedKeys, SECTION_HEADINGS, SectionName, withKnownCitations, writePaperFiles } from './paper';
 import type { AnalysisOutput } from './analysis';
@@ -129,8 +129,14 @@ export async function review(ctx: StageContext): Promise<StageResult> {
           `You revise sections of a research paper to fix a reviewer's issues. ${NUMBER_RULES}\n\nThe paper's material:\n${context}`,
           `Revise the ${SECTION_HEADINGS[section.name]} section.\n\nReviewer issues:\n${r.issues.map(i => `- ${i.problem} (impact: ${i.impact}; fix: ${i.fix})`).join('\n')}\n\nSection:\n${section.text}`
         );
-        const cited = withKnownCitations(section.name === 'experiments' && !revised.includes(analysisOut.table) ? experimentsText(revised, analysisOut) : revised, known);
-        if (cited.removed.length) log.push(`Round ${rounds + 1}: citations of keys outside the bibliography taken out of the revision of ${section.name}: ${cited.removed.join(', ')}.`);
+        const cited = withKnownCitations(
+          section.name === 'experiments' && !revised.includes(analysisOut.table) ? experimentsText(revised, analysisOut) : revised,
+          known
+        );
+        if (cited.removed.length)
+          log.push(
+            `Round ${rounds + 1}: citations of keys outside the bibliography taken out of the revision of ${section.name}: ${cited.removed.join(', ')}.`
+          );
         const text = cited.text;
         if (text.trim() === section.text.trim()) {
           stalled.add(section.name);
@@ -157,19 +163,30 @@ export async function review(ctx: StageContext): Promise<StageResult> {
     const output: ReviewOutput = { section_reviews: reviews, overall_score: overall, rounds, citation_check: citations, paper_path: files.paper_path };
     const markdown = [
       `### Review: overall ${overall}/10 after ${rounds} revision round(s)`,
-      ...reviews.map(r => `- **${SECTION_HEADINGS[r.section as SectionName] ?? r.section}** ${r.score}/10${r.revised ? ' (revised)' : ''}${r.issues.length ? `: ${r.issues.map(i => i.problem).join('; ')}` : ''}`),
+      ...reviews.map(
+        r =>
+          `- **${SECTION_HEADINGS[r.section as SectionName] ?? r.section}** ${r.score}/10${r.revised ? ' (revised)' : ''}${r.issues.length ? `: ${r.issues.map(i => i.problem).join('; ')}` : ''}`
+      ),
       `Citations: ${citations.cited.length} cited, ${citations.verified.length} verified by DOI, ${citations.unverifiable.length} unverifiable, ${citations.missing.length} missing, ${citations.mismatched.length} mismatched.`
     ].join('\n');
     const bundleOutputs = { section_reviews: reviews, overall_score: overall, paper_path: files.paper_path };
     log.push(`Citations: ${JSON.stringify(citations)}`);
-    const bad = [...citations.missing.map(k => `${k} (not in the bibliography)`), ...citations.mismatched.map(k => `${k} (DOI does not resolve to this title)`)];
+    const bad = [
+      ...citations.missing.map(k => `${k} (not in the bibliography)`),
+      ...citations.mismatched.map(k => `${k} (DOI does not resolve to this title)`)
+    ];
     if (bad.length) {
       const error = `citation check failed: ${bad.join(', ')}; cite only retrieved papers`;
       return { status: 'failed', output, summary: error, error, bundleOutputs, trajectory: log.join('\n'), markdown };
     }
     const memories = reviews
       .filter(r => r.score < REVIEW_THRESHOLD)
-      .map(r => ({ kind: 'decision_history' as const, content: `Review: the ${r.section} section stayed weak (${r.score}/10): ${r.issues.map(i => i.problem).join('; ')}`, tags: ['review', r.section], importance: 0.5 }));
+      .map(r => ({
+        kind: 'decision_history' as const,
+        content: `Review: the ${r.section} section stayed weak (${r.score}/10): ${r.issues.map(i => i.problem).join('; ')}`,
+        tags: ['review', r.section],
+        importance: 0.5
+      }));
     return {
       status: 'done',
       output,
@@ -182,6 +199,14 @@ export async function review(ctx: StageContext): Promise<StageResult> {
   } catch (error) {
     if (isFatal(error)) throw error;
     const message = `review judge failed: ${errorMessage(error)} — a failed review is not a pass; re-run the review`;
-    return { status: 'failed', output: { section_reviews: reviews }, summary: message, error: message, bundleOutputs: { section_reviews: reviews }, trajectory: log.join('\n'), markdown: `### Review failed\n\n${message}` };
+    return {
+      status: 'failed',
+      output: { section_reviews: reviews },
+      summary: message,
+      error: message,
+      bundleOutputs: { section_reviews: reviews },
+      trajectory: log.join('\n'),
+      markdown: `### Review failed\n\n${message}`
+    };
   }
 }

@@ -9,7 +9,7 @@
  */
 import type { ExperimentBlueprint, IdeationOutput, Paper } from '@nanoresearch/schema';
 import { checkGrounding, GroundingArtifacts } from '../grounding';
-import type { StageContext, StageResult } from '../orchestrator/types';
+import type { StageContext, StageResult } from '../stage-contract';
 import type { AnalysisOutput } from './analysis';
 import { renderFacts } from './analysis';
 import { askText, previousOutput } from './common';
@@ -41,7 +41,8 @@ const SECTION_BRIEFS: Record<SectionName, string> = {
   introduction: 'Motivation, the gap in prior work, the hypothesis, contributions.',
   related_work: 'Prior work from the bibliography, grouped by theme, each cited.',
   method: 'The method and baselines as planned; no results.',
-  experiments: 'The setup only: the data, the split and the runs, in prose. Do not restate any result: the measured results table and the computed comparisons are inserted below your text automatically.',
+  experiments:
+    'The setup only: the data, the split and the runs, in prose. Do not restate any result: the measured results table and the computed comparisons are inserted below your text automatically.',
   conclusion: 'What the measured results support, limitations, next steps.'
 };
 
@@ -70,7 +71,9 @@ export function sectionContext(ctx: StageContext, draft: PaperDraft, analysisOut
     `Topic: ${ctx.project.topic}`,
     draft.title ? `Title: ${draft.title}` : '',
     hypothesis ? `Hypothesis: ${hypothesis.statement}` : '',
-    blueprint ? `Method: ${blueprint.method.name}: ${blueprint.method.description}\nBaselines: ${blueprint.baselines.map(b => b.name).join(', ')}\nDatasets: ${blueprint.datasets.map(d => d.name).join(', ')}` : '',
+    blueprint
+      ? `Method: ${blueprint.method.name}: ${blueprint.method.description}\nBaselines: ${blueprint.baselines.map(b => b.name).join(', ')}\nDatasets: ${blueprint.datasets.map(d => d.name).join(', ')}`
+      : '',
     `Measured results table:\n${analysisOut.table}`,
     `Computed comparisons:\n${renderFacts(analysisOut)}`,
     // The manifest is written by generated code: quoted as data.
@@ -108,14 +111,17 @@ export const NUMBER_RULES =
 
 function renderDataFacts(facts: AnalysisOutput['data_facts']): string {
   return Object.entries(facts)
-    .map(([file, f]) => `${file}: ${f.rows} rows, ${f.columns} columns (${f.numeric_columns} numeric)${f.classes !== undefined ? `, ${f.classes} classes in column ${f.label_column}` : ''}`)
+    .map(
+      ([file, f]) =>
+        `${file}: ${f.rows} rows, ${f.columns} columns (${f.numeric_columns} numeric)${f.classes !== undefined ? `, ${f.classes} classes in column ${f.label_column}` : ''}`
+    )
     .join('; ');
 }
 
 /** The sentences of `text` that contain any of `numbers` (as written in the draft). */
 function sentencesStating(text: string, numbers: string[]): string[] {
   // A sentence ends at . ! or ? followed by space and a capital: "0.8571" and "e.g. the" stay whole.
-  const sentences = text.split(/(?<=[.!?])\s+(?=[A-Z(\[])|\n+/);
+  const sentences = text.split(/(?<=[.!?])\s+(?=[A-Z([])|\n+/);
   return [...new Set(sentences.map(s => s.trim()).filter(s => s && numbers.some(n => s.includes(n))))];
 }
 
@@ -136,7 +142,7 @@ export function wholeSentences(text: string, maxWords = Infinity): string {
     .split('\n')
     .filter(line => !/^\s*#{1,6}\s/.test(line))
     .join('\n')
-    .split(/(?<=[.!?])(?=\s+[A-Z(\[])/)
+    .split(/(?<=[.!?])(?=\s+[A-Z([])/)
     .filter(sentence => {
       const key = sentence.trim().toLowerCase();
       if (key.length > 20 && seen.has(key)) return false;
@@ -145,7 +151,10 @@ export function wholeSentences(text: string, maxWords = Infinity): string {
       // The first sentence is kept whatever its length: a section is never emptied by the cap.
       return words <= maxWords || seen.size === 1;
     });
-  const trimmed = kept.join('').replace(/\n{3,}/g, '\n\n').trim();
+  const trimmed = kept
+    .join('')
+    .replace(/\n{3,}/g, '\n\n')
+    .trim();
   if (/[.!?)\]"]$/.test(trimmed)) return trimmed;
   const last = Math.max(trimmed.lastIndexOf('. '), trimmed.lastIndexOf('.\n'), trimmed.lastIndexOf('! '), trimmed.lastIndexOf('? '));
   return last > 0 ? trimmed.slice(0, last + 1) : trimmed;
@@ -184,13 +193,24 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
 
   ctx.progress('writing the title', 0, total);
   draft.title = (
-    await askText(ctx, 'writing', 'write-title', 'Write the title of the paper: one line, no quotes, no numbers.', sectionContext(ctx, draft, analysisOut), TITLE_MAX_TOKENS)
+    await askText(
+      ctx,
+      'writing',
+      'write-title',
+      'Write the title of the paper: one line, no quotes, no numbers.',
+      sectionContext(ctx, draft, analysisOut),
+      TITLE_MAX_TOKENS
+    )
   )
     .split('\n')[0]
     .replace(/^#+\s*|^["']|["']$/g, '')
     .trim();
   // The title states no number either: one no artifact holds is taken out of it.
-  for (const n of checkGrounding(draft.title, artifacts).ungrounded) draft.title = draft.title.replace(n.text, '').replace(/\s{2,}/g, ' ').trim();
+  for (const n of checkGrounding(draft.title, artifacts).ungrounded)
+    draft.title = draft.title
+      .replace(n.text, '')
+      .replace(/\s{2,}/g, ' ')
+      .trim();
 
   // One system prompt for every section (the material and the rules), so an embedded model reads it once.
   const material = sectionContext(ctx, draft, analysisOut);
@@ -243,7 +263,11 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
       }
       ungrounded = groundSections(draft, artifacts);
     }
-    log.push(ungrounded.length ? `Still ungrounded after rewriting their sentences: ${ungrounded.map(u => `${u.text} (${u.section})`).join(', ')}` : 'Rewriting their sentences grounded every number.');
+    log.push(
+      ungrounded.length
+        ? `Still ungrounded after rewriting their sentences: ${ungrounded.map(u => `${u.text} (${u.section})`).join(', ')}`
+        : 'Rewriting their sentences grounded every number.'
+    );
   } else log.push('Every number in the first draft is grounded in the artifacts.');
   const uncitedInFixes = dropUnknownCitations(draft);
   if (uncitedInFixes.length) log.push(`Citations of keys outside the bibliography taken out of the rewritten sentences: ${uncitedInFixes.join(', ')}`);
@@ -252,8 +276,15 @@ export async function writing(ctx: StageContext): Promise<StageResult> {
   for (const name of [...new Set(ungrounded.map(u => u.section))] as SectionName[]) {
     const section = draft.sections.find(s => s.name === name)!;
     const prose = name === 'experiments' ? section.text.replace(`${analysisOut.table}\n\n${renderFacts(analysisOut)}`, '').trim() : section.text;
-    const bad = sentencesStating(prose, ungrounded.filter(u => u.section === name).map(u => u.text));
-    const kept = bad.reduce((text, sentence) => text.replace(sentence, ''), prose).replace(/[ \t]{2,}/g, ' ').replace(/\n{3,}/g, '\n\n').trim();
+    const bad = sentencesStating(
+      prose,
+      ungrounded.filter(u => u.section === name).map(u => u.text)
+    );
+    const kept = bad
+      .reduce((text, sentence) => text.replace(sentence, ''), prose)
+      .replace(/[ \t]{2,}/g, ' ')
+      .replace(/\n{3,}/g, '\n\n')
+      .trim();
     // A section left empty is no section: the stage fails instead, naming the numbers.
     if (!kept && name !== 'experiments') continue;
     dropped.push(...bad.map(text => ({ section: name, text })));

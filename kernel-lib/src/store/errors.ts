@@ -42,10 +42,7 @@ export class StoreVersionError extends Error {
     readonly storeVersion: number,
     readonly knownVersion: number
   ) {
-    super(
-      `store at ${file} has schema version ${storeVersion}; this library knows up to ${knownVersion}: ` +
-        `upgrade @nanoresearch/kernel`
-    );
+    super(`store at ${file} has schema version ${storeVersion}; this library knows up to ${knownVersion}: ` + `upgrade @nanoresearch/kernel`);
   }
 }
 
@@ -69,10 +66,7 @@ export class StoreMigrationError extends Error {
     readonly migrationName: string,
     readonly cause: unknown
   ) {
-    super(
-      `Migration ${version} (${migrationName}) failed on ${file} and was rolled back: ` +
-        messageOf(cause)
-    );
+    super(`Migration ${version} (${migrationName}) failed on ${file} and was rolled back: ` + messageOf(cause));
   }
 }
 

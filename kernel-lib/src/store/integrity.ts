@@ -94,12 +94,7 @@ export async function indexedKeys(connection: DuckDBConnection): Promise<Indexed
  * How rows are found by key through a non-unique single-column index: the rows a list of key
  * values matches.
  */
-export type IndexLookup = (
-  connection: DuckDBConnection,
-  key: IndexedKey,
-  values: readonly DuckDBValue[],
-  type: DuckDBType
-) => Promise<number>;
+export type IndexLookup = (connection: DuckDBConnection, key: IndexedKey, values: readonly DuckDBValue[], type: DuckDBType) => Promise<number>;
 
 /** One lookup statement and its parameter values. */
 export interface LookupStatement {
@@ -125,7 +120,12 @@ function isIntegerRun(values: readonly DuckDBValue[]): boolean {
 export function lookupStatements(key: IndexedKey, values: readonly DuckDBValue[]): LookupStatement[] {
   if (isIntegerRun(values)) {
     const sorted = [...values].sort((a, b) => (BigInt(a as number) < BigInt(b as number) ? -1 : 1));
-    return [0, 1].flatMap(parity => lookupStatements(key, sorted.filter((_, i) => i % 2 === parity)));
+    return [0, 1].flatMap(parity =>
+      lookupStatements(
+        key,
+        sorted.filter((_, i) => i % 2 === parity)
+      )
+    );
   }
   const placeholders = values.map((_, i) => `$${i + 1}`).join(', ');
   return [{ sql: `SELECT count(*) AS n FROM ${quoteIdent(key.table)} WHERE ${quoteIdent(key.columns[0])} IN (${placeholders})`, values: [...values] }];
@@ -166,9 +166,7 @@ async function indexScans(connection: DuckDBConnection, mode: 'never' | 'always'
     await connection.run('RESET disabled_optimizers; SET index_scan_percentage = 0; SET index_scan_max_count = 0;');
     return;
   }
-  await connection.run(
-    `SET disabled_optimizers = 'statistics_propagation'; SET index_scan_percentage = 1.0; SET index_scan_max_count = 9223372036854775807;`
-  );
+  await connection.run(`SET disabled_optimizers = 'statistics_propagation'; SET index_scan_percentage = 1.0; SET index_scan_max_count = 9223372036854775807;`);
 }
 
 /**

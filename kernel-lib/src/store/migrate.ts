@@ -18,25 +18,15 @@ export interface MigrationOutcome {
 function checkOrder(list: readonly Migration[]): void {
   list.forEach((migration, index) => {
     if (migration.version !== index + 1) {
-      throw new Error(
-        `Store migrations must be numbered 1, 2, 3, ... in order; entry ${index} ("${migration.name}") has version ${migration.version}`
-      );
+      throw new Error(`Store migrations must be numbered 1, 2, 3, ... in order; entry ${index} ("${migration.name}") has version ${migration.version}`);
     }
   });
 }
 
-export async function migrate(
-  connection: DuckDBConnection,
-  file: string,
-  list: readonly Migration[]
-): Promise<MigrationOutcome> {
+export async function migrate(connection: DuckDBConnection, file: string, list: readonly Migration[]): Promise<MigrationOutcome> {
   checkOrder(list);
-  await connection.run(
-    'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)'
-  );
-  const [row] = await rowsOf<{ version: number | null }>(
-    await connection.run('SELECT max(version) AS version FROM schema_migrations')
-  );
+  await connection.run('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)');
+  const [row] = await rowsOf<{ version: number | null }>(await connection.run('SELECT max(version) AS version FROM schema_migrations'));
   const from = row?.version ?? 0;
   const known = latestVersion(list);
   if (from > known) throw new StoreVersionError(file, from, known);

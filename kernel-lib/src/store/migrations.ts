@@ -409,6 +409,39 @@ export const migrations: readonly Migration[] = [
       'DROP TABLE term_df',
       'DROP TABLE doc_stats'
     ]
+  },
+  {
+    // Experiment runs submitted to Slurm (sandbox/slurm-executor.ts): stored before sbatch and
+    // updated as the job moves, so a kernel that died while its job was queued or running
+    // leaves an open row (ended_at null) that the resumed stage adopts instead of submitting
+    // again. program_sha256 is what ran (command, program, data): the key of adoption.
+    version: 11,
+    name: 'slurm jobs',
+    up: [
+      `CREATE TABLE slurm_jobs (
+        id VARCHAR PRIMARY KEY,
+        project_id VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        stage_run_id VARCHAR NOT NULL,
+        attempt INTEGER NOT NULL,
+        program_sha256 VARCHAR NOT NULL,
+        job_name VARCHAR NOT NULL,
+        job_id VARCHAR,
+        folder VARCHAR NOT NULL,
+        cwd VARCHAR NOT NULL,
+        request JSON NOT NULL,
+        state VARCHAR NOT NULL,
+        slurm_state VARCHAR,
+        exit_code VARCHAR,
+        elapsed VARCHAR,
+        elapsed_seconds INTEGER,
+        node VARCHAR,
+        adopted_by VARCHAR,
+        submitted_at TIMESTAMP NOT NULL,
+        ended_at TIMESTAMP
+      )`,
+      'CREATE INDEX slurm_jobs_run ON slurm_jobs (run_id)'
+    ]
   }
 ];
 

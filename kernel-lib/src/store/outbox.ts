@@ -52,7 +52,10 @@ export const INSERT_ROWS = defineDurableWrite<RowInserts, void>('store.insert-ro
     if (!/^[a-z_][a-z0-9_]*$/.test(table)) throw new Error(`insert-rows: "${table}" is not a table name`);
     for (const row of rows) {
       const columns = Object.keys(row);
-      await q.run(`INSERT OR IGNORE INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')})`, columns.map(c => row[c]));
+      await q.run(
+        `INSERT OR IGNORE INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')})`,
+        columns.map(c => row[c])
+      );
     }
   }
 });
@@ -190,10 +193,14 @@ export class Outbox {
         else if (outcome !== 'done') {
           // The handler refused the data: keep it, with why, where a user can find it (lab.sql).
           await write(q =>
-            q.run(
-              'INSERT OR IGNORE INTO outbox_entries (id, kind, queued_at, applied_at, error, payload) VALUES ($1, $2, $3, $4, $5, $6)',
-              [entry.id, entry.kind, entry.queued_at, new Date(), outcome.refused, JSON.stringify(entry.payload)]
-            )
+            q.run('INSERT OR IGNORE INTO outbox_entries (id, kind, queued_at, applied_at, error, payload) VALUES ($1, $2, $3, $4, $5, $6)', [
+              entry.id,
+              entry.kind,
+              entry.queued_at,
+              new Date(),
+              outcome.refused,
+              JSON.stringify(entry.payload)
+            ])
           );
           report.refused++;
         }
@@ -209,9 +216,7 @@ export class Outbox {
       // The file is gone, so its entries cannot come back: their markers are no longer needed.
       const ids = entries.map(e => e.id);
       if (ids.length) {
-        await write(q =>
-          q.run(`DELETE FROM outbox_entries WHERE error IS NULL AND id IN (SELECT unnest(from_json($1::JSON, '["VARCHAR"]')))`, [ids])
-        );
+        await write(q => q.run(`DELETE FROM outbox_entries WHERE error IS NULL AND id IN (SELECT unnest(from_json($1::JSON, '["VARCHAR"]')))`, [ids]));
       }
     }
     return report;

@@ -2,14 +2,7 @@
  * The query surface handed to `store.read()` / `store.write()` callbacks, over one DuckDB
  * connection. Rows come back as plain objects (see values.ts for the conversions).
  */
-import {
-  DuckDBAppender,
-  DuckDBConnection,
-  DuckDBMaterializedResult,
-  DuckDBTimestampValue,
-  DuckDBType,
-  DuckDBTypeId
-} from '@duckdb/node-api';
+import { DuckDBAppender, DuckDBConnection, DuckDBMaterializedResult, DuckDBTimestampValue, DuckDBType, DuckDBTypeId } from '@duckdb/node-api';
 import { messageOf } from './errors';
 import { Params, Row, bindParams, fromDuckDB, toAppendValue } from './values';
 
@@ -33,11 +26,7 @@ export interface Queryable {
 }
 
 /** Runs `sql` with or without parameters and returns DuckDB's materialised result. */
-export async function execute(
-  connection: DuckDBConnection,
-  sql: string,
-  params?: Params
-): Promise<DuckDBMaterializedResult> {
+export async function execute(connection: DuckDBConnection, sql: string, params?: Params): Promise<DuckDBMaterializedResult> {
   if (params === undefined) return connection.run(sql);
   const prepared = await connection.prepare(sql);
   try {
@@ -74,13 +63,11 @@ function appendFor(type: DuckDBType, column: string): AppendOne {
         // JSON is stored as text; the generic path would validate through a DuckDBValue first.
         return (appender, value) => appender.appendVarchar(toAppendValue(value, type, column) as string);
       }
-      return (appender, value) =>
-        typeof value === 'string' ? appender.appendVarchar(value) : generic(appender, value);
+      return (appender, value) => (typeof value === 'string' ? appender.appendVarchar(value) : generic(appender, value));
     case DuckDBTypeId.TIMESTAMP:
       return (appender, value) => appender.appendTimestamp(toAppendValue(value, type, column) as DuckDBTimestampValue);
     case DuckDBTypeId.INTEGER:
-      return (appender, value) =>
-        typeof value === 'number' && Number.isInteger(value) ? appender.appendInteger(value) : generic(appender, value);
+      return (appender, value) => (typeof value === 'number' && Number.isInteger(value) ? appender.appendInteger(value) : generic(appender, value));
     case DuckDBTypeId.DOUBLE:
       return (appender, value) => (typeof value === 'number' ? appender.appendDouble(value) : generic(appender, value));
     case DuckDBTypeId.BOOLEAN:
@@ -120,6 +107,7 @@ export class ConnectionQueryable implements Queryable {
     }
     const appender = await this.connection.createAppender(table);
     let done = false;
+    let closeError: { error: unknown } | undefined;
     try {
       const appenders = columns.map((column, index) => appendFor(appender.columnType(index), column));
       for (let r = 0; r < rows.length; r++) {
@@ -143,10 +131,13 @@ export class ConnectionQueryable implements Queryable {
       if (!done) appender.clear();
       try {
         appender.closeSync();
-      } catch (closeError) {
-        if (done) throw closeError;
+      } catch (error) {
+        closeError = { error };
       }
     }
+    // Reached only when the append succeeded: then a failed close is the error (after a failed
+    // append, that failure is the one thrown).
+    if (closeError) throw closeError.error;
     return rows.length;
   }
 
@@ -159,4 +150,3 @@ export class ConnectionQueryable implements Queryable {
     return rows.map(row => row.column_name);
   }
 }
-

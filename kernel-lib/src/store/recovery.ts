@@ -9,7 +9,7 @@
  * process warning.
  */
 import * as fs from 'fs';
-import { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { DuckDBConnection } from '@duckdb/node-api';
 import { newId } from '../ids';
 import { StoreRecoveryError, messageOf } from './errors';
 import { IndexLookup, TableRebuild, checkIndexes, lookupThroughIndex, rebuildTable } from './integrity';
@@ -75,7 +75,7 @@ function describe(file: string, walBytes: number, keysChecked: number, problems:
  * that lost entries). Throws StoreRecoveryError when a rebuilt table still fails the check.
  */
 export async function recoverStore(
-  instance: DuckDBInstance,
+  instance: { connect(): Promise<DuckDBConnection> },
   file: string,
   walBytes: number,
   lookup: IndexLookup = lookupThroughIndex
@@ -97,7 +97,11 @@ export async function recoverStore(
     if (damaged.length) {
       // The rebuilt tables are checked with DuckDB's own lookups, whatever `lookup` was.
       const still = (await checkIndexes(connection)).faults.filter(f => damaged.includes(f.table));
-      if (still.length) throw new StoreRecoveryError(file, still.map(f => `${f.table}: ${f.problem}`));
+      if (still.length)
+        throw new StoreRecoveryError(
+          file,
+          still.map(f => `${f.table}: ${f.problem}`)
+        );
     }
     const recovery: StoreRecovery = {
       file,

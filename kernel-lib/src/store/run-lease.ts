@@ -132,7 +132,8 @@ export class RunLease {
       // The store was busy or closed; the next beat tries again (staleMs allows for several misses).
       return;
     }
-    if (changed === 0) {
+    // Beats overlap when a write waits longer than the interval: only the first to find out reports it.
+    if (changed === 0 && !this.lostTo) {
       this.lostTo = true;
       this.stopTimer();
       this.onLost?.(this);
@@ -157,16 +158,14 @@ type Outcome = { kind: 'held'; holder: LeaseHolder } | { kind: 'taken'; from: Le
 
 /** Marks the project's unfinished stage runs interrupted; returns their ids. */
 async function interruptOrphans(q: Queryable, projectId: string, holder: LeaseHolder | null): Promise<string[]> {
-  const orphans = await q.all<{ id: string }>(
-    `SELECT id FROM stage_runs WHERE project_id = $1 AND status IN ('pending', 'running') ORDER BY id`,
-    [projectId]
-  );
+  const orphans = await q.all<{ id: string }>(`SELECT id FROM stage_runs WHERE project_id = $1 AND status IN ('pending', 'running') ORDER BY id`, [projectId]);
   if (orphans.length === 0) return [];
   const who = holder ? `the process running it (pid ${holder.pid} on ${holder.host}) ended` : 'the process running it ended';
-  await q.run(
-    `UPDATE stage_runs SET status = 'failed', error = $1, finished_at = $2 WHERE project_id = $3 AND status IN ('pending', 'running')`,
-    [`interrupted: ${who}`, new Date(), projectId]
-  );
+  await q.run(`UPDATE stage_runs SET status = 'failed', error = $1, finished_at = $2 WHERE project_id = $3 AND status IN ('pending', 'running')`, [
+    `interrupted: ${who}`,
+    new Date(),
+    projectId
+  ]);
   return orphans.map(o => o.id);
 }
 

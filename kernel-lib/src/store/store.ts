@@ -78,9 +78,7 @@ export class Store {
     });
     const store = new Store(file, lease);
     try {
-      await lease.serialize(() =>
-        lease.withConnection(connection => migrate(connection, file, options.migrations ?? libraryMigrations), true)
-      );
+      await lease.serialize(() => lease.withConnection(connection => migrate(connection, file, options.migrations ?? libraryMigrations), true));
       if (lease.outbox.hasEntries()) await store.replayOutbox();
     } catch (error) {
       await store.close();

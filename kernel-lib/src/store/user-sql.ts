@@ -4,7 +4,8 @@
  * query is prepared: preparing already binds it, and binding runs table functions' bind steps
  * (read_csv sniffs its file) and creates EXPORT DATABASE's folder. The query then runs inside a
  * READ ONLY transaction on an instance with external access off (file-lease.ts), so it can
- * neither change the store nor touch a host file.
+ * neither change the store nor touch a host file (but the store's own file, its log and spill
+ * folder, which the instance must reach: reading those shows nothing the tables do not).
  */
 import { DuckDBConnection } from '@duckdb/node-api';
 import { StoreReadOnlyError, messageOf } from './errors';
@@ -17,14 +18,10 @@ export interface SqlResult {
 }
 
 const HOW_TO_WRITE =
-  'store.sql() only reads (SELECT, FROM, WITH, DESCRIBE, SHOW, SUMMARIZE); ' +
-  'change data through the library (store.write() in code), not through user SQL.';
+  'store.sql() only reads (SELECT, FROM, WITH, DESCRIBE, SHOW, SUMMARIZE); ' + 'change data through the library (store.write() in code), not through user SQL.';
 
 function refusal(kind: string, query: string): StoreReadOnlyError {
-  return new StoreReadOnlyError(
-    `Refused ${kind} statement "${abbreviate(query)}": it could change the store and was not run. ${HOW_TO_WRITE}`,
-    kind
-  );
+  return new StoreReadOnlyError(`Refused ${kind} statement "${abbreviate(query)}": it could change the store and was not run. ${HOW_TO_WRITE}`, kind);
 }
 
 /**
@@ -46,10 +43,7 @@ function kindOf(query: string): string {
 export async function assertReadOnlyQuery(connection: DuckDBConnection, query: string): Promise<void> {
   const extracted = await connection.extractStatements(query);
   if (extracted.count !== 1) {
-    throw new StoreReadOnlyError(
-      `store.sql() runs one query at a time and got ${extracted.count} statements; run them one by one. ${HOW_TO_WRITE}`,
-      'MULTI'
-    );
+    throw new StoreReadOnlyError(`store.sql() runs one query at a time and got ${extracted.count} statements; run them one by one. ${HOW_TO_WRITE}`, 'MULTI');
   }
   // json_serialize_sql takes only a constant string, so the text is quoted as a SQL literal.
   const result = await connection.run(`SELECT json_serialize_sql('${query.replace(/'/g, "''")}') AS tree`);

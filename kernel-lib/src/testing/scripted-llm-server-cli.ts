@@ -21,6 +21,7 @@ async function main(): Promise<void> {
   if (!scriptPath) throw new Error('usage: scripted-llm-server-cli --script path/to/script.js [--port P]');
   const port = portArg === undefined ? 0 : Number(portArg);
   if (!Number.isInteger(port) || port < 0) throw new Error(`--port ${portArg} is not a port number`);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- the script is a CommonJS file named at run time
   const loaded = require(path.resolve(scriptPath)) as LlmScript | { default?: LlmScript };
   const script = typeof loaded === 'function' ? loaded : loaded.default;
   if (typeof script !== 'function') throw new Error(`${scriptPath} must set module.exports to a script function`);

@@ -179,21 +179,26 @@ export async function startScriptedLlmServer(script: LlmScript, opts: { port?: n
     counter += 1;
     const sent = { bytes: 0, complete: false };
     recorded.sent = sent;
-    await sendBody(res, 200, {
-      id: `chatcmpl-scripted-${counter}`,
-      object: 'chat.completion',
-      created: Math.floor(Date.now() / 1000),
-      model: scriptRequest.model,
-      choices: [
-        {
-          index: 0,
-          message: { role: 'assistant', content, refusal: null },
-          logprobs: null,
-          finish_reason: scripted?.finishReason ?? 'stop'
-        }
-      ],
-      usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens }
-    }, { dripMs: scripted?.dripMs, chunked: scripted?.chunked, sent });
+    await sendBody(
+      res,
+      200,
+      {
+        id: `chatcmpl-scripted-${counter}`,
+        object: 'chat.completion',
+        created: Math.floor(Date.now() / 1000),
+        model: scriptRequest.model,
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content, refusal: null },
+            logprobs: null,
+            finish_reason: scripted?.finishReason ?? 'stop'
+          }
+        ],
+        usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens }
+      },
+      { dripMs: scripted?.dripMs, chunked: scripted?.chunked, sent }
+    );
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -244,10 +249,7 @@ export function routeByModel(handlers: Record<string, LlmScript>, fallback?: Llm
  * A script giving one reply per call, in order: a reply, or a script to call. After the last,
  * it repeats the last (`exhausted: 'repeat'`, default) or answers HTTP 400 (`'error'`).
  */
-export function sequence(
-  replies: Array<ScriptReply | LlmScript>,
-  opts: { exhausted?: 'repeat' | 'error' } = {}
-): LlmScript {
+export function sequence(replies: Array<ScriptReply | LlmScript>, opts: { exhausted?: 'repeat' | 'error' } = {}): LlmScript {
   if (replies.length === 0) throw new Error('sequence() needs at least one reply');
   let next = 0;
   return req => {

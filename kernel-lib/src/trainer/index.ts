@@ -1,16 +1,19 @@
 /**
  * The trainer client: one SDPO round = export the user's SDPO examples, run the Python trainer
  * (`nanoresearch-trainer sdpo`) as a subprocess, follow its JSON progress lines, then register the
- * adapter it wrote and make it the planner's active adapter. A failed or interrupted round changes
- * nothing in the store: the active adapter stays what it was.
+ * adapter it wrote and make it the planner's active adapter. With a LoRA-serving planner endpoint
+ * (NANORESEARCH_PLANNER_BASE_URL) the adapter is published to it first and becomes active only once
+ * the server took it. A failed or interrupted round changes nothing in the store, and a round the
+ * server refused is registered inactive: either way the active adapter stays what it was.
  */
+import { createHash } from 'crypto';
 import { spawn } from 'child_process';
 import { existsSync, promises as fs } from 'fs';
 import * as path from 'path';
 import type { AdapterManifest } from '@nanoresearch/schema';
 import { LiveDisplay, trainingCard, type DisplayWriter } from '../display';
 import { callsAwaitingResample, exportSdpo, trainingCoverage } from '../feedback';
-import type { Llm } from '../llm';
+import { LoraServer, LoraServerError, type Llm, type LlmAdapter, type PlannerServerConfig } from '../llm';
 import { resamplePlannerCall } from '../planner';
 import type { Store } from '../store';
 
@@ -24,10 +27,9 @@ export interface AdapterRecord {
   created_at: string;
 }
 
-/** What the planner needs to run with an adapter (see planner/PlannerAdapter). */
-export interface ActiveAdapter {
+/** The adapter the planner runs with: both files the trainer wrote, and its name on a LoRA server. */
+export interface ActiveAdapter extends LlmAdapter {
   version: string;
-  ggufPath: string;
 }
 
 /** One `{"event":"step"}` line of the trainer. */
@@ -66,51 +68,66 @@ export interface TrainTarget {
   /**
    * The planner's LLM: with it, feedback on stages that ran on the fallback plan trains too (the
    * current planner is asked for its own answer to each such x first); without it, such feedback waits.
+   * Its config's plannerServer, when set, is the LoRA server the new adapter is published to.
    */
   llm?: Llm;
 }
 
 export class TrainingError extends Error {
-  constructor(message: string, readonly stderrTail: string) {
+  constructor(
+    message: string,
+    readonly stderrTail: string
+  ) {
     super(message);
     this.name = 'TrainingError';
   }
 }
 
-interface AdapterRow {
-  version: string;
-  manifest: AdapterManifest;
-  path: string;
-  active: boolean;
-  created_at: string;
-}
-
 /** Every registered adapter, oldest first. */
 export async function listAdapters(store: Store): Promise<AdapterRecord[]> {
-  return store.read(q => q.all<AdapterRow>('select * from adapters order by created_at, version'));
+  return store.read(q => q.all<AdapterRecord>('select * from adapters order by created_at, version'));
 }
 
-/** The planner's adapter: the active row's GGUF file, or null for the base model. */
+/** The planner's adapter: the active row's files and served name, or null for the base model. */
 export async function activeAdapter(store: Store): Promise<ActiveAdapter | null> {
-  const row = await store.read(q => q.get<AdapterRow>('select * from adapters where active'));
-  return row ? { version: row.version, ggufPath: path.resolve(row.path, row.manifest.files.gguf) } : null;
+  const row = await store.read(q => q.get<AdapterRecord>('select * from adapters where active'));
+  return row ? adapterOf(row) : null;
 }
 
-/** Makes `version` the active adapter (rollback included); null = the base model. */
-export async function useAdapter(store: Store, version: string | null): Promise<AdapterRecord | null> {
-  return store.write(async q => {
-    if (version === null) {
-      await q.run('update adapters set active = false where active');
-      return null;
-    }
-    const row = await q.get<AdapterRow>('select * from adapters where version = $1', [version]);
-    if (!row) {
-      const known = (await q.all<{ version: string }>('select version from adapters order by created_at')).map(r => r.version);
-      throw new Error(`no adapter '${version}'; known versions: ${known.join(', ') || 'none (run lab.train() first)'}`);
-    }
-    await q.run('update adapters set active = (version = $1)', [version]);
-    return { ...row, active: true };
-  });
+/**
+ * A registered adapter as the planner uses it. Its served name is unique across the users of one
+ * LoRA server and across retraining: it hashes the adapter's folder (under the user's lab home) and
+ * its creation time, so a v1 trained again after a reset is not taken for the old v1 still loaded.
+ */
+export function adapterOf(record: Pick<AdapterRecord, 'version' | 'manifest' | 'path'>): ActiveAdapter {
+  const folder = path.resolve(record.path);
+  const hash = createHash('sha256').update(`${folder}\n${record.manifest.created_at}`).digest('hex').slice(0, 12);
+  return {
+    version: record.version,
+    name: `nanoresearch-${record.version}-${hash}`,
+    ggufPath: path.resolve(folder, record.manifest.files.gguf),
+    peftDir: path.resolve(folder, record.manifest.files.peft_dir)
+  };
+}
+
+/**
+ * Makes `version` the active adapter (rollback included); null = the base model. With a
+ * LoRA-serving planner endpoint the adapter is published to it first: one the server does not
+ * take stays inactive, and the LoraServerError says why.
+ */
+export async function useAdapter(store: Store, version: string | null, plannerServer?: PlannerServerConfig): Promise<AdapterRecord | null> {
+  if (version === null) {
+    await store.write(q => q.run('update adapters set active = false where active'));
+    return null;
+  }
+  const row = await store.read(q => q.get<AdapterRecord>('select * from adapters where version = $1', [version]));
+  if (!row) {
+    const known = (await listAdapters(store)).map(r => r.version);
+    throw new Error(`no adapter '${version}'; known versions: ${known.join(', ') || 'none (run lab.train() first)'}`);
+  }
+  if (plannerServer) await new LoraServer(plannerServer).publish(adapterOf(row));
+  await store.write(q => q.run('update adapters set active = (version = $1)', [version]));
+  return { ...row, active: true };
 }
 
 /**
@@ -132,7 +149,9 @@ export function trainerCommand(env: NodeJS.ProcessEnv = process.env, from: strin
 
 /**
  * One SDPO round over the whole feedback history. Continues the active adapter (unless `fresh`),
- * registers the new adapter and makes it active; returns its record.
+ * registers the new adapter and makes it active; returns its record. With a planner LoRA server the
+ * adapter is published first: refused or unreachable, it is registered inactive and a
+ * TrainingError names the server, its answer and the fix.
  */
 export async function train(target: TrainTarget, options: TrainOptions = {}): Promise<AdapterRecord> {
   const { store } = target;
@@ -145,7 +164,8 @@ export async function train(target: TrainTarget, options: TrainOptions = {}): Pr
     await fs.rm(examplesFile, { force: true });
     throw new TrainingError(`nothing to train on: ${await whyNothingTrains(store, resampleFailures)}`, '');
   }
-  const previous = options.fresh ? null : await activeAdapter(store);
+  const current = await activeAdapter(store);
+  const previous = options.fresh ? null : current;
   const version = await nextVersion(store);
   const out = path.join(dir, version);
   const args = ['sdpo', '--data', examplesFile, '--out', out, '--version', version];
@@ -159,18 +179,37 @@ export async function train(target: TrainTarget, options: TrainOptions = {}): Pr
 
   const bar = new ProgressBar(version, count, options.display);
   try {
-    const manifest = await runTrainer(args, progress => {
-      bar.step(progress);
-      options.onProgress?.(progress);
-    }, options.signal);
+    const manifest = await runTrainer(
+      args,
+      progress => {
+        bar.step(progress);
+        options.onProgress?.(progress);
+      },
+      options.signal
+    );
     const record: AdapterRecord = { version, manifest, path: out, active: true, created_at: manifest.created_at };
+    const plannerServer = target.llm?.config.plannerServer;
+    const refused = plannerServer ? await publishRefusal(new LoraServer(plannerServer, target.llm?.config.timeoutMs), record) : null;
+    record.active = !refused;
     await store.write(async q => {
-      await q.run('update adapters set active = false where active');
-      await q.run(
-        'insert into adapters (version, manifest, path, active, created_at) values ($version, $manifest, $path, true, $created_at)',
-        { version, manifest, path: out, created_at: manifest.created_at }
-      );
+      if (record.active) await q.run('update adapters set active = false where active');
+      await q.run('insert into adapters (version, manifest, path, active, created_at) values ($version, $manifest, $path, $active, $created_at)', {
+        version,
+        manifest,
+        path: out,
+        active: record.active,
+        created_at: manifest.created_at
+      });
     });
+    if (refused) {
+      throw new TrainingError(
+        `adapter ${version} was trained and saved in ${out}, but the planner's LoRA server did not take it: ${refused.reason}; the planner keeps ` +
+          `${current ? `adapter ${current.version}` : 'the base model'}. Fix: ${refused.fix} ` +
+          `(this adapter: base model ${manifest.base_model}, rank ${manifest.rank}); then lab.useAdapter('${version}') publishes it`,
+        ''
+      );
+    }
+    if (plannerServer && current) await unpublishPrevious(new LoraServer(plannerServer, target.llm?.config.timeoutMs), current);
     bar.done(manifest);
     return record;
   } catch (error) {
@@ -178,6 +217,30 @@ export async function train(target: TrainTarget, options: TrainOptions = {}): Pr
     throw error;
   } finally {
     await fs.rm(examplesFile, { force: true });
+  }
+}
+
+/** Publishes the new adapter to the planner's LoRA server: null once the server serves it, else its refusal. */
+async function publishRefusal(server: LoraServer, record: AdapterRecord): Promise<LoraServerError | null> {
+  try {
+    await server.publish(adapterOf(record));
+    return null;
+  } catch (error) {
+    if (error instanceof LoraServerError) return error;
+    throw error;
+  }
+}
+
+/**
+ * Frees the previous adapter's slot on the server once the planner names the new one. Best
+ * effort on purpose: the round already succeeded, nothing points at the old name any more, and an
+ * adapter left loaded only keeps its place in the server's cache (rolling back to it publishes it again).
+ */
+async function unpublishPrevious(server: LoraServer, previous: ActiveAdapter): Promise<void> {
+  try {
+    await server.unpublish(previous.name);
+  } catch (error) {
+    if (!(error instanceof LoraServerError)) throw error;
   }
 }
 
@@ -202,7 +265,8 @@ async function whyNothingTrains(store: Store, resampleFailures: Record<string, n
   const parts = Object.entries(coverage.reasons).map(([reason, n]) => `${n} on ${reason}`);
   const failed = Object.entries(resampleFailures);
   if (failed.length) parts.push(...failed.map(([reason, n]) => `${n} planner call(s) on a fallback plan that could not be re-asked: ${reason}`));
-  else if (coverage.awaitingResample) parts.push(`${coverage.awaitingResample} on a fallback plan, not re-asked (train from the Lab, which can ask the planner)`);
+  else if (coverage.awaitingResample)
+    parts.push(`${coverage.awaitingResample} on a fallback plan, not re-asked (train from the Lab, which can ask the planner)`);
   return `none of the ${coverage.feedback} feedback item(s) can train the planner: ${parts.join('; ')}`;
 }
 
@@ -267,7 +331,7 @@ function runTrainer(args: string[], onStep: (p: TrainProgress) => void, signal?:
       if (code === 0 && manifest) return resolve(manifest);
       const why = signal?.aborted
         ? 'training was cancelled'
-        : errorMessage ?? (killedBy ? `the trainer was killed (${killedBy})` : `the trainer exited with code ${code}`);
+        : (errorMessage ?? (killedBy ? `the trainer was killed (${killedBy})` : `the trainer exited with code ${code}`));
       const detail = errorMessage ? '' : lastLines(stderrTail, 5);
       reject(new TrainingError(`${why}; the active adapter is unchanged${detail ? `\n${detail}` : ''}`, stderrTail));
     });
@@ -285,7 +349,11 @@ class ProgressBar {
   private readonly losses: number[] = [];
   private readonly startedAt = Date.now();
 
-  constructor(private readonly version: string, private readonly examples: number, writer?: DisplayWriter | null) {
+  constructor(
+    private readonly version: string,
+    private readonly examples: number,
+    writer?: DisplayWriter | null
+  ) {
     this.display = new LiveDisplay({ writer });
     this.show(`SDPO round ${version}: starting the trainer on ${examples} examples…`);
   }

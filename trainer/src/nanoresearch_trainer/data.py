@@ -12,14 +12,16 @@ the user message itself; it is rendered here as the one user turn, and the feedb
 The response y is tokenised ONCE and the same ids are appended to both contexts, so response token j sits at
 the same column of the student and the teacher batch (left-padded prompts, right-padded responses).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -44,21 +46,36 @@ def find_schema_dir() -> Path:
         candidate = parent / "schema" / "sdpo-example.schema.json"
         if candidate.is_file():
             return candidate.parent
-    raise DataError("cannot find schema/sdpo-example.schema.json above the trainer package; "
-                    "set NANORESEARCH_SCHEMA_DIR to the repository's schema/ folder")
+    raise DataError(
+        "cannot find schema/sdpo-example.schema.json above the trainer package; "
+        "set NANORESEARCH_SCHEMA_DIR to the repository's schema/ folder"
+    )
 
 
 def load_schema(name: str) -> dict[str, Any]:
     return json.loads((find_schema_dir() / name).read_text(encoding="utf-8"))
 
 
+def schema_validator(name: str) -> Any:
+    """A Draft 2020-12 validator of the named schema whose cross-file `$ref`s (e.g. the stage list,
+    stage.schema.json) resolve to the files beside it by `$id`, never fetched over the network."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    files = sorted(find_schema_dir().glob("*.schema.json"))
+    registry = Registry().with_resources(
+        (schema["$id"], Resource.from_contents(schema))
+        for schema in (json.loads(f.read_text(encoding="utf-8")) for f in files)
+    )
+    return jsonschema.Draft202012Validator(
+        load_schema(name), registry=registry, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
 def read_examples(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
     """Read and validate every row of a JSONL file; returns (rows, sha256 of the file bytes)."""
-    import jsonschema
-
     raw = Path(path).read_bytes()
-    validator = jsonschema.Draft202012Validator(
-        load_schema("sdpo-example.schema.json"), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    validator = schema_validator("sdpo-example.schema.json")
     rows: list[dict[str, Any]] = []
     for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
         if not line.strip():
@@ -70,8 +87,9 @@ def read_examples(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], s
         errors = sorted(validator.iter_errors(row), key=lambda e: list(e.path))
         if errors:
             where = "/".join(str(p) for p in errors[0].path) or "(row)"
-            raise DataError(f"{path}:{number}: row does not match sdpo-example.schema.json at {where}: "
-                            f"{errors[0].message}")
+            raise DataError(
+                f"{path}:{number}: row does not match sdpo-example.schema.json at {where}: {errors[0].message}"
+            )
         rows.append(row)
     if not rows:
         raise DataError(f"{path}: no training rows (the file is empty)")
@@ -82,6 +100,14 @@ def has_feedback(row: dict[str, Any]) -> bool:
     return bool(str(row.get("feedback") or "").strip())
 
 
+def rows_with_feedback(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that carry a signal (a row without feedback would add exactly zero loss and gradient)."""
+    kept = [row for row in rows if has_feedback(row)]
+    if not kept:
+        raise DataError(f"none of the {len(rows)} rows has feedback: there is nothing to learn from")
+    return kept
+
+
 def teacher_user_text(x: str, feedback: str) -> str:
     return x + FEEDBACK_TEMPLATE.format(feedback=feedback.strip())
 
@@ -90,7 +116,8 @@ def render_prompt(tokenizer: Any, user_text: str, system: str | None = None) -> 
     """The prompt text up to and including the assistant header for one user turn (and a system message)."""
     if getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system is not None else []) + [
-            {"role": "user", "content": user_text}]
+            {"role": "user", "content": user_text}
+        ]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return (system + "\n\n" if system else "") + user_text + "\n"
 
@@ -102,7 +129,7 @@ def generation_suffix(tokenizer: Any) -> str:
     """What the chat template writes after the last user message's content: its end-of-turn and the assistant
     header (SmolLM2: "<|im_end|>\\n<|im_start|>assistant\\n"). The feedback block is inserted right before it."""
     rendered = render_prompt(tokenizer, _MARKER, system="S")
-    return rendered[rendered.index(_MARKER) + len(_MARKER):]
+    return rendered[rendered.index(_MARKER) + len(_MARKER) :]
 
 
 def is_rendered(tokenizer: Any, x: str) -> bool:
@@ -120,7 +147,7 @@ def teacher_prompt_text(tokenizer: Any, x: str, feedback: str) -> str:
     if not is_rendered(tokenizer, x):
         return render_prompt(tokenizer, teacher_user_text(x, feedback))
     suffix = generation_suffix(tokenizer)
-    return x[:len(x) - len(suffix)] + FEEDBACK_TEMPLATE.format(feedback=feedback.strip()) + suffix
+    return x[: len(x) - len(suffix)] + FEEDBACK_TEMPLATE.format(feedback=feedback.strip()) + suffix
 
 
 def encode_text(tokenizer: Any, text: str) -> list[int]:
@@ -132,6 +159,7 @@ def encode_text(tokenizer: Any, text: str) -> list[int]:
 @dataclass
 class Encoded:
     """One row as token ids: both prompts, the shared response, and whether the row carries a signal."""
+
     student_prompt: list[int]
     teacher_prompt: list[int]
     response: list[int]
@@ -158,14 +186,16 @@ def encode_row(tokenizer: Any, row: dict[str, Any], max_len: int, max_response: 
 @dataclass
 class Batch:
     """Left-padded prompts + right-padded responses; response token j of every row is at column P + j."""
-    input_ids: torch.Tensor       # [B, P + R]
-    attention_mask: torch.Tensor  # [B, P + R]
-    position_ids: torch.Tensor    # [B, P + R], counted over real tokens only
-    response_len: int             # R
 
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.position_ids.to(device),
-                     self.response_len)
+    input_ids: torch.Tensor  # [B, P + R]
+    attention_mask: torch.Tensor  # [B, P + R]
+    position_ids: torch.Tensor  # [B, P + R], counted over real tokens only
+    response_len: int  # R
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.input_ids.to(device), self.attention_mask.to(device), self.position_ids.to(device), self.response_len
+        )
 
     @property
     def real_tokens(self) -> int:
@@ -176,10 +206,10 @@ def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], p
     width_p, width_r = max(map(len, prompts)), max(map(len, responses))
     ids = torch.full((len(prompts), width_p + width_r), pad_id, dtype=torch.long)
     att = torch.zeros_like(ids)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
-        ids[i, width_p - len(p):width_p] = torch.tensor(p, dtype=torch.long)
-        ids[i, width_p:width_p + len(r)] = torch.tensor(r, dtype=torch.long)
-        att[i, width_p - len(p):width_p + len(r)] = 1
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        ids[i, width_p - len(p) : width_p] = torch.tensor(p, dtype=torch.long)
+        ids[i, width_p : width_p + len(r)] = torch.tensor(r, dtype=torch.long)
+        att[i, width_p - len(p) : width_p + len(r)] = 1
     pos = (att.cumsum(-1) - 1).clamp(min=0)
     return Batch(ids, att, pos, width_r)
 

@@ -6,17 +6,25 @@ same output rows, so B of q_proj/k_proj must get the converter's permutation bef
 adapter would add its update to the wrong rows of the base GGUF's weights. A has input columns only and
 needs nothing.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
 
-HF_TO_GGUF = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
-              "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
+HF_TO_GGUF = {
+    "q_proj": "attn_q",
+    "k_proj": "attn_k",
+    "v_proj": "attn_v",
+    "o_proj": "attn_output",
+    "gate_proj": "ffn_gate",
+    "up_proj": "ffn_up",
+    "down_proj": "ffn_down",
+}
 PEFT_KEY = re.compile(r"layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$")
 PERMUTED_ARCHITECTURES = ("llama",)  # the architectures transformers' GGUF loader un-permutes
 
@@ -27,15 +35,18 @@ def llama_permute(weight: np.ndarray, n_head: int) -> np.ndarray:
     return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def gguf_lora_tensors(state: Mapping[str, torch.Tensor], *, architecture: str, n_head: int,
-                      n_kv_head: int) -> dict[str, np.ndarray]:
+def gguf_lora_tensors(
+    state: Mapping[str, torch.Tensor], *, architecture: str, n_head: int, n_kv_head: int
+) -> dict[str, np.ndarray]:
     """PEFT state dict -> {blk.{i}.{attn_q,...}.weight.lora_{a,b}: float32 array}; a (r, in), b (out, r)."""
     tensors: dict[str, np.ndarray] = {}
     for key, value in state.items():
         match = PEFT_KEY.search(key)
         if match is None or match.group(2) not in HF_TO_GGUF:
-            raise ValueError(f"cannot map LoRA tensor {key!r} to a llama.cpp tensor name "
-                             f"(supported modules: {', '.join(HF_TO_GGUF)})")
+            raise ValueError(
+                f"cannot map LoRA tensor {key!r} to a llama.cpp tensor name "
+                f"(supported modules: {', '.join(HF_TO_GGUF)})"
+            )
         layer, module, which = match.groups()
         array = value.detach().to(torch.float32).cpu().numpy()
         if which == "B" and architecture in PERMUTED_ARCHITECTURES and module in ("q_proj", "k_proj"):
@@ -80,7 +91,10 @@ def export_peft_model(model: torch.nn.Module, path: str | Path, base: str | Path
     lora = model.peft_config[model.active_adapter]
     if getattr(lora, "use_rslora", False):
         raise ValueError("rsLoRA scaling (alpha/sqrt(r)) has no GGUF equivalent; train without use_rslora")
-    tensors = gguf_lora_tensors(get_peft_model_state_dict(model), architecture=architecture,
-                                n_head=config.num_attention_heads,
-                                n_kv_head=getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    tensors = gguf_lora_tensors(
+        get_peft_model_state_dict(model),
+        architecture=architecture,
+        n_head=config.num_attention_heads,
+        n_kv_head=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+    )
     write_gguf_lora(path, tensors, architecture=architecture, alpha=float(lora.lora_alpha))

@@ -12,6 +12,7 @@ gradient), q_t = teacher distribution (same response prefix, context WITH the fe
 Only scored tokens count: the mask is 0 for padding and for rows without feedback, so such rows contribute
 exactly zero loss and zero gradient.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ LOSS_TYPES = ("token", "logit-rkl", "logit-jsd")
 
 @dataclass
 class LossOutput:
-    loss: torch.Tensor            # scalar, differentiable w.r.t. the student logits
-    mean_advantage: float         # mean over scored tokens of the unclipped log q(y_t) - log p(y_t)
+    loss: torch.Tensor  # scalar, differentiable w.r.t. the student logits
+    mean_advantage: float  # mean over scored tokens of the unclipped log q(y_t) - log p(y_t)
     scored_tokens: int
 
 
@@ -38,7 +39,7 @@ def response_logits(model: torch.nn.Module, batch, *, keep_all: bool = False) ->
     if not keep_all:
         kwargs["logits_to_keep"] = batch.response_len + 1  # skip the vocabulary projection of the prompt
     logits = model(**kwargs).logits
-    logits = logits[:, -batch.response_len - 1:-1, :]
+    logits = logits[:, -batch.response_len - 1 : -1, :]
     return logits if logits.dtype == torch.float64 else logits.float()
 
 
@@ -64,8 +65,16 @@ def jensen_shannon(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return 0.5 * (s.exp() * (s - log_m)).sum(-1) + 0.5 * (t.exp() * (t - log_m)).sum(-1)
 
 
-def sdpo_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
-              mask: torch.Tensor, *, loss_type: str = "token", clip: float = 5.0, topk: int = 20) -> LossOutput:
+def sdpo_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    loss_type: str = "token",
+    clip: float = 5.0,
+    topk: int = 20,
+) -> LossOutput:
     """student_logits, teacher_logits: [B, R, V] at the response positions; targets, mask: [B, R]."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss type {loss_type!r}; use one of {', '.join(LOSS_TYPES)}")

@@ -1,4 +1,5 @@
 """Loading the base model (a GGUF file or a Hugging Face folder, never the hub) and its LoRA adapter."""
+
 from __future__ import annotations
 
 import os
@@ -7,7 +8,9 @@ from typing import Any
 
 import torch
 
-DEFAULT_TARGETS = ("q_proj", "v_proj")
+from .adapter_io import load_adapter
+from .config import DEFAULT_TARGETS
+
 DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -20,8 +23,10 @@ def default_base() -> Path:
         candidate = parent / "models" / DEFAULT_BASE_NAME
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"cannot find models/{DEFAULT_BASE_NAME} above the trainer package; run scripts/setup "
-                            "or pass --base PATH (a .gguf file or a Hugging Face model folder)")
+    raise FileNotFoundError(
+        f"cannot find models/{DEFAULT_BASE_NAME} above the trainer package; run scripts/setup "
+        "or pass --base PATH (a .gguf file or a Hugging Face model folder)"
+    )
 
 
 def pick_device(name: str) -> torch.device:
@@ -36,8 +41,9 @@ def load_base(base: str | os.PathLike[str], device: torch.device) -> tuple[torch
 
     path = Path(base)
     if not path.exists():
-        raise FileNotFoundError(f"base model {path} does not exist; pass --base PATH to a .gguf file or a "
-                                "Hugging Face model folder")
+        raise FileNotFoundError(
+            f"base model {path} does not exist; pass --base PATH to a .gguf file or a Hugging Face model folder"
+        )
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if path.is_file():
         where, extra = str(path.parent), {"gguf_file": path.name}
@@ -51,26 +57,22 @@ def load_base(base: str | os.PathLike[str], device: torch.device) -> tuple[torch
     return model, tokenizer
 
 
-def peft_dir_of(adapter: str | os.PathLike[str]) -> Path:
-    """Accept a trainer output folder (holding peft/) or a bare PEFT adapter folder."""
-    path = Path(adapter)
-    if (path / "peft" / "adapter_config.json").is_file():
-        return path / "peft"
-    if (path / "adapter_config.json").is_file():
-        return path
-    raise FileNotFoundError(f"{path} holds no PEFT adapter (adapter_config.json); pass a trainer output folder "
-                            "or a PEFT adapter folder to --adapter-in")
-
-
-def attach_lora(model: torch.nn.Module, *, rank: int, alpha: float, targets=DEFAULT_TARGETS,
-                adapter_in: str | os.PathLike[str] | None = None) -> torch.nn.Module:
+def attach_lora(
+    model: torch.nn.Module,
+    *,
+    rank: int,
+    alpha: float,
+    targets=DEFAULT_TARGETS,
+    adapter_in: str | os.PathLike[str] | None = None,
+) -> torch.nn.Module:
     """A fresh LoRA (B = 0, so training starts from the base model) or a previous round's adapter, trainable."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, get_peft_model
 
     if adapter_in is not None:
-        return PeftModel.from_pretrained(model, str(peft_dir_of(adapter_in)), is_trainable=True)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets), bias="none",
-                        task_type="CAUSAL_LM")
+        return load_adapter(model, adapter_in, trainable=True)
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets), bias="none", task_type="CAUSAL_LM"
+    )
     return get_peft_model(model, config)
 
 

@@ -5,10 +5,11 @@ linear weights are stored in bf16 for it); what is optimised, accumulated or red
 weights (the master copy the optimiser updates; autocast casts them per product), their gradients, the residual
 stream and the norms, the vocabulary projection, the response logits and the loss.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -62,8 +63,9 @@ def _sdpa_fp32(module, query, key, value, attention_mask, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     with torch.autocast(query.device.type, enabled=False):
-        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask,
-                                              **kwargs)
+        out, weights = sdpa_attention_forward(
+            module, query.float(), key.float(), value.float(), attention_mask, **kwargs
+        )
     return out.to(query.dtype), weights
 
 

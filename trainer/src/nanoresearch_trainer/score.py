@@ -1,9 +1,11 @@
 """log p(y | x) as the trainer computes it, row by row: the student context's token ids (the rendered x read
 back), the teacher context's, the response ids and the log-probability of every response token. For checking
 the trainer against inference (kernel-lib's rendering test) and for held-out scoring."""
+
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -11,17 +13,28 @@ from .data import encode_row, is_rendered
 
 
 @torch.no_grad()
-def score_rows(model: torch.nn.Module, tokenizer: Any, rows: Sequence[dict[str, Any]], *, max_len: int = 4096,
-               max_response: int = 1024) -> Iterator[dict[str, Any]]:
+def score_rows(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    *,
+    max_len: int = 4096,
+    max_response: int = 1024,
+) -> Iterator[dict[str, Any]]:
     """One dict per row. `logprobs[j]` = log p(response_ids[j] | prompt_ids, response_ids[:j]) in float64 from the
     model's logits; the response ends with EOS (as trained), which `eos_appended` says."""
     device = next(model.parameters()).device
     for row in rows:
         encoded = encode_row(tokenizer, {**row, "feedback": row.get("feedback") or "-"}, max_len, max_response)
         ids = torch.tensor([encoded.student_prompt + encoded.response], device=device)
-        logits = model(input_ids=ids, use_cache=False).logits[0, len(encoded.student_prompt) - 1:-1]
-        logprobs = logits.double().log_softmax(-1).gather(-1, ids[0, len(encoded.student_prompt):, None])[:, 0]
-        yield {"id": row.get("id"), "rendered": is_rendered(tokenizer, row["x"]),
-               "prompt_ids": encoded.student_prompt, "teacher_prompt_ids": encoded.teacher_prompt,
-               "response_ids": encoded.response, "eos_appended": tokenizer.eos_token_id is not None,
-               "logprobs": logprobs.tolist()}
+        logits = model(input_ids=ids, use_cache=False).logits[0, len(encoded.student_prompt) - 1 : -1]
+        logprobs = logits.double().log_softmax(-1).gather(-1, ids[0, len(encoded.student_prompt) :, None])[:, 0]
+        yield {
+            "id": row.get("id"),
+            "rendered": is_rendered(tokenizer, row["x"]),
+            "prompt_ids": encoded.student_prompt,
+            "teacher_prompt_ids": encoded.teacher_prompt,
+            "response_ids": encoded.response,
+            "eos_appended": tokenizer.eos_token_id is not None,
+            "logprobs": logprobs.tolist(),
+        }

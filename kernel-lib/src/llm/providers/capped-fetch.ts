@@ -15,9 +15,7 @@ export class ResponseTooLargeError extends Error {
     readonly bytes: number,
     readonly declared: boolean
   ) {
-    super(
-      `the answer is larger than ${maxBytes} bytes (${declared ? `content-length ${bytes}` : `more than ${maxBytes} bytes read`})`
-    );
+    super(`the answer is larger than ${maxBytes} bytes (${declared ? `content-length ${bytes}` : `more than ${maxBytes} bytes read`})`);
   }
 }
 

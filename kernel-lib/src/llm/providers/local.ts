@@ -89,7 +89,7 @@ export class LocalProvider implements Provider {
   }
 
   private async generateWith(loaded: LoadedModel, call: ProviderCall): Promise<ProviderResult> {
-    const { sequence } = await this.contextFor(loaded, call.adapterPath ?? null);
+    const { sequence } = await this.contextFor(loaded, call.adapter?.ggufPath ?? null);
     const { history, prompt } = toChatHistory(modelMessages(call));
     const grammar = call.jsonSchema ? await grammarFor(loaded, call.jsonSchema, maxStringLengthFor(call.maxTokens)) : undefined;
 
@@ -174,7 +174,8 @@ export class LocalProvider implements Provider {
         call.tokens.map(id => id as Token).map((token, i) => (wanted(i) ? [token, { generateNext: { probabilities: true } }] : token))
       );
       const logprobs: number[] = [];
-      for (let i = Math.max(call.from, 1); i < call.tokens.length; i++) logprobs.push(Math.log(out[i - 1]?.next.probabilities?.get(call.tokens[i] as Token) ?? 0));
+      for (let i = Math.max(call.from, 1); i < call.tokens.length; i++)
+        logprobs.push(Math.log(out[i - 1]?.next.probabilities?.get(call.tokens[i] as Token) ?? 0));
       return logprobs;
     });
     generationQueue = run.catch(() => undefined);
@@ -184,7 +185,9 @@ export class LocalProvider implements Provider {
   private load(model: string): Promise<LoadedModel> {
     const modelPath = this.options.modelsDir ? ggufPathFor(model, this.options.modelsDir) : undefined;
     if (!modelPath || !existsSync(modelPath)) {
-      const what = modelPath ? `The embedded model file ${modelPath} (model ${model}) is missing` : `No models folder was found for the embedded model ${model}`;
+      const what = modelPath
+        ? `The embedded model file ${modelPath} (model ${model}) is missing`
+        : `No models folder was found for the embedded model ${model}`;
       return Promise.reject(new ProviderFailure(what, false, undefined, FIX_MISSING_MODEL));
     }
     let loading = loadedModels.get(modelPath);
@@ -227,9 +230,16 @@ export class LocalProvider implements Provider {
       .catch((err: Error) => {
         loaded.contexts.delete(key);
         const what = adapterPath ? `Could not load the LoRA adapter ${adapterPath}` : 'Could not create a context for the embedded model';
-        throw new ProviderFailure(`${what}: ${err.message}`, false, undefined, adapterPath ? 'Check that the adapter was written for this base model' : undefined, undefined, {
-          cause: err
-        });
+        throw new ProviderFailure(
+          `${what}: ${err.message}`,
+          false,
+          undefined,
+          adapterPath ? 'Check that the adapter was written for this base model' : undefined,
+          undefined,
+          {
+            cause: err
+          }
+        );
       });
     loaded.contexts.set(key, context);
     while (loaded.contexts.size > MAX_ADAPTER_CONTEXTS) {
@@ -402,17 +412,17 @@ function toChatHistory(messages: ChatMessage[]): { history: ChatHistoryItem[]; p
 }
 
 /** Tokens of the prompt as the model's chat template renders it, counted by the model's tokenizer. */
-function countPromptTokens(
-  loaded: LoadedModel,
-  session: LlamaChatSession,
-  history: ChatHistoryItem[],
-  prompt: string
-): number {
+function countPromptTokens(loaded: LoadedModel, session: LlamaChatSession, history: ChatHistoryItem[], prompt: string): number {
   return promptTokensOf(loaded, session.chatWrapper, history, prompt).length;
 }
 
 /** The prompt's token ids: the history and the user prompt rendered by `wrapper`, up to the model's turn. */
-function promptTokensOf(loaded: Pick<LoadedModel, 'model'>, wrapper: Pick<LlamaChatSession['chatWrapper'], 'generateContextState'>, history: ChatHistoryItem[], prompt: string): number[] {
+function promptTokensOf(
+  loaded: Pick<LoadedModel, 'model'>,
+  wrapper: Pick<LlamaChatSession['chatWrapper'], 'generateContextState'>,
+  history: ChatHistoryItem[],
+  prompt: string
+): number[] {
   const state = wrapper.generateContextState({
     chatHistory: [...history, { type: 'user', text: prompt }, { type: 'model', response: [] }]
   });

@@ -91,7 +91,8 @@ export class OpenAiProvider implements Provider {
       ...(call.temperature !== undefined && { temperature: call.temperature }),
       ...(call.maxTokens !== undefined && { max_tokens: call.maxTokens }),
       ...(call.seed !== undefined && { seed: call.seed }),
-      ...(responseFormat && { response_format: responseFormat })
+      ...(responseFormat && { response_format: responseFormat }),
+      ...call.extraBody
     };
   }
 
@@ -181,7 +182,8 @@ export class OpenAiProvider implements Provider {
 
 function hintForStatus(status: number, model: string, code: unknown): string {
   if (status === 401 || status === 403) return 'Check the API key (NANORESEARCH_LLM_API_KEY or OPENAI_API_KEY)';
-  if (status === 404 || code === 'model_not_found') return `Check that the server serves a model named "${model}" (NANORESEARCH_MODEL, NANORESEARCH_MODEL_<ROLE>)`;
+  if (status === 404 || code === 'model_not_found')
+    return `Check that the server serves a model named "${model}" (NANORESEARCH_MODEL, NANORESEARCH_MODEL_<ROLE>)`;
   if (status === 400 || status === 422)
     return 'The server rejected the request; if it does not support response_format, set NANORESEARCH_JSON_MODE=json_object or none';
   if (status === 429) return 'The server is rate limiting: lower the request rate or raise the limit';

@@ -1,4 +1,4 @@
-import type { ChatMessage, JsonSchema, TokenUsage } from '../types';
+import type { ChatMessage, JsonSchema, LlmAdapter, TokenUsage } from '../types';
 
 /** One generation, after role → model resolution; what a provider needs and nothing more. */
 export interface ProviderCall {
@@ -9,7 +9,9 @@ export interface ProviderCall {
   jsonSchema?: JsonSchema;
   /** Sanitised schema name (`[a-zA-Z0-9_-]`). */
   schemaName: string;
-  adapterPath?: string | null;
+  adapter?: LlmAdapter | null;
+  /** Fields added to the request body as they are (an OpenAI-compatible server's own extensions). */
+  extraBody?: Record<string, unknown>;
   seed?: number;
   /** Epoch ms by which this attempt must have ended: the whole call's deadline. */
   deadlineAt?: number;

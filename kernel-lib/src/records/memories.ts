@@ -1,8 +1,9 @@
 /**
- * Memory kinds, scopes, decay constants and the row <-> record mapping shared by the memory
- * bank and retrieval.
+ * The `memories` table: memory kinds, scopes, decay constants, the row <-> record mapping and
+ * the one rendering of a memory, shared by the memory bank, retrieval, the planner and the stages.
  */
 import type { Memory } from '@nanoresearch/schema';
+import type { Queryable } from '../store';
 
 export type MemoryKind = Memory['kind'];
 
@@ -75,4 +76,34 @@ export function memoryFromRow(row: Record<string, unknown>): Memory {
     else if (key === 'last_used_at' && key in row) m[key] = null;
   }
   return m as unknown as Memory;
+}
+
+/** Counts one use of each memory (a stage was given it), in the caller's transaction. */
+export async function markMemoriesUsed(q: Queryable, ids: readonly string[], at: Date = new Date()): Promise<void> {
+  if (ids.length === 0) return;
+  await q.run(
+    `UPDATE memories SET usage_count = coalesce(usage_count, 0) + 1, last_used_at = $at
+      WHERE id IN (SELECT unnest(from_json($ids::JSON, '["VARCHAR"]')))`,
+    { at: at.toISOString(), ids: [...new Set(ids)] }
+  );
+}
+
+/**
+ * A memory as the planner, the stages' guidance and the retrieval budget see it: its kind, its
+ * text (cut to `maxChars` when given, whitespace folded) and the conditions it holds under. The
+ * one rendering of a memory, so what is budgeted is what is shown.
+ */
+export function renderMemory(memory: Pick<Memory, 'kind' | 'content' | 'conditions'>, options: { maxChars?: number } = {}): string {
+  const conditions = Object.entries(memory.conditions ?? {})
+    .filter(([, v]) => v)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
+  const content = options.maxChars === undefined ? memory.content : clipText(memory.content, options.maxChars);
+  return `[${memory.kind}] ${content}${conditions ? ` (under ${conditions})` : ''}`;
+}
+
+/** `text` on one line, cut to `max` characters with an ellipsis. */
+export function clipText(text: string, max: number): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
 }

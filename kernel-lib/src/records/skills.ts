@@ -1,5 +1,6 @@
-/** Skill rows <-> records, and the small text helpers the bank and the review gate share. */
+/** The `skills` table: skill rows <-> records, use counters, and the small text helpers the bank and the review gate share. */
 import type { Skill } from '@nanoresearch/schema';
+import type { Queryable } from '../store';
 
 /** A store row of `skills` as a Skill record (null optional fields dropped). */
 export function skillFromRow(row: Record<string, unknown>): Skill {
@@ -59,4 +60,12 @@ export function slugify(text: string): string {
     .slice(0, 64)
     .replace(/-+$/g, '');
   return slug || 'skill';
+}
+
+/** Adds one to a skill counter (usage or success) of each skill, in the caller's transaction. */
+export async function bumpSkillCounter(q: Queryable, column: 'usage_count' | 'success_count', ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await q.run(`UPDATE skills SET ${column} = coalesce(${column}, 0) + 1 WHERE id IN (SELECT unnest(from_json($ids::JSON, '["VARCHAR"]')))`, {
+    ids: [...new Set(ids)]
+  });
 }
