@@ -22,10 +22,11 @@
  *
  * Writes personalization.json and personalization.png under --out and prints a table.
  */
-import { execFileSync } from 'child_process';
+import { execFile, execFileSync } from 'child_process';
 import { promises as fs } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { promisify } from 'util';
 import type { PlannerOutput } from '@nanoresearch/schema';
 import { Lab, type LabOptions } from '../lab';
 import { findRepoRoot, llmConfigFromEnv } from '../llm';
@@ -141,6 +142,7 @@ const HELD_OUT_TOPICS = [
 ];
 
 const STAGE = 'planning';
+const execFileAsync = promisify(execFile);
 
 interface Options {
   users: number;
@@ -233,8 +235,12 @@ interface UserReport {
   memoryAndWeights: number | null;
   /** Memories the memory arm's learning made from the feedback. */
   memoriesLearned: number | null;
-  /** Mean per-token log p_final(y) − log p_base(y) over the final round's held-out answers (trainer scoring). */
-  klToBase: number | null;
+  /**
+   * How far the final adapter moved from the base where it answers: the mean per-token
+   * log p_final(y) − log p_base(y) over its held-out answers y (the trainer's scoring). The
+   * answers are greedy, not samples, so this estimates KL(final ‖ base) only roughly (it can be < 0).
+   */
+  logRatioToBase: number | null;
 }
 
 /** How a plan is scored: by the user's own check, or for the control by all the users' (the fraction passed). */
@@ -345,22 +351,28 @@ function feedbackTemplate(): string {
 }
 
 /** Mean per-token log-ratio of the adapter against the base on the given (x, y), by the trainer's own scoring. */
-async function klToBase(out: string, user: string, planned: PlannedTopic[], adapterPath: string, baseModel: string | undefined): Promise<number> {
+async function logRatioToBase(out: string, user: string, planned: PlannedTopic[], adapterPath: string, baseModel: string | undefined): Promise<number> {
   const file = path.join(out, `${user}-final-answers.jsonl`);
   await fs.writeFile(file, planned.map((p, i) => JSON.stringify({ id: `${user}-${i}`, x: p.x, y: p.y, feedback: '' })).join('\n') + '\n');
-  const score = (extra: string[]): number[][] =>
-    execFileSync(repoPath('.venv', 'bin', 'nanoresearch-trainer'), ['score', '--data', file, ...(baseModel ? ['--base', baseModel] : []), ...extra], {
-      encoding: 'utf8',
-      maxBuffer: 64 << 20,
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
+  // Asynchronous: the trainer takes a minute, and a blocked event loop would hold the store's lease meanwhile.
+  const score = async (extra: string[]): Promise<number[][]> => {
+    const { stdout } = await execFileAsync(
+      repoPath('.venv', 'bin', 'nanoresearch-trainer'),
+      ['score', '--data', file, ...(baseModel ? ['--base', baseModel] : []), ...extra],
+      {
+        encoding: 'utf8',
+        maxBuffer: 64 << 20
+      }
+    );
+    return stdout
       .split('\n')
       .filter(line => line.startsWith('{'))
       .map(line => JSON.parse(line) as { event: string; logprobs?: number[] })
       .filter(event => event.event === 'row')
       .map(event => event.logprobs!);
-  const tuned = score(['--adapter-in', adapterPath]);
-  const base = score([]);
+  };
+  const tuned = await score(['--adapter-in', adapterPath]);
+  const base = await score([]);
   let sum = 0;
   let count = 0;
   tuned.forEach((row, i) => row.forEach((lp, j) => ((sum += lp - base[i][j]), count++)));
@@ -385,7 +397,7 @@ async function runUser(user: SimulatedUser | null, options: Options, users: Simu
     memoryOnly: null,
     memoryAndWeights: null,
     memoriesLearned: null,
-    klToBase: null
+    logRatioToBase: null
   };
   try {
     let started = Date.now();
@@ -423,7 +435,7 @@ async function runUser(user: SimulatedUser | null, options: Options, users: Simu
       record(round, { meanAdvantage: mean(steps.map(s => s.meanAdvantage)), loss: last?.loss ?? null, trainS });
     }
     finalAdapter = (await lab.adapters()).find(a => a.active) ?? null;
-    if (finalAdapter) report.klToBase = await klToBase(options.out, id, heldOut, finalAdapter.path, options.base);
+    if (finalAdapter) report.logRatioToBase = await logRatioToBase(options.out, id, heldOut, finalAdapter.path, options.base);
   } finally {
     await lab.close();
   }
@@ -495,7 +507,7 @@ function table(reports: UserReport[], rounds: number): string {
     'student'.padStart(8),
     'mem'.padStart(5),
     'mem+w'.padStart(6),
-    'KL'.padStart(7)
+    'log p/p0'.padStart(9)
   ];
   const lines = [head.join(' ')];
   const fmt = (v: number | null, width: number, digits = 0) => (v === null ? '—' : v.toFixed(digits)).padStart(width);
@@ -512,7 +524,7 @@ function table(reports: UserReport[], rounds: number): string {
         fmt(r.studentScore, 8),
         fmt(r.memoryOnly, 5),
         fmt(r.memoryAndWeights, 6),
-        fmt(r.klToBase, 7, 4)
+        fmt(r.logRatioToBase, 9, 4)
       ].join(' ')
     );
   }
