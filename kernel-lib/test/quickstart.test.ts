@@ -14,7 +14,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { STAGE_MIME_TYPE, STAGES, type StageBundle } from '@nanoresearch/schema';
 import { llmConfigFromEnv, ggufPathFor } from '../src/llm';
-import { quickstartReport } from '../src/bench/quickstart';
+import { quickstartReport, runAllArgs } from '../src/bench/quickstart';
 import { checkGrounding } from '../src/grounding';
 import { Store } from '../src/store';
 import { schemaErrors } from '../src/validate';
@@ -107,17 +107,7 @@ describe('the quickstart notebook run headless with the embedded models', () => 
     await new Promise<void>((resolve, reject) => {
       execFile(
         JUPYTER,
-        [
-          'nbconvert',
-          '--to',
-          'notebook',
-          '--execute',
-          '--ExecutePreprocessor.kernel_name=tslab',
-          '--ExecutePreprocessor.timeout=900',
-          '--output',
-          output,
-          NOTEBOOK
-        ],
+        runAllArgs(output, NOTEBOOK),
         { cwd: path.dirname(NOTEBOOK), env: offlineEnv(home), timeout: EXECUTION_LIMIT_MS, maxBuffer: 16 * 1024 * 1024 },
         (error, _stdout, stderr) => (error ? reject(new Error(`executing the quickstart failed: ${error.message}\n${stderr.slice(-4000)}`)) : resolve())
       );

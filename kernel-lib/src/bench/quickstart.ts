@@ -26,6 +26,21 @@ interface ModelRow {
   seconds: number;
 }
 
+/** nbconvert's arguments for "Run All" of `notebook` on the tslab kernel, the executed copy written to `output`. */
+export function runAllArgs(output: string, notebook: string): string[] {
+  return [
+    'nbconvert',
+    '--to',
+    'notebook',
+    '--execute',
+    '--ExecutePreprocessor.kernel_name=tslab',
+    '--ExecutePreprocessor.timeout=900',
+    '--output',
+    output,
+    notebook
+  ];
+}
+
 /** Executes the quickstart in a fresh home; returns the home and the wall time in seconds. */
 function runQuickstart(): { home: string; totalS: number } {
   const repo = findRepoRoot(__dirname);
@@ -35,21 +50,11 @@ function runQuickstart(): { home: string; totalS: number } {
   const env: NodeJS.ProcessEnv = { ...process.env, NANORESEARCH_HOME: home, NANORESEARCH_WORKSPACES: path.join(home, 'workspaces') };
   for (const name of Object.keys(env)) if (/^(NANORESEARCH_(LLM|MODEL|JSON_MODE|LITERATURE)|OPENAI_)/.test(name)) delete env[name];
   const started = Date.now();
-  execFileSync(
-    path.join(repo, '.venv', 'bin', 'jupyter'),
-    [
-      'nbconvert',
-      '--to',
-      'notebook',
-      '--execute',
-      '--ExecutePreprocessor.kernel_name=tslab',
-      '--ExecutePreprocessor.timeout=900',
-      '--output',
-      path.join(home, 'executed.ipynb'),
-      'quickstart.ipynb'
-    ],
-    { cwd: path.join(repo, 'notebooks'), env, stdio: 'inherit' }
-  );
+  execFileSync(path.join(repo, '.venv', 'bin', 'jupyter'), runAllArgs(path.join(home, 'executed.ipynb'), 'quickstart.ipynb'), {
+    cwd: path.join(repo, 'notebooks'),
+    env,
+    stdio: 'inherit'
+  });
   return { home, totalS: (Date.now() - started) / 1000 };
 }
 
