@@ -5,7 +5,7 @@
  * carries its trajectory).
  */
 import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette, InputDialog, Notification } from '@jupyterlab/apputils';
+import { ICommandPalette, InputDialog, Notification, type ISessionContext } from '@jupyterlab/apputils';
 import type { Cell, ICellModel, ICodeCellModel } from '@jupyterlab/cells';
 import { INotebookTracker, NotebookActions, type NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
@@ -74,21 +74,58 @@ export function insertStageCell(panel: NotebookPanel, stage: StageName, topic: s
 /** What `ensureStageKernel` did. */
 export type KernelChoice = 'kept' | 'switched' | 'missing';
 
+/** How long a kernel that is still starting is waited for before the notebook is switched anyway. */
+const PENDING_KERNEL_WAIT_MS = 120_000;
+
+/**
+ * Resolves once a session context is no longer starting its kernel: a new notebook's kernel is
+ * requested before the server has a session for it, and changing the kernel in that window
+ * preempts the pending one (two kernels start, and the first is shut down under its first cell).
+ */
+async function kernelSettled(session: ISessionContext, waitMs: number): Promise<void> {
+  // A named kernel is pending; "No Kernel" (chosen, or never started) reads 'initializing' too.
+  const pending = (): boolean => !session.session && session.kernelDisplayStatus === 'initializing' && !session.hasNoKernel;
+  if (pending()) {
+    await new Promise<void>(resolve => {
+      const check = (): void => {
+        if (!pending()) {
+          finish();
+        }
+      };
+      const finish = (): void => {
+        clearTimeout(timer);
+        session.sessionChanged.disconnect(check);
+        session.statusChanged.disconnect(check);
+        resolve();
+      };
+      const timer = setTimeout(finish, waitMs);
+      session.sessionChanged.connect(check);
+      session.statusChanged.connect(check);
+    });
+  }
+  // `ready` alone would wait forever on "No Kernel", which has no session.
+  if (session.session) {
+    await session.ready;
+  }
+}
+
 /**
  * Puts a notebook on the kernel stage cells run in (TypeScript, tslab): a new notebook starts on
  * whatever kernel the launcher or the default picked (often JavaScript or Python), or none.
  * `available` lists the kernelspec names the server has; without `kernelName` among them nothing
  * changes ('missing', for the caller to say how to register it).
  */
-export async function ensureStageKernel(panel: NotebookPanel, kernelName: string, available: readonly string[]): Promise<KernelChoice> {
+export async function ensureStageKernel(
+  panel: Pick<NotebookPanel, 'sessionContext'>,
+  kernelName: string,
+  available: readonly string[],
+  pendingWaitMs = PENDING_KERNEL_WAIT_MS
+): Promise<KernelChoice> {
   const session = panel.sessionContext;
   await session.initialize();
   // A kernel that is still starting is waited for, so that a notebook just created on tslab is
-  // never switched (a restart in the middle of its first cell). `ready` alone would wait forever
-  // on "No Kernel", which has no session.
-  if (session.session) {
-    await session.ready;
-  }
+  // never switched (a second kernel in the middle of its first cell).
+  await kernelSettled(session, pendingWaitMs);
   const current = session.session?.kernel?.name;
   if (current === kernelName) {
     return 'kept';
