@@ -196,3 +196,21 @@ describe('planner', () => {
     expect(result.memories.map(m => m.id)).toEqual(['mem_a', 'mem_b', 'mem_c']);
   });
 });
+
+describe('validateAgainst on per-call schemas', () => {
+  const schemaOf = (skillIds: string[]) => plannerSchemaFor({ skills: skillIds.map(id => ({ id }) as Skill), memories: [] });
+  const answer = (skillId: string) => ({ selected_skill_ids: [skillId], selected_memory_ids: [], prompt_plan: 'p', update_memory: [], update_skill: [] });
+
+  it("checks each call's own candidate ids, though schemas of one shape share a validator", () => {
+    expect(validateAgainst(schemaOf(['sk_a', 'sk_b']), answer('sk_a'))).toEqual([]);
+    expect(validateAgainst(schemaOf(['sk_c', 'sk_d']), answer('sk_a'))).toEqual(['/selected_skill_ids/0: must be one of ["sk_c","sk_d"]']);
+    expect(validateAgainst(schemaOf(['sk_c', 'sk_d']), { ...answer('sk_c'), update_skill: [{ skill_id: 'sk_a', note: 'n' }] })).toEqual([
+      '/update_skill/0/skill_id: must be one of ["sk_c","sk_d"]'
+    ]);
+  });
+
+  it('still checks an enum under a combinator, and the rest of the schema beside the ids', () => {
+    expect(validateAgainst({ anyOf: [{ enum: [1] }, { type: 'string' }] }, 2)).toContain('(root): must be one of [1]');
+    expect(validateAgainst(schemaOf(['sk_a']), { ...answer('sk_a'), prompt_plan: 3 })).toEqual(['/prompt_plan: must be string']);
+  });
+});

@@ -156,6 +156,19 @@ describe('migrations', () => {
     expect(left).toEqual([]);
   });
 
+  it('lets a store opened with a newer migration append to the changed table in the same process', async () => {
+    const store = await open();
+    // The first store's pooled connection learns the feedback columns (and prepares its statements).
+    await store.write(q => q.appendRows('feedback', [feedbackRow('fb_before')]));
+    const next = latestVersion() + 1;
+    const newer = await open({ migrations: [...migrations, { version: next, name: 'feedback mood', up: ['ALTER TABLE feedback ADD COLUMN mood VARCHAR'] }] });
+    await newer.write(q => q.appendRows('feedback', [{ ...feedbackRow('fb_after'), mood: 'pleased' }]));
+    expect(await store.read(q => q.all('SELECT id, mood FROM feedback ORDER BY id'))).toEqual([
+      { id: 'fb_after', mood: 'pleased' },
+      { id: 'fb_before', mood: null }
+    ]);
+  });
+
   it('rolls a failing migration back and leaves the version as it was', async () => {
     const broken: Migration[] = [
       ...migrations,

@@ -31,7 +31,7 @@ import { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { StoreLockedError, StoreRecoveryError, messageOf } from './errors';
 import { StoreRecovery, isReplayFailure, recoverStore, walBytes, walOf } from './recovery';
 import { Outbox, ReplayReport } from './outbox';
-import type { Queryable } from './queryable';
+import { cacheStatements, forgetStatements, type Queryable } from './queryable';
 import { TicketQueue } from './waiters';
 
 export interface LeaseOptions {
@@ -116,8 +116,21 @@ async function createHost(file: string): Promise<DuckDBInstance> {
   return host;
 }
 
-/** The store file attached to the lease's instance: its connections work on the store. */
+/** Idle connections an attached store keeps for reuse (more are made when more work runs at once). */
+const POOLED_CONNECTIONS = 4;
+
+/**
+ * The store file attached to the lease's instance: its connections work on the store. Work of
+ * the lease takes a pooled connection (connecting, making the store the default and preparing
+ * the same statements again cost a few milliseconds each time, a stage's largest overhead) and
+ * gives it back; the pool is closed before the file is detached.
+ */
 export class AttachedStore {
+  private readonly idle: DuckDBConnection[] = [];
+  /** Connections made before the last closePool: closed when given back, not pooled. */
+  private readonly retired = new WeakSet<DuckDBConnection>();
+  private readonly out = new Set<DuckDBConnection>();
+
   constructor(private readonly host: DuckDBInstance) {}
 
   /** A new connection whose default database is the store. */
@@ -131,6 +144,35 @@ export class AttachedStore {
     }
     return connection;
   }
+
+  /** A pooled connection (with its prepared statements), to hand back with `giveBack`. */
+  async take(): Promise<DuckDBConnection> {
+    let connection = this.idle.pop();
+    if (!connection) {
+      connection = await this.connect();
+      cacheStatements(connection);
+    }
+    this.out.add(connection);
+    return connection;
+  }
+
+  /** Returns a connection to the pool; one whose work failed is closed instead (its state is unknown). */
+  giveBack(connection: DuckDBConnection, clean: boolean): void {
+    this.out.delete(connection);
+    if (clean && !this.retired.has(connection) && this.idle.length < POOLED_CONNECTIONS) this.idle.push(connection);
+    else closeConnection(connection);
+  }
+
+  /** Closes the idle connections, and those in use once given back (before DETACH, or after migrations changed the tables). */
+  closePool(): void {
+    for (const connection of this.out) this.retired.add(connection);
+    for (const connection of this.idle.splice(0)) closeConnection(connection);
+  }
+}
+
+function closeConnection(connection: DuckDBConnection): void {
+  forgetStatements(connection);
+  connection.disconnectSync();
 }
 
 /** Runs one statement on a fresh connection of the host. */
@@ -197,23 +239,31 @@ export class FileLease {
   }
 
   /**
-   * Runs `fn` with a fresh connection while this process holds the file. The connection is
-   * closed afterwards (which also destroys its prepared statements), so nothing keeps the
-   * file open once the lease releases it.
+   * Runs `fn` with a connection of the attached store while this process holds the file. The
+   * connection goes back to the pool, which is closed (its prepared statements destroyed with
+   * it) before the lease releases the file, so nothing keeps the file open after that.
    */
   async withConnection<T>(fn: (connection: DuckDBConnection) => Promise<T>, writing = false): Promise<T> {
     const outer = insideOperation.getStore();
     // Work nested in an operation of this lease must not wait for a drain that waits for it.
     const instance = await this.enter(outer?.lease === this);
     let connection: DuckDBConnection | undefined;
+    let clean = false;
     try {
-      connection = await instance.connect();
+      connection = await instance.take();
       const open = connection;
-      return await insideOperation.run({ lease: this, writing }, () => fn(open));
+      const result = await insideOperation.run({ lease: this, writing }, () => fn(open));
+      clean = true;
+      return result;
     } finally {
-      connection?.disconnectSync();
+      if (connection) instance.giveBack(connection, clean);
       this.exit();
     }
+  }
+
+  /** Closes the pooled connections of the attached store: after migrations, none keeps what it knew of the old tables. */
+  refreshConnections(): void {
+    this.instance?.closePool();
   }
 
   /**
@@ -404,6 +454,7 @@ export class FileLease {
    * (every commit is in the log, which the next open replays); it is reported and the file released.
    */
   private async closeCleanly(instance: AttachedStore): Promise<void> {
+    instance.closePool();
     try {
       const connection = await instance.connect();
       try {

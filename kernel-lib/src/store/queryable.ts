@@ -2,7 +2,15 @@
  * The query surface handed to `store.read()` / `store.write()` callbacks, over one DuckDB
  * connection. Rows come back as plain objects (see values.ts for the conversions).
  */
-import { DuckDBAppender, DuckDBConnection, DuckDBMaterializedResult, DuckDBTimestampValue, DuckDBType, DuckDBTypeId } from '@duckdb/node-api';
+import {
+  DuckDBAppender,
+  DuckDBConnection,
+  DuckDBMaterializedResult,
+  DuckDBPreparedStatement,
+  DuckDBTimestampValue,
+  DuckDBType,
+  DuckDBTypeId
+} from '@duckdb/node-api';
 import { messageOf } from './errors';
 import { Params, Row, bindParams, fromDuckDB, toAppendValue } from './values';
 
@@ -25,9 +33,55 @@ export interface Queryable {
   appendRows(table: string, rows: readonly Record<string, unknown>[]): Promise<number>;
 }
 
+/**
+ * Prepared statements of pooled connections (file-lease.ts), by SQL text: on these machines
+ * preparing a small statement costs about as much as running it, and a stage runs the same few
+ * dozen statements every time. A connection's statements live as long as it does.
+ */
+const statementCaches = new WeakMap<DuckDBConnection, Map<string, DuckDBPreparedStatement>>();
+/** Statements kept per connection; the least recently used one is destroyed beyond it. */
+const STATEMENT_CACHE_SIZE = 96;
+
+/** Keeps the prepared statements of `connection` for reuse, until `forgetStatements`. */
+export function cacheStatements(connection: DuckDBConnection): void {
+  statementCaches.set(connection, new Map());
+}
+
+/** Destroys the statements kept for `connection` (before it is disconnected). */
+export function forgetStatements(connection: DuckDBConnection): void {
+  const cache = statementCaches.get(connection);
+  statementCaches.delete(connection);
+  for (const prepared of cache?.values() ?? []) prepared.destroySync();
+}
+
+/** The prepared statement of `sql` on a caching connection, most recently used last. */
+async function cachedStatement(connection: DuckDBConnection, cache: Map<string, DuckDBPreparedStatement>, sql: string): Promise<DuckDBPreparedStatement> {
+  const kept = cache.get(sql);
+  if (kept) {
+    cache.delete(sql);
+    cache.set(sql, kept);
+    return kept;
+  }
+  const prepared = await connection.prepare(sql);
+  cache.set(sql, prepared);
+  if (cache.size > STATEMENT_CACHE_SIZE) {
+    const [oldest, statement] = cache.entries().next().value!;
+    cache.delete(oldest);
+    statement.destroySync();
+  }
+  return prepared;
+}
+
 /** Runs `sql` with or without parameters and returns DuckDB's materialised result. */
 export async function execute(connection: DuckDBConnection, sql: string, params?: Params): Promise<DuckDBMaterializedResult> {
   if (params === undefined) return connection.run(sql);
+  const cache = statementCaches.get(connection);
+  if (cache) {
+    // Every parameter is bound again on each run, so a kept statement carries nothing over.
+    const prepared = await cachedStatement(connection, cache, sql);
+    bindParams(prepared, params, sql);
+    return prepared.run();
+  }
   const prepared = await connection.prepare(sql);
   try {
     bindParams(prepared, params, sql);
@@ -76,6 +130,9 @@ function appendFor(type: DuckDBType, column: string): AppendOne {
       return generic;
   }
 }
+
+/** The column names of tables, per caching connection (appendRows asks for them on every call). */
+const columnCaches = new WeakMap<DuckDBConnection, Map<string, string[]>>();
 
 export class ConnectionQueryable implements Queryable {
   constructor(private readonly connection: DuckDBConnection) {}
@@ -142,11 +199,20 @@ export class ConnectionQueryable implements Queryable {
   }
 
   private async columnsOf(table: string): Promise<string[]> {
+    // A pooled connection lives while the file is attached, and tables change only in
+    // migrations, which run when a store opens; a connection that does not cache asks each time.
+    const known = statementCaches.has(this.connection) ? columnCaches.get(this.connection)?.get(table) : undefined;
+    if (known) return known;
     const rows = await this.all<{ column_name: string }>(
       `SELECT column_name FROM duckdb_columns() WHERE table_name = $1 AND schema_name = 'main' ORDER BY column_index`,
       [table]
     );
     if (rows.length === 0) throw new Error(`appendRows: no table named "${table}" in the store`);
-    return rows.map(row => row.column_name);
+    const columns = rows.map(row => row.column_name);
+    if (statementCaches.has(this.connection)) {
+      const tables = columnCaches.get(this.connection) ?? new Map<string, string[]>();
+      columnCaches.set(this.connection, tables.set(table, columns));
+    }
+    return columns;
   }
 }

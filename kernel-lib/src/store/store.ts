@@ -78,7 +78,10 @@ export class Store {
     });
     const store = new Store(file, lease);
     try {
-      await lease.serialize(() => lease.withConnection(connection => migrate(connection, file, options.migrations ?? libraryMigrations), true));
+      const versions = await lease.serialize(() =>
+        lease.withConnection(connection => migrate(connection, file, options.migrations ?? libraryMigrations), true)
+      );
+      if (versions.from !== versions.to) lease.refreshConnections();
       if (lease.outbox.hasEntries()) await store.replayOutbox();
     } catch (error) {
       await store.close();
