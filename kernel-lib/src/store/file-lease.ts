@@ -31,7 +31,7 @@ import { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { StoreLockedError, StoreRecoveryError, messageOf } from './errors';
 import { StoreRecovery, isReplayFailure, recoverStore, walBytes, walOf } from './recovery';
 import { Outbox, ReplayReport } from './outbox';
-import { cacheStatements, forgetStatements, type Queryable } from './queryable';
+import { startConnectionCache, dropConnectionCache, type Queryable } from './queryable';
 import { TicketQueue } from './waiters';
 
 export interface LeaseOptions {
@@ -150,7 +150,7 @@ export class AttachedStore {
     let connection = this.idle.pop();
     if (!connection) {
       connection = await this.connect();
-      cacheStatements(connection);
+      startConnectionCache(connection);
     }
     this.out.add(connection);
     return connection;
@@ -171,7 +171,7 @@ export class AttachedStore {
 }
 
 function closeConnection(connection: DuckDBConnection): void {
-  forgetStatements(connection);
+  dropConnectionCache(connection);
   connection.disconnectSync();
 }
 

@@ -34,24 +34,29 @@ export interface Queryable {
 }
 
 /**
- * Prepared statements of pooled connections (file-lease.ts), by SQL text: on these machines
- * preparing a small statement costs about as much as running it, and a stage runs the same few
- * dozen statements every time. A connection's statements live as long as it does.
+ * What a pooled connection (file-lease.ts) keeps while it lives: its prepared statements by SQL
+ * text (on these machines preparing a small statement costs about as much as running it, and a
+ * stage runs the same few dozen statements every time) and the column names appendRows needs
+ * (tables change only in migrations, after which the pool is closed).
  */
-const statementCaches = new WeakMap<DuckDBConnection, Map<string, DuckDBPreparedStatement>>();
+interface ConnectionCache {
+  statements: Map<string, DuckDBPreparedStatement>;
+  columns: Map<string, string[]>;
+}
+const connectionCaches = new WeakMap<DuckDBConnection, ConnectionCache>();
 /** Statements kept per connection; the least recently used one is destroyed beyond it. */
 const STATEMENT_CACHE_SIZE = 96;
 
-/** Keeps the prepared statements of `connection` for reuse, until `forgetStatements`. */
-export function cacheStatements(connection: DuckDBConnection): void {
-  statementCaches.set(connection, new Map());
+/** Keeps the prepared statements and table columns of `connection` for reuse, until `dropConnectionCache`. */
+export function startConnectionCache(connection: DuckDBConnection): void {
+  connectionCaches.set(connection, { statements: new Map(), columns: new Map() });
 }
 
-/** Destroys the statements kept for `connection` (before it is disconnected). */
-export function forgetStatements(connection: DuckDBConnection): void {
-  const cache = statementCaches.get(connection);
-  statementCaches.delete(connection);
-  for (const prepared of cache?.values() ?? []) prepared.destroySync();
+/** Destroys what is kept for `connection` (before it is disconnected). */
+export function dropConnectionCache(connection: DuckDBConnection): void {
+  const cache = connectionCaches.get(connection);
+  connectionCaches.delete(connection);
+  for (const prepared of cache?.statements.values() ?? []) prepared.destroySync();
 }
 
 /** The prepared statement of `sql` on a caching connection, most recently used last. */
@@ -75,7 +80,7 @@ async function cachedStatement(connection: DuckDBConnection, cache: Map<string, 
 /** Runs `sql` with or without parameters and returns DuckDB's materialised result. */
 export async function execute(connection: DuckDBConnection, sql: string, params?: Params): Promise<DuckDBMaterializedResult> {
   if (params === undefined) return connection.run(sql);
-  const cache = statementCaches.get(connection);
+  const cache = connectionCaches.get(connection)?.statements;
   if (cache) {
     // Every parameter is bound again on each run, so a kept statement carries nothing over.
     const prepared = await cachedStatement(connection, cache, sql);
@@ -130,9 +135,6 @@ function appendFor(type: DuckDBType, column: string): AppendOne {
       return generic;
   }
 }
-
-/** The column names of tables, per caching connection (appendRows asks for them on every call). */
-const columnCaches = new WeakMap<DuckDBConnection, Map<string, string[]>>();
 
 export class ConnectionQueryable implements Queryable {
   constructor(private readonly connection: DuckDBConnection) {}
@@ -199,9 +201,9 @@ export class ConnectionQueryable implements Queryable {
   }
 
   private async columnsOf(table: string): Promise<string[]> {
-    // A pooled connection lives while the file is attached, and tables change only in
-    // migrations, which run when a store opens; a connection that does not cache asks each time.
-    const known = statementCaches.has(this.connection) ? columnCaches.get(this.connection)?.get(table) : undefined;
+    // A connection outside the pool asks each time.
+    const cached = connectionCaches.get(this.connection)?.columns;
+    const known = cached?.get(table);
     if (known) return known;
     const rows = await this.all<{ column_name: string }>(
       `SELECT column_name FROM duckdb_columns() WHERE table_name = $1 AND schema_name = 'main' ORDER BY column_index`,
@@ -209,10 +211,7 @@ export class ConnectionQueryable implements Queryable {
     );
     if (rows.length === 0) throw new Error(`appendRows: no table named "${table}" in the store`);
     const columns = rows.map(row => row.column_name);
-    if (statementCaches.has(this.connection)) {
-      const tables = columnCaches.get(this.connection) ?? new Map<string, string[]>();
-      columnCaches.set(this.connection, tables.set(table, columns));
-    }
+    cached?.set(table, columns);
     return columns;
   }
 }
