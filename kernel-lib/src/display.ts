@@ -34,8 +34,81 @@ export function kernelDisplayWriter(): DisplayWriter | null {
   const jupyter = require.cache[modulePath]!.exports as { lastWriteDisplayData?: DisplayWriter | null };
   if (typeof jupyter.lastWriteDisplayData !== 'function') return null;
   // Read the variable at each call: tslab replaces it for every executed cell.
-  return (message, update) => jupyter.lastWriteDisplayData!(message, update);
+  return (message, update) => kernelSends.write(jupyter.lastWriteDisplayData!, message, update);
 }
+
+/** A retried display message gives up after this long: the card is a view, the store holds the truth. */
+const BUSY_GIVE_UP_MS = 10_000;
+const BUSY_RETRY_MS = 2;
+
+/** zeromq's EBUSY: a send while the socket's previous one is still being written. */
+function isSocketBusy(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === 'EBUSY' || /busy writing/i.test(String((error as Error | null)?.message ?? error));
+}
+
+/**
+ * The kernel's display messages in order, never throwing into the caller. tslab sends on its
+ * iopub socket without waiting for the previous send; zeromq defers every 512th send to the next
+ * turn of the event loop and throws "Socket is busy writing" (EBUSY) at a send made before that
+ * one is written. A stage card update that hit it failed the stage it showed. Here a busy send is
+ * queued and retried a moment later, after which later messages queue behind it; an update of a
+ * display whose update is already queued replaces the queued one (only the latest state is worth
+ * showing). Any other failure of a display is dropped.
+ */
+export class DisplaySendQueue {
+  private readonly queued: Array<{ send: DisplayWriter; message: DisplayMessage; update: boolean }> = [];
+  private timer: NodeJS.Timeout | null = null;
+  private busySince = 0;
+
+  constructor(private readonly options: { retryMs?: number; giveUpMs?: number } = {}) {}
+
+  /** Sends `message` with `send` (the writer of the cell it belongs to) now, or after the ones queued before it. */
+  write(send: DisplayWriter, message: DisplayMessage, update: boolean): void {
+    if (this.queued.length === 0 && this.trySend(send, message, update)) return;
+    const id = message.transient.display_id;
+    const pending = update ? this.queued.find(entry => entry.message.transient.display_id === id) : undefined;
+    if (pending) pending.message = message;
+    else this.queued.push({ send, message, update });
+    this.schedule();
+  }
+
+  /** Messages waiting for the socket. */
+  get pending(): number {
+    return this.queued.length;
+  }
+
+  private trySend(send: DisplayWriter, message: DisplayMessage, update: boolean): boolean {
+    try {
+      send(message, update);
+    } catch (error) {
+      if (isSocketBusy(error)) return false;
+    }
+    return true;
+  }
+
+  private schedule(): void {
+    if (this.timer) return;
+    if (this.busySince === 0) this.busySince = Date.now();
+    this.timer = setTimeout(() => this.flush(), this.options.retryMs ?? BUSY_RETRY_MS);
+  }
+
+  private flush(): void {
+    this.timer = null;
+    while (this.queued.length > 0) {
+      const { send, message, update } = this.queued[0];
+      if (!this.trySend(send, message, update)) {
+        if (Date.now() - this.busySince < (this.options.giveUpMs ?? BUSY_GIVE_UP_MS)) return this.schedule();
+        this.queued.length = 0;
+        break;
+      }
+      this.queued.shift();
+    }
+    this.busySince = 0;
+  }
+}
+
+/** One queue for the process: tslab has one iopub socket. */
+const kernelSends = new DisplaySendQueue();
 
 /**
  * Where displays go: an explicit writer (tests inject one), else the kernel's, else nowhere.

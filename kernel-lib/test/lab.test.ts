@@ -7,7 +7,7 @@ import * as path from 'path';
 import { STAGE_MIME_TYPE, type StageBundle } from '@nanoresearch/schema';
 import { Lab, defaultAuthor, workspaceName } from '../src/lab';
 import { resolveAuthor } from '../src/author';
-import { StageDisplay, kernelDisplayWriter, type DisplayMessage } from '../src/display';
+import { DisplaySendQueue, StageDisplay, kernelDisplayWriter, type DisplayMessage } from '../src/display';
 import { openTestLab, type TestLab } from './lab-fixture';
 
 describe('Lab', () => {
@@ -148,5 +148,73 @@ describe('display', () => {
     } finally {
       jupyter.lastWriteDisplayData = null;
     }
+  });
+
+  /** zeromq's error for a send made while the iopub socket's previous send is still being written. */
+  const busy = () => Object.assign(new Error('Socket is busy writing; only one send operation may be in progress at any time'), { code: 'EBUSY' });
+  const message = (id: string, text: string): DisplayMessage => ({ data: { 'text/plain': text }, metadata: {}, transient: { display_id: id } });
+
+  test('a busy kernel socket never throws into a stage card: the card is sent once the socket is free, in order', async () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the kernel's own module object, as above
+    const jupyter = require('tslab/dist/jupyter') as { lastWriteDisplayData: ((m: DisplayMessage, u: boolean) => void) | null };
+    const sent: Array<[string, boolean]> = [];
+    let busyFor = 2;
+    jupyter.lastWriteDisplayData = (m, update) => {
+      if (busyFor-- > 0) throw busy();
+      sent.push([(m.data['text/markdown'] as string) ?? '', update]);
+    };
+    try {
+      const display = new StageDisplay();
+      expect(() => display.show(bundle, 'running')).not.toThrow();
+      expect(() => display.show({ ...bundle, status: 'done', progress: null }, 'done')).not.toThrow();
+      expect(sent).toEqual([]);
+      await new Promise(resolve => setTimeout(resolve, 50));
+      // The first show, carrying the latest state (the queued update was merged into it).
+      expect(sent).toEqual([['done', false]]);
+      display.show(bundle, 'again');
+      expect(sent).toEqual([
+        ['done', false],
+        ['again', true]
+      ]);
+    } finally {
+      jupyter.lastWriteDisplayData = null;
+    }
+  });
+
+  test('the send queue keeps the order of different displays, merges updates of one, and gives up on a socket that stays busy', async () => {
+    const queue = new DisplaySendQueue({ retryMs: 1, giveUpMs: 30 });
+    const sent: string[] = [];
+    let busyFor = 1;
+    const send = (m: DisplayMessage, update: boolean) => {
+      if (busyFor-- > 0) throw busy();
+      sent.push(`${m.transient.display_id}:${m.data['text/plain']}:${update ? 'update' : 'show'}`);
+    };
+    queue.write(send, message('a', '1'), false);
+    queue.write(send, message('b', '1'), false);
+    queue.write(send, message('a', '2'), true);
+    queue.write(send, message('b', '2'), true);
+    expect(queue.pending).toBe(2);
+    await new Promise(resolve => setTimeout(resolve, 20));
+    expect(sent).toEqual(['a:2:show', 'b:2:show']);
+    expect(queue.pending).toBe(0);
+
+    // Another failure than EBUSY drops that message only.
+    queue.write(
+      () => {
+        throw new Error('Socket is closed');
+      },
+      message('c', '1'),
+      false
+    );
+    expect(queue.pending).toBe(0);
+
+    const never = () => {
+      throw busy();
+    };
+    queue.write(never, message('d', '1'), false);
+    await new Promise(resolve => setTimeout(resolve, 80));
+    expect(queue.pending).toBe(0);
+    queue.write(send, message('e', '1'), false);
+    expect(sent.at(-1)).toBe('e:1:show');
   });
 });
