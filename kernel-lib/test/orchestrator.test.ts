@@ -69,6 +69,32 @@ describe('orchestrator', () => {
     expect(t.log.calls[0].guidance).toContain('Start from the strongest simple baseline.');
   });
 
+  test("the planner's accounting commits with its plan, and is recorded on its own when the plan cannot commit", async () => {
+    t = await openTestLab();
+    const store = t.lab.store;
+    const writes: string[][] = [];
+    let failPlan = false;
+    const writeDurable = store.writeDurable.bind(store);
+    store.writeDurable = (async (kind: Parameters<typeof writeDurable>[0], payload: unknown, also?: Parameters<typeof writeDurable>[2]) => {
+      const tables = ((payload as { inserts?: Array<{ table: string }> }).inserts ?? []).map(i => i.table);
+      writes.push(tables);
+      if (failPlan && tables.includes('planner_calls')) throw new Error('disk full (test)');
+      return writeDurable(kind, payload, also);
+    }) as typeof store.writeDurable;
+    const project = await t.lab.project(TOPIC);
+    expect((await project.ideate()).status).toBe('done');
+    // One commit holds the planner's call and its accounting; no ledger commit of its own.
+    expect(writes).toContainEqual(['llm_calls', 'llm_cache', 'planner_calls']);
+    expect(writes.filter(tables => tables.includes('llm_calls') && !tables.includes('planner_calls'))).toHaveLength(2);
+
+    failPlan = true;
+    const failed = await (await t.lab.project('Another topic')).ideate();
+    expect(failed.status).toBe('failed');
+    expect(failed.error).toContain('disk full (test)');
+    const planners = await store.read(q => q.all<{ n: number }>("select count(*)::INTEGER as n from llm_calls where role = 'planner'"));
+    expect(planners).toEqual([{ n: 2 }]);
+  });
+
   test('a stage that throws is recorded as failed with the error; run() resumes there without re-running done stages', async () => {
     let experimentCalls = 0;
     t = await openTestLab({

@@ -128,3 +128,32 @@ it('beats while held, and a holder whose lease was taken over finds out', async 
   await lease.release();
   expect(await store.read(q => q.get('SELECT holder_id FROM run_leases'))).toEqual({ holder_id: 'lease_other' });
 });
+
+it('gives the project back in the commit of other work, and keeps it when that work fails', async () => {
+  const leaseRows = () => store.read(q => q.all<{ holder_id: string }>('SELECT holder_id FROM run_leases WHERE project_id = $1', ['p_1']));
+  const failing = await acquireRunLease(store, 'p_1');
+  const work = failing.releaseWith(async q => {
+    await q.run("INSERT INTO no_such_table VALUES ('never')");
+  });
+  await expect(work).rejects.toThrow(/no_such_table/);
+  // The write rolled back: the lease is still this holder's until release() gives it back.
+  expect(await leaseRows()).toEqual([{ holder_id: failing.holderId }]);
+  await failing.release();
+  expect(await leaseRows()).toEqual([]);
+
+  const lease = await acquireRunLease(store, 'p_1');
+  let writes = 0;
+  const write = store.write.bind(store);
+  store.write = (fn => ((writes += 1), write(fn))) as Store['write'];
+  try {
+    const result = await lease.releaseWith(async q => (await q.get<{ n: number }>('SELECT 41 + 1 AS n'))!.n);
+    expect(result).toBe(42);
+    await lease.release();
+    expect(writes).toBe(1);
+  } finally {
+    store.write = write;
+  }
+  expect(await leaseRows()).toEqual([]);
+  // Free for the next runner at once.
+  await (await acquireRunLease(store, 'p_1')).release();
+});

@@ -5,6 +5,7 @@ import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { DuckDBInstance } from '@duckdb/node-api';
 import {
+  INSERT_ROWS,
   Migration,
   Store,
   StoreMigrationError,
@@ -379,6 +380,45 @@ describe('transactions', () => {
     const seen = await store.read(q => q.all<{ text: string }>('SELECT text FROM feedback ORDER BY text'));
     // Each write saw every earlier one: the counts are 0..39, each once.
     expect(new Set(seen.map(s => s.text)).size).toBe(40);
+  });
+});
+
+describe('durable row inserts (INSERT_ROWS)', () => {
+  const call = (id: string) => ({
+    id,
+    stage_run_id: null,
+    role: 'planner',
+    model: 'm',
+    prompt_tokens: 1,
+    completion_tokens: 2,
+    latency_ms: 3,
+    cost_usd: 0,
+    cache_hit: false,
+    error: null,
+    created_at: new Date().toISOString()
+  });
+
+  it('inserts each row once: rows already stored and keys given twice are skipped, across tables and probe statements', async () => {
+    const store = await open();
+    await store.writeDurable(INSERT_ROWS, { inserts: [{ table: 'llm_calls', rows: [call('llm_a'), call('llm_b')] }] });
+    // 20 calls (more than one probe statement holds), two of them stored already and one given twice, and a cache row.
+    const calls = Array.from({ length: 20 }, (_, i) => call(i < 2 ? ['llm_a', 'llm_b'][i] : `llm_${i}`));
+    const cache = { key: 'k1', model: 'm', response: JSON.stringify({ text: 'ok' }), created_at: new Date().toISOString() };
+    await store.writeDurable(INSERT_ROWS, {
+      inserts: [
+        { table: 'llm_calls', rows: [...calls, call('llm_5')] },
+        { table: 'llm_cache', rows: [cache, cache] }
+      ]
+    });
+    const counts = await store.read(q =>
+      q.get<{ calls: number; distinct_calls: number; cache: number }>(
+        'SELECT (SELECT count(*) FROM llm_calls)::INTEGER AS calls, (SELECT count(DISTINCT id) FROM llm_calls)::INTEGER AS distinct_calls, (SELECT count(*) FROM llm_cache)::INTEGER AS cache'
+      )
+    );
+    expect(counts).toEqual({ calls: 20, distinct_calls: 20, cache: 1 });
+    // Replaying the same payload adds nothing.
+    await store.writeDurable(INSERT_ROWS, { inserts: [{ table: 'llm_calls', rows: calls }] });
+    expect(await store.read(q => q.get<{ n: number }>('SELECT count(*)::INTEGER AS n FROM llm_calls'))).toEqual({ n: 20 });
   });
 });
 

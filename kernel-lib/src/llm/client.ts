@@ -14,6 +14,7 @@ import type {
   Budget,
   CreateLlmOptions,
   JsonSchema,
+  LedgerRowHolder,
   Llm,
   LlmActivity,
   LlmActivityListener,
@@ -109,7 +110,9 @@ class ScopedLlm implements Llm {
     private readonly core: Core,
     private readonly meter: Meter,
     /** This scope's activity listeners and those of the scopes it was made from. */
-    private readonly listeners: readonly LlmActivityListener[] = []
+    private readonly listeners: readonly LlmActivityListener[] = [],
+    /** Takes this scope's ledger rows for its owner's commit; absent: each call commits its own. */
+    private readonly ledgerHolder?: LedgerRowHolder
   ) {}
 
   get config(): LlmConfig {
@@ -120,10 +123,10 @@ class ScopedLlm implements Llm {
     return { ...this.meter.spent };
   }
 
-  scoped(opts: { budget?: Budget; stageRunId?: string | null; onActivity?: LlmActivityListener }): Llm {
+  scoped(opts: { budget?: Budget; stageRunId?: string | null; onActivity?: LlmActivityListener; holdLedger?: LedgerRowHolder }): Llm {
     const stageRunId = opts.stageRunId !== undefined ? opts.stageRunId : this.meter.stageRunId;
     const listeners = opts.onActivity ? [...this.listeners, opts.onActivity] : this.listeners;
-    return new ScopedLlm(this.core, new Meter(opts.budget, this.meter, stageRunId), listeners);
+    return new ScopedLlm(this.core, new Meter(opts.budget, this.meter, stageRunId), listeners, opts.holdLedger ?? this.ledgerHolder);
   }
 
   /** Tells the listeners; a failing listener (a display) never fails the call. */
@@ -228,7 +231,7 @@ class ScopedLlm implements Llm {
     const activity = { callId: newId('call'), role: req.role, model };
     if (hit) {
       const record = row({ cache_hit: true });
-      await ledger.record(record);
+      await ledger.record(record, undefined, this.ledgerHolder);
       this.emit({ type: 'start', ...activity, startedAt: started });
       this.emit({ type: 'end', ...activity, usage: { ...hit.usage }, costUsd: 0, cached: true });
       return {
@@ -296,7 +299,7 @@ class ScopedLlm implements Llm {
       );
       answer = { text: stripThinking(result.text), model: result.model, usage: result.usage, truncated: result.truncated };
     } catch (err) {
-      await ledger.record(row({ error: (err as Error).message }));
+      await ledger.record(row({ error: (err as Error).message }), undefined, this.ledgerHolder);
       this.emit({ type: 'end', ...activity, usage: { promptTokens: 0, completionTokens: 0 }, costUsd: 0, cached: false, error: (err as Error).message });
       throw err;
     }
@@ -308,7 +311,7 @@ class ScopedLlm implements Llm {
       cost_usd: cost
     });
     const cacheable = key !== undefined && (!accept || accept(answer.text));
-    await ledger.record(record, cacheable ? { key, response: answer } : undefined);
+    await ledger.record(record, cacheable ? { key, response: answer } : undefined, this.ledgerHolder);
     this.emit({ type: 'end', ...activity, usage: answer.usage, costUsd: cost ?? 0, cached: false });
     return {
       text: answer.text,

@@ -1,6 +1,7 @@
 /** The LLM layer: one interface, two providers, with cache, budgets, accounting and JSON validation. */
 export * from './types';
 export { createLlm } from './client';
+export { HeldLedgerRows } from './ledger';
 export { disposeLocalModels } from './providers/local';
 export { LoraServer, LoraServerError } from './lora-server';
 export { llmConfigFromEnv, plannerServerFromEnv, localModelsDir, findRepoRoot, DEFAULT_REMOTE_MODEL } from './config';

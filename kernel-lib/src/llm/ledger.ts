@@ -1,6 +1,6 @@
 import { createHash } from 'crypto';
 import { INSERT_ROWS, type RowInserts } from '../store/outbox';
-import type { ChatMessage, JsonSchema, LlmCallRecord, LlmStore, TokenUsage } from './types';
+import type { ChatMessage, JsonSchema, LedgerRowHolder, LlmCallRecord, LlmStore, TokenUsage } from './types';
 
 /** What the response cache keeps of an answer. */
 export interface CachedResponse {
@@ -64,8 +64,9 @@ export class LlmLedger {
    * Stores the accounting row, and the answer under `cache.key` when given. A durable write:
    * a call that was paid for is recorded even when the store is busy past its lock timeout
    * (then from the store's outbox, on its next open; StoreWriteQueuedError is thrown meanwhile).
+   * With a `holder`, the rows go to it instead, for its owner to commit in its own write.
    */
-  async record(row: LlmCallRecord, cache?: { key: string; response: CachedResponse }): Promise<void> {
+  async record(row: LlmCallRecord, cache?: { key: string; response: CachedResponse }, holder?: LedgerRowHolder): Promise<void> {
     if (this.store) {
       const inserts: RowInserts['inserts'] = [{ table: 'llm_calls', rows: [{ ...row }] }];
       if (cache) {
@@ -74,9 +75,39 @@ export class LlmLedger {
           rows: [{ key: cache.key, model: cache.response.model, response: JSON.stringify(cache.response), created_at: row.created_at }]
         });
       }
-      await this.store.writeDurable(INSERT_ROWS, { inserts });
+      if (holder) holder.hold(inserts);
+      else await this.store.writeDurable(INSERT_ROWS, { inserts });
     }
     if (cache) this.memory.set(cache.key, cache.response);
     this.onCall?.(row);
+  }
+}
+
+/**
+ * Ledger rows held for a write of their owner's: the planner's calls are committed with the stage
+ * run they planned (orchestrator/runs.ts commitPlan), one commit instead of one per call. The owner
+ * commits `rows()` and then `clear()`s; rows still held when its work failed must be written on
+ * their own (INSERT_ROWS skips any that did commit, so writing them twice is harmless).
+ */
+export class HeldLedgerRows implements LedgerRowHolder {
+  private readonly held: RowInserts['inserts'] = [];
+
+  hold(inserts: RowInserts['inserts']): void {
+    this.held.push(...inserts);
+  }
+
+  /** The held inserts, oldest first. */
+  rows(): RowInserts['inserts'] {
+    return [...this.held];
+  }
+
+  /** True when nothing is held. */
+  get empty(): boolean {
+    return this.held.length === 0;
+  }
+
+  /** Forgets the held rows: their owner committed them. */
+  clear(): void {
+    this.held.length = 0;
   }
 }

@@ -2,7 +2,7 @@
  * The LLM layer's public types: one `Llm` interface in front of two providers (an
  * OpenAI-compatible HTTP server, or the embedded GGUF model run by node-llama-cpp).
  */
-import type { DurableKind } from '../store/outbox';
+import type { DurableKind, RowInserts } from '../store/outbox';
 
 /** Who is asking. Each role maps to a model name (`LlmConfig.models`). */
 export type Role = 'planner' | 'ideation' | 'planning' | 'coding' | 'writing' | 'review' | 'judge';
@@ -154,9 +154,11 @@ export interface Llm {
   /**
    * An Llm sharing this one's cache and accounting, with its own budget; what it spends
    * also counts into this one (and its parents). `onActivity` sees every call made through the
-   * new scope and the scopes made from it.
+   * new scope and the scopes made from it. With `holdLedger`, the scope's accounting rows and
+   * cache entries are handed to the holder instead of committed one call at a time: its owner
+   * commits them inside its own write (ledger.ts, HeldLedgerRows).
    */
-  scoped(opts: { budget?: Budget; stageRunId?: string | null; onActivity?: LlmActivityListener }): Llm;
+  scoped(opts: { budget?: Budget; stageRunId?: string | null; onActivity?: LlmActivityListener; holdLedger?: LedgerRowHolder }): Llm;
   /** What this Llm and its scopes have spent so far (cache hits are free). */
   readonly spent: Spent;
   readonly config: LlmConfig;
@@ -189,6 +191,11 @@ export interface LlmCallRecord {
   /** Null on success; what failed otherwise. */
   error: string | null;
   created_at: string;
+}
+
+/** Takes ledger rows (`llm_calls`, `llm_cache` inserts for INSERT_ROWS) for its owner to commit. */
+export interface LedgerRowHolder {
+  hold(inserts: RowInserts['inserts']): void;
 }
 
 /** The part of the kernel `Store` the LLM layer uses (a real `Store` satisfies it). */

@@ -115,8 +115,9 @@ export class Orchestrator {
       if (options.lease) return this.attempt(project, stage, options);
       const lease = await acquireRunLease(this.options.store, project.id);
       try {
-        return await this.attempt(project, stage, options);
+        return await this.attempt(project, stage, options, lease);
       } finally {
+        // Given back with the stage's end already, unless the attempt failed before that commit.
         await lease.release();
       }
     });
@@ -144,9 +145,10 @@ export class Orchestrator {
     return this.options.store.read(q => latestStageRunsOf(q, runId));
   }
 
-  private attempt(project: Project, stage: StageName, options: RunStageOptions): Promise<StageOutcome> {
+  /** One attempt of `stage`; `endLease`, a lease taken for this attempt alone, is given back in its end commit. */
+  private attempt(project: Project, stage: StageName, options: RunStageOptions, endLease?: RunLease): Promise<StageOutcome> {
     const { runId, onProgress, signal } = options;
-    return new StageAttempt(this.deps, { project, stage, fn: this.options.stages[stage], runId, onProgress, signal }).execute();
+    return new StageAttempt(this.deps, { project, stage, fn: this.options.stages[stage], runId, onProgress, signal, endLease }).execute();
   }
 
   private async whileRunning<T>(work: () => Promise<T>): Promise<T> {

@@ -7,14 +7,14 @@ import { STAGE_NAMES, type Memory, type PlannerOutput, type Profile, type Projec
 import { StageDisplay, type DisplayWriter } from '../display';
 import { errorMessage } from '../error-message';
 import { newId, nowIso } from '../ids';
-import { BudgetExceededError, CAPABLE_ENDPOINT_HINT, LlmError, LlmOutputError, type Llm, type LlmActivity } from '../llm';
+import { BudgetExceededError, CAPABLE_ENDPOINT_HINT, HeldLedgerRows, LlmError, LlmOutputError, type Llm, type LlmActivity } from '../llm';
 import type { MemoryBank } from '../memory';
-import { STAGE_TASKS, type Planner } from '../planner';
+import { STAGE_TASKS, type PlanResult, type Planner } from '../planner';
 import { latestRunOf, latestStageRunsOf, pendingStageRun, profileById, type RunRecord } from '../records';
 import { retrieve } from '../retrieval';
 import type { SkillBank } from '../skills';
 import type { Ablation, StageContext, StageFn, StageName, StageResult, StageRunInput } from '../stage-contract';
-import type { Store } from '../store';
+import { INSERT_ROWS, StoreWriteQueuedError, type RunLease, type Store } from '../store';
 import { artifactLinks } from './artifacts';
 import type { RunBudget } from './budget';
 import { renderGuidance, stageBundle, stageMarkdown, stageTitle } from './bundle';
@@ -53,6 +53,8 @@ export interface AttemptRequest {
   runId?: string;
   onProgress?: (bundle: StageBundle) => void;
   signal?: AbortSignal;
+  /** A run lease taken for this attempt alone: given back in the stage's end commit. */
+  endLease?: RunLease;
 }
 
 /** What the stage is given, read in one go before anything is stored. */
@@ -206,20 +208,46 @@ export class StageAttempt {
     };
   }
 
-  /** Plan: the planner chooses; its call, the running stage run and the budget read are one commit. */
+  /**
+   * Plan: the planner chooses; its call, the accounting of its LLM calls, the running stage run
+   * and the budget read are one commit.
+   */
   private async planAndCommit(candidates: { skills: Skill[]; memories: Memory[] }, { profile, newRun }: Prepared): Promise<Planned> {
     const { planner, ablation, store } = this.deps;
     const { project, stage } = this.request;
     this.live.phase('planning', ablation.planner ? 'choosing skills and memories (planner)' : 'taking the top skills and memories (planner off)');
     const onActivity = (event: LlmActivity) => this.live.activity(event);
-    const planned = await planner.plan({ stageRunId: this.run.id, stage, topic: project.topic, profile, ...candidates, enabled: ablation.planner, onActivity });
-    this.run.status = 'running';
-    this.run.planner_call_id = planned.call.id;
-    this.run.skills_used = planned.plan.selected_skill_ids;
-    this.run.memories_used = planned.plan.selected_memory_ids;
-    this.input.planner_notes = planned.notes;
-    this.run.input = { ...this.input };
-    const budget = await commitPlan(store, this.run, { call: planned.call, profile, newRun });
+    const ledgerRows = new HeldLedgerRows();
+    let planned: PlanResult;
+    let budget: RunBudget;
+    try {
+      planned = await planner.plan({
+        stageRunId: this.run.id,
+        stage,
+        topic: project.topic,
+        profile,
+        ...candidates,
+        enabled: ablation.planner,
+        onActivity,
+        ledgerRows
+      });
+      this.run.status = 'running';
+      this.run.planner_call_id = planned.call.id;
+      this.run.skills_used = planned.plan.selected_skill_ids;
+      this.run.memories_used = planned.plan.selected_memory_ids;
+      this.input.planner_notes = planned.notes;
+      this.run.input = { ...this.input };
+      budget = await commitPlan(store, this.run, { call: planned.call, profile, newRun, ledger: ledgerRows.rows() });
+      ledgerRows.clear();
+    } catch (error) {
+      // Kept in the store's outbox with the plan's call.
+      if (error instanceof StoreWriteQueuedError) ledgerRows.clear();
+      throw error;
+    } finally {
+      // The plan did not commit: its paid calls are still recorded (or kept in the store's outbox,
+      // whose error the stage's own failure already explains).
+      if (!ledgerRows.empty) await store.writeDurable(INSERT_ROWS, { inserts: ledgerRows.rows() }).catch(() => undefined);
+    }
     this.stored = true;
     this.used = {
       skills_used: planned.skills.map(s => ({ id: s.id, name: s.name })),
@@ -297,7 +325,8 @@ export class StageAttempt {
       skillIds: result ? (end.planned?.skills ?? []).map(s => s.id) : [],
       memoryIds: result ? (end.planned?.memories ?? []).map(m => m.id) : [],
       wallMs: Date.now() - this.startedAt,
-      unstored: end.unstored
+      unstored: end.unstored,
+      lease: this.request.endLease
     });
     const artifacts = artifactLinks((this.run.input as Partial<StageRunInput>).artifacts ?? [], workspace);
     const bundle = this.card({ ...this.used, outputs: this.input.bundle_outputs, progress: null, artifacts });

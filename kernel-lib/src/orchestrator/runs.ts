@@ -10,20 +10,26 @@ import { inputOf, insertArtifacts, insertRun, insertStageRun, plannerCallInsert,
 import { writeInside } from '../sandbox/workspace-fs';
 import { bumpSkillCounter } from '../records/skills';
 import type { StageResult, StageRunInput } from '../stage-contract';
-import { INSERT_ROWS, type Store } from '../store';
+import { INSERT_ROWS, type RowInserts, type RunLease, type Store } from '../store';
 import { collectArtifacts } from './artifacts';
 import { runBudget, type RunBudget } from './budget';
 
 /**
  * Stores the stage run as running under its planner call (numbering the attempt; first the run
- * it belongs to when that is new), then reads the budget left to the stage (the planner's own
- * llm_calls row is in by then, so its tokens count): one durable write. The call's x and y are
- * training data, kept in the store's outbox if the store cannot take them (the stage run's part
- * is lost with a failed write, and the stage fails).
+ * it belongs to when that is new), with the accounting rows of the planner's LLM calls (`ledger`),
+ * then reads the budget left to the stage (the planner's own llm_calls rows are in by then, so
+ * their tokens count): one durable write. The call's x and y are training data and its accounting
+ * is paid for, so both are kept in the store's outbox if the store cannot take them (the stage
+ * run's part is lost with a failed write, and the stage fails).
  */
-export async function commitPlan(store: Store, stageRun: StageRun, start: { call: PlannerCall; profile: Profile; newRun?: RunRecord }): Promise<RunBudget> {
+export async function commitPlan(
+  store: Store,
+  stageRun: StageRun,
+  start: { call: PlannerCall; profile: Profile; newRun?: RunRecord; ledger?: RowInserts['inserts'] }
+): Promise<RunBudget> {
   let budget: RunBudget | undefined;
-  await store.writeDurable(INSERT_ROWS, { inserts: [plannerCallInsert(start.call)] }, async q => {
+  // The ledger rows go first: the budget read below counts the planner's own calls.
+  await store.writeDurable(INSERT_ROWS, { inserts: [...(start.ledger ?? []), plannerCallInsert(start.call)] }, async q => {
     if (start.newRun) await insertRun(q, start.newRun);
     await insertStageRun(q, stageRun, { newRun: start.newRun !== undefined });
     budget = await runBudget(q, stageRun.run_id, start.profile);
@@ -46,6 +52,8 @@ export interface StageEnd {
    * retrieval or planner step): the stage run is inserted here, with the run when that is new.
    */
   unstored?: { newRun?: RunRecord };
+  /** The run lease to give back in the same commit (runStage's own, taken for this one stage). */
+  lease?: RunLease;
 }
 
 /**
@@ -58,7 +66,8 @@ export async function commitEnd(store: Store, stageRun: StageRun, end: StageEnd)
   const log = end.workspace ? writeStageLog(end.workspace, stageRun, input) : undefined;
   const produced = end.result?.artifacts ?? [];
   input.artifacts = end.workspace ? collectArtifacts(stageRun.output, end.workspace, [...produced.map(a => a.path), ...(log ? [log] : [])]) : [];
-  await store.write(async q => {
+  const write = end.lease ? end.lease.releaseWith.bind(end.lease) : store.write.bind(store);
+  await write(async q => {
     if (end.unstored?.newRun) await insertRun(q, end.unstored.newRun);
     if (end.unstored) await insertStageRun(q, stageRun, { newRun: end.unstored.newRun !== undefined });
     await insertArtifacts(q, { projectId: stageRun.project_id, stageRunId: stageRun.id }, produced);

@@ -1,7 +1,7 @@
 import { PlannerOutputSchema, type Memory, type PlannerCall, type PlannerOutput, type Profile, type Skill } from '@nanoresearch/schema';
 import { errorMessage } from '../error-message';
 import { newId, nowIso } from '../ids';
-import { extractJson, validateAgainst, type ChatMessage, type Llm, type LlmActivityListener, type LlmAdapter } from '../llm';
+import { extractJson, validateAgainst, type ChatMessage, type LedgerRowHolder, type Llm, type LlmActivityListener, type LlmAdapter } from '../llm';
 import { renderEmbeddedPrompt } from '../llm/providers/local';
 import { clipText, renderMemory } from '../records/memories';
 import { renderProfileFor } from '../profiles';
@@ -86,6 +86,8 @@ export interface PlanRequest {
   enabled?: boolean;
   /** Told of the planner's LLM call as it runs and ends (the live stage card counts its tokens). */
   onActivity?: LlmActivityListener;
+  /** Takes the accounting rows of the planner's LLM calls, for the caller to commit with `call`; absent: each call commits its own. */
+  ledgerRows?: LedgerRowHolder;
 }
 
 export interface PlanResult {
@@ -103,9 +105,10 @@ export interface PlanResult {
  * The planner step: builds x from the stage task, the profile and the retrieved candidates
  * (with their ids), asks the planner model (role 'planner', with the active LoRA adapter) for
  * y, keeps only ids that were among the candidates, and falls back to the top 3 of each when
- * the model fails. It writes nothing: it returns the planner_calls row, whose exact x and y
- * strings are the SDPO training input and output, and the orchestrator commits it together
- * with the stage run it planned.
+ * the model fails. It writes nothing but its LLM calls' accounting (and not that when given
+ * `ledgerRows`): it returns the planner_calls row, whose exact x and y strings are the SDPO
+ * training input and output, and the orchestrator commits it together with the stage run it
+ * planned and the held accounting rows.
  */
 export class Planner {
   constructor(
@@ -115,7 +118,8 @@ export class Planner {
 
   /** Plans one stage: the plan, what it selected, and the planner call to store. */
   async plan(request: PlanRequest): Promise<PlanResult> {
-    const llm = request.onActivity ? this.llm.scoped({ onActivity: request.onActivity }) : this.llm;
+    const { onActivity, ledgerRows } = request;
+    const llm = onActivity || ledgerRows ? this.llm.scoped({ onActivity, holdLedger: ledgerRows }) : this.llm;
     const userText = buildPlannerInput(request);
     const schema = plannerSchemaFor(request);
     const notes: string[] = [];

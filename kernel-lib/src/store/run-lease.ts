@@ -97,6 +97,7 @@ export class RunLease {
   readonly interrupted: string[];
   private timer: NodeJS.Timeout | null = null;
   private lostTo = false;
+  private released = false;
 
   constructor(
     private readonly store: Store,
@@ -140,11 +141,30 @@ export class RunLease {
     }
   }
 
-  /** Stops the heartbeat and gives the project back (only if this holder still has it). */
+  /** Stops the heartbeat and gives the project back (only if this holder still has it and did not give it back already). */
   async release(): Promise<void> {
     this.stopTimer();
-    if (this.lostTo) return;
-    await this.store.write(q => q.run('DELETE FROM run_leases WHERE project_id = $1 AND holder_id = $2', [this.projectId, this.holderId]));
+    if (this.lostTo || this.released) return;
+    await this.store.write(q => this.deleteRow(q));
+  }
+
+  /**
+   * Runs `work` in a write that also gives the project back, one commit instead of two (a stage's
+   * end and its lease). If the write fails, the lease is still held and `release()` gives it back.
+   */
+  async releaseWith<T>(work: (q: Queryable) => Promise<T>): Promise<T> {
+    this.stopTimer();
+    const result = await this.store.write(async q => {
+      const done = await work(q);
+      if (!this.lostTo) await this.deleteRow(q);
+      return done;
+    });
+    this.released = true;
+    return result;
+  }
+
+  private async deleteRow(q: Queryable): Promise<void> {
+    await q.run('DELETE FROM run_leases WHERE project_id = $1 AND holder_id = $2', [this.projectId, this.holderId]);
   }
 
   private stopTimer(): void {
