@@ -68,8 +68,8 @@ async function insertKeyOf(q: Queryable, table: string): Promise<string[] | null
 /**
  * The generic durable write: whole rows (ledger rows, planner calls), each skipped when its key
  * is already stored. Measured here, DuckDB's INSERT OR IGNORE of one row costs 2-3x a plain
- * insert (8 ms against 3); a primary-key probe and a plain insert cost 4.5, and the probes of all
- * the rows go in one statement (each a point lookup of its own). (Inside the write's transaction
+ * insert (8 ms against 3); a primary-key probe and a plain insert cost 4.5, and the probes of up
+ * to 16 rows go in one statement (each a key lookup of its own). (Inside the write's transaction
  * the probe cannot race: this process holds the file and its writes are serialised.)
  */
 export const INSERT_ROWS = defineDurableWrite<RowInserts, void>('store.insert-rows', async (q, payload) => {
@@ -118,7 +118,8 @@ function keyOf(table: string, row: Record<string, unknown>, key: string[]): stri
 
 /**
  * The keys (keyOf) among the rows that are already stored. The probes go in few statements, each
- * a UNION ALL of point lookups on the primary key, so each branch is an index probe.
+ * a UNION ALL of equality lookups on the primary key, which DuckDB answers from the key's index
+ * (measured: 0.7 ms for two lookups at 3M rows, 17 ms for the same on an unindexed column).
  */
 async function storedKeys(q: Queryable, tables: KeyedRows[]): Promise<Set<string>> {
   const probes = tables.flatMap(({ table, rows, key }) => rows.filter(row => hasKey(row, key)).map(row => ({ table, key: key!, row })));
