@@ -85,29 +85,13 @@ export class LlmLedger {
 
 /**
  * Ledger rows held for a write of their owner's: the planner's calls are committed with the stage
- * run they planned (orchestrator/runs.ts commitPlan), one commit instead of one per call. The owner
- * commits `rows()` and then `clear()`s; rows still held when its work failed must be written on
- * their own (INSERT_ROWS skips any that did commit, so writing them twice is harmless).
+ * run they planned (orchestrator/runs.ts commitPlan), one commit instead of one per call.
  */
 export class HeldLedgerRows implements LedgerRowHolder {
-  private readonly held: RowInserts['inserts'] = [];
+  /** The held inserts, oldest first. */
+  readonly rows: RowInserts['inserts'] = [];
 
   hold(inserts: RowInserts['inserts']): void {
-    this.held.push(...inserts);
-  }
-
-  /** The held inserts, oldest first. */
-  rows(): RowInserts['inserts'] {
-    return [...this.held];
-  }
-
-  /** True when nothing is held. */
-  get empty(): boolean {
-    return this.held.length === 0;
-  }
-
-  /** Forgets the held rows: their owner committed them. */
-  clear(): void {
-    this.held.length = 0;
+    this.rows.push(...inserts);
   }
 }

@@ -9,12 +9,12 @@ import { errorMessage } from '../error-message';
 import { newId, nowIso } from '../ids';
 import { BudgetExceededError, CAPABLE_ENDPOINT_HINT, HeldLedgerRows, LlmError, LlmOutputError, type Llm, type LlmActivity } from '../llm';
 import type { MemoryBank } from '../memory';
-import { STAGE_TASKS, type PlanResult, type Planner } from '../planner';
+import { STAGE_TASKS, type Planner } from '../planner';
 import { latestRunOf, latestStageRunsOf, pendingStageRun, profileById, type RunRecord } from '../records';
 import { retrieve } from '../retrieval';
 import type { SkillBank } from '../skills';
 import type { Ablation, StageContext, StageFn, StageName, StageResult, StageRunInput } from '../stage-contract';
-import { INSERT_ROWS, StoreWriteQueuedError, type RunLease, type Store } from '../store';
+import type { RunLease, Store } from '../store';
 import { artifactLinks } from './artifacts';
 import type { RunBudget } from './budget';
 import { renderGuidance, stageBundle, stageMarkdown, stageTitle } from './bundle';
@@ -217,37 +217,24 @@ export class StageAttempt {
     const { project, stage } = this.request;
     this.live.phase('planning', ablation.planner ? 'choosing skills and memories (planner)' : 'taking the top skills and memories (planner off)');
     const onActivity = (event: LlmActivity) => this.live.activity(event);
-    const ledgerRows = new HeldLedgerRows();
-    let planned: PlanResult;
-    let budget: RunBudget;
-    try {
-      planned = await planner.plan({
-        stageRunId: this.run.id,
-        stage,
-        topic: project.topic,
-        profile,
-        ...candidates,
-        enabled: ablation.planner,
-        onActivity,
-        ledgerRows
-      });
-      this.run.status = 'running';
-      this.run.planner_call_id = planned.call.id;
-      this.run.skills_used = planned.plan.selected_skill_ids;
-      this.run.memories_used = planned.plan.selected_memory_ids;
-      this.input.planner_notes = planned.notes;
-      this.run.input = { ...this.input };
-      budget = await commitPlan(store, this.run, { call: planned.call, profile, newRun, ledger: ledgerRows.rows() });
-      ledgerRows.clear();
-    } catch (error) {
-      // Kept in the store's outbox with the plan's call.
-      if (error instanceof StoreWriteQueuedError) ledgerRows.clear();
-      throw error;
-    } finally {
-      // The plan did not commit: its paid calls are still recorded (or kept in the store's outbox,
-      // whose error the stage's own failure already explains).
-      if (!ledgerRows.empty) await store.writeDurable(INSERT_ROWS, { inserts: ledgerRows.rows() }).catch(() => undefined);
-    }
+    const ledger = new HeldLedgerRows();
+    const planned = await planner.plan({
+      stageRunId: this.run.id,
+      stage,
+      topic: project.topic,
+      profile,
+      ...candidates,
+      enabled: ablation.planner,
+      onActivity,
+      ledgerRows: ledger
+    });
+    this.run.status = 'running';
+    this.run.planner_call_id = planned.call.id;
+    this.run.skills_used = planned.plan.selected_skill_ids;
+    this.run.memories_used = planned.plan.selected_memory_ids;
+    this.input.planner_notes = planned.notes;
+    this.run.input = { ...this.input };
+    const budget = await commitPlan(store, this.run, { call: planned.call, profile, newRun, ledger: ledger.rows });
     this.stored = true;
     this.used = {
       skills_used: planned.skills.map(s => ({ id: s.id, name: s.name })),

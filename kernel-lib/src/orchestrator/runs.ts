@@ -10,7 +10,7 @@ import { inputOf, insertArtifacts, insertRun, insertStageRun, plannerCallInsert,
 import { writeInside } from '../sandbox/workspace-fs';
 import { bumpSkillCounter } from '../records/skills';
 import type { StageResult, StageRunInput } from '../stage-contract';
-import { INSERT_ROWS, type RowInserts, type RunLease, type Store } from '../store';
+import { INSERT_ROWS, StoreWriteQueuedError, type RowInserts, type RunLease, type Store } from '../store';
 import { collectArtifacts } from './artifacts';
 import { runBudget, type RunBudget } from './budget';
 
@@ -28,12 +28,20 @@ export async function commitPlan(
   start: { call: PlannerCall; profile: Profile; newRun?: RunRecord; ledger?: RowInserts['inserts'] }
 ): Promise<RunBudget> {
   let budget: RunBudget | undefined;
-  // The ledger rows go first: the budget read below counts the planner's own calls.
-  await store.writeDurable(INSERT_ROWS, { inserts: [...(start.ledger ?? []), plannerCallInsert(start.call)] }, async q => {
-    if (start.newRun) await insertRun(q, start.newRun);
-    await insertStageRun(q, stageRun, { newRun: start.newRun !== undefined });
-    budget = await runBudget(q, stageRun.run_id, start.profile);
-  });
+  const ledger = start.ledger ?? [];
+  try {
+    // The ledger rows go first: the budget read below counts the planner's own calls.
+    await store.writeDurable(INSERT_ROWS, { inserts: [...ledger, plannerCallInsert(start.call)] }, async q => {
+      if (start.newRun) await insertRun(q, start.newRun);
+      await insertStageRun(q, stageRun, { newRun: start.newRun !== undefined });
+      budget = await runBudget(q, stageRun.run_id, start.profile);
+    });
+  } catch (error) {
+    // The plan did not commit, and not into the outbox either: the paid calls are still recorded
+    // on their own (a failure of that too leaves the stage's own error to explain).
+    if (!(error instanceof StoreWriteQueuedError) && ledger.length) await store.writeDurable(INSERT_ROWS, { inserts: ledger }).catch(() => undefined);
+    throw error;
+  }
   return budget!;
 }
 

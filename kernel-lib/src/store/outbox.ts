@@ -131,10 +131,10 @@ async function storedKeys(q: Queryable, tables: KeyedRows[]): Promise<Set<string
         params.push(row[column]);
         return `${column} = $${params.length}`;
       });
-      return `SELECT ${start + i} AS probe FROM ${table} WHERE ${where.join(' AND ')}`;
+      return `SELECT ${i} AS probe FROM ${table} WHERE ${where.join(' AND ')}`;
     });
     for (const { probe } of await q.all<{ probe: number }>(branches.join(' UNION ALL '), params)) {
-      const { table, key, row } = probes[probe];
+      const { table, key, row } = probes[start + probe];
       stored.add(keyOf(table, row, key));
     }
   }
