@@ -124,7 +124,7 @@ def test_response_is_tokenised_once_and_cut_to_max_response(tok):
     assert tok.convert_tokens_to_ids("likes") not in e.student_prompt
 
 
-@pytest.mark.parametrize("loss_type", ["logit-rkl", "logit-jsd"])
+@pytest.mark.parametrize("loss_type", ["logit-rkl", "logit-jsd", "logit-fkl"])
 def test_logit_loss_gradient_matches_finite_differences(tok, tiny, loss_type):
     model = in_float64(randomised_lora(tiny))
     encoded = [encode_row(tok, r, 64, 16) for r in ROWS]
@@ -167,6 +167,32 @@ def test_divergences_on_hand_built_distributions():
     assert torch.isclose(jensen_shannon(p, q), jsd) and torch.isclose(jensen_shannon(q, p), jsd)
     top = p.topk(6).indices  # k = V - 1: the tail bucket holds exactly the one missing token
     assert torch.isclose(reverse_kl(with_tail(p[top]), with_tail(q[top])), full_kl)
+
+
+def test_union_support_counts_a_token_once_and_is_exact_when_it_covers_the_vocabulary():
+    torch.manual_seed(2)
+    student = torch.randn(1, 1, 7, dtype=torch.float64)
+    teacher = torch.randn(1, 1, 7, dtype=torch.float64)
+    p, q = student.log_softmax(-1)[0, 0], teacher.log_softmax(-1)[0, 0]
+    expected = {"logit-rkl": reverse_kl(p, q), "logit-fkl": reverse_kl(q, p), "logit-jsd": jensen_shannon(p, q)}
+    for loss_type, value in expected.items():
+        # Both top-7 lists hold every token: counted twice, the support would hold a mass of 2.
+        out = sdpo_loss(student, teacher, torch.tensor([[0]]), torch.ones(1, 1), loss_type=loss_type, topk=7)
+        assert out.loss.item() == pytest.approx(value.item(), abs=1e-6), loss_type
+
+
+def test_forward_kl_pulls_up_the_teachers_word_the_student_never_writes():
+    """Token 5 is the teacher's favourite and far outside the student's top-2: the union support holds it, and
+    only forward KL's gradient on its logit is of the size of the teacher's preference."""
+    student = torch.tensor([[[1.0, 0.5, 0.0, 0.0, 0.0, -8.0]]], dtype=torch.float64, requires_grad=True)
+    teacher = torch.tensor([[[0.0, 0.0, 0.0, 0.0, 0.0, 5.0]]], dtype=torch.float64)
+    grads = {}
+    for loss_type in ("logit-fkl", "logit-rkl", "logit-jsd"):
+        out = sdpo_loss(student, teacher, torch.tensor([[0]]), torch.ones(1, 1), loss_type=loss_type, topk=2)
+        (grads[loss_type],) = torch.autograd.grad(out.loss, student)
+    p5, q5 = student.detach().softmax(-1)[0, 0, 5].item(), teacher.softmax(-1)[0, 0, 5].item()
+    assert grads["logit-fkl"][0, 0, 5].item() == pytest.approx(p5 - q5, abs=1e-6)  # about -0.97
+    assert abs(grads["logit-rkl"][0, 0, 5].item()) < 0.01 and abs(grads["logit-jsd"][0, 0, 5].item()) < 0.01
 
 
 def test_token_surrogate_is_an_unbiased_estimate_of_the_reverse_kl_gradient():

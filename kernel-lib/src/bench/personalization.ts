@@ -57,7 +57,9 @@ const USERS: SimulatedUser[] = [
       'Think laptop, not cluster: a CPU, a few minutes per run, small networks.',
       'Please budget for a CPU-only machine; every run should be done in minutes.'
     ],
-    check: /\b(cpu|laptop|minutes?)\b/i
+    // Not a bare 'minutes': every planner prompt holds the profile's 'max minutes per experiment',
+    // and plans that copy it said nothing of what this user asks for.
+    check: /\b(cpu|laptop)\b|\bin (a few )?minutes\b/i
   },
   {
     id: 'data-auditor',

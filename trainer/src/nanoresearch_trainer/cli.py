@@ -195,6 +195,7 @@ def run_sdpo(args: argparse.Namespace, emit: Emit, world: World) -> dict[str, An
     )
     if world.size > 1:
         distributed.join(world, device)
+    finished = False
     try:
         model, tokenizer = load_base(base, device)
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -204,8 +205,9 @@ def run_sdpo(args: argparse.Namespace, emit: Emit, world: World) -> dict[str, An
         cfg = train_config(args, int(lora.r), float(lora.lora_alpha), lora.target_modules)
         result = train(model, tokenizer, rows, cfg, emit, world)
         devices = distributed.all_devices(device, world)
+        finished = True
     finally:
-        distributed.leave()
+        distributed.leave(world, orderly=finished)
     if not world.is_main:
         return {}
 

@@ -95,11 +95,31 @@ def join(world: World, device: torch.device) -> None:
         raise RuntimeError(f"the process group has {dist.get_world_size()} processes, WORLD_SIZE says {world.size}")
 
 
-def leave() -> None:
+def leave(world: World, *, orderly: bool) -> None:
+    """Leave the process group. `orderly` (every worker finished its collectives): one worker after the other,
+    the highest rank first, rank 0 last. A worker of a successful round once ended on SIGABRT in CI, the way gloo
+    aborts a worker whose peer closes their connection while it is closing it too; leaving in turn rules that
+    out. So a barrier first (no collective in flight), then each worker waits, in the launch's store, for the
+    rank above it to have left.
+    After a failure the other workers may be stuck in a collective: then it only tears down its own part."""
     import torch.distributed as dist
 
-    if dist.is_initialized():
+    if not dist.is_initialized():
+        return
+    if not orderly or "MASTER_ADDR" not in os.environ:
         dist.destroy_process_group()
+        return
+    from datetime import timedelta
+
+    dist.barrier()
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timedelta(seconds=60)
+    )
+    key = f"nanoresearch-left-{os.environ.get('TORCHELASTIC_RUN_ID', '')}-{{rank}}"
+    if world.rank + 1 < world.size:
+        store.wait([key.format(rank=world.rank + 1)])
+    dist.destroy_process_group()
+    store.set(key.format(rank=world.rank), "1")
 
 
 def describe(device: torch.device) -> str:

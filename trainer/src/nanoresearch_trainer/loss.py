@@ -6,8 +6,12 @@ gradient), q_t = teacher distribution (same response prefix, context WITH the fe
 * token (default, the NanoResearch per-user recipe): advantage A_t = log q_t(y_t) - log p_t(y_t), detached
   and clipped to [-clip, clip]; loss = -mean_t A_t * log p_t(y_t) over scored tokens. Its gradient is the
   sampled-token policy-gradient estimate of grad KL(p_t || q_t).
-* logit-rkl / logit-jsd: the divergence over the student's top-k tokens plus one tail bucket holding the
-  remaining mass (exact when k covers the vocabulary): reverse KL(p || q) or the Jensen-Shannon divergence.
+* logit-rkl / logit-jsd / logit-fkl: a divergence per position over a support of tokens plus one tail bucket
+  holding the remaining mass (exact when the support covers the vocabulary): reverse KL(p || q), the
+  Jensen-Shannon divergence, or forward KL(q || p). The support is the union of the student's and the teacher's
+  top-k. The teacher's top-k matters when feedback asks for words the student never writes: their p_t is tiny,
+  and the gradient of KL(p || q) or of the JSD with respect to a token's logit is proportional to its p_t, so
+  only forward KL, whose gradient is p_t - q_t, pulls them up at the pace the teacher asks for.
 
 Only scored tokens count: the mask is 0 for padding and for rows without feedback, so such rows contribute
 exactly zero loss and zero gradient.
@@ -19,7 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-LOSS_TYPES = ("token", "logit-rkl", "logit-jsd")
+LOSS_TYPES = ("token", "logit-rkl", "logit-jsd", "logit-fkl")
+# The log-probability given to a repeated support entry: exp() of it is exactly 0 in float32 and float64, so the
+# entry holds no mass, yet it is finite, so p * (s - t) and its gradient are 0 rather than NaN.
+LOG_EMPTY = -1e4
 
 
 @dataclass
@@ -51,6 +58,19 @@ def with_tail(logprobs: torch.Tensor) -> torch.Tensor:
     """Append log(1 - sum(exp(logprobs))): the mass outside the kept support, as one more bucket."""
     kept = torch.logsumexp(logprobs, -1, keepdim=True).clamp(max=-1e-7)
     return torch.cat([logprobs, torch.log(-torch.expm1(kept))], -1)
+
+
+def union_support(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the student's and the teacher's top-k tokens per position, sorted, [..., 2k], and a mask of the
+    entries that repeat the one before (a token in both top-k lists)."""
+    k = min(k, student_logits.shape[-1])
+    both = torch.cat([student_logits.detach().topk(k, dim=-1).indices, teacher_logits.topk(k, dim=-1).indices], -1)
+    indices = both.sort(-1).values
+    repeat = torch.zeros_like(indices, dtype=torch.bool)
+    repeat[..., 1:] = indices[..., 1:] == indices[..., :-1]
+    return indices, repeat
 
 
 def reverse_kl(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -87,9 +107,15 @@ def sdpo_loss(
     if loss_type == "token":
         per_token = -advantage.clamp(-clip, clip) * s_tok
     else:
-        support = student_logits.detach().topk(min(topk, student_logits.shape[-1]), dim=-1).indices
-        s_k, t_k = with_tail(s_lp.gather(-1, support)), with_tail(t_lp.gather(-1, support))
-        per_token = reverse_kl(s_k, t_k) if loss_type == "logit-rkl" else jensen_shannon(s_k, t_k)
+        support, repeat = union_support(student_logits, teacher_logits, topk)
+        s_k = with_tail(s_lp.gather(-1, support).masked_fill(repeat, LOG_EMPTY))
+        t_k = with_tail(t_lp.gather(-1, support).masked_fill(repeat, LOG_EMPTY))
+        if loss_type == "logit-rkl":
+            per_token = reverse_kl(s_k, t_k)
+        elif loss_type == "logit-fkl":
+            per_token = reverse_kl(t_k, s_k)  # KL(q || p)
+        else:
+            per_token = jensen_shannon(s_k, t_k)
 
     mask = mask.to(per_token.dtype)
     count = mask.sum()
