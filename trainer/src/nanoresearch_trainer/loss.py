@@ -3,7 +3,7 @@
 Notation: p_t = student distribution at response position t (context WITHOUT the feedback, carries the
 gradient), q_t = teacher distribution (same response prefix, context WITH the feedback, stop-gradient).
 
-* token (default, the NanoResearch per-user recipe): advantage A_t = log q_t(y_t) - log p_t(y_t), detached
+* token (the NanoResearch per-user recipe): advantage A_t = log q_t(y_t) - log p_t(y_t), detached
   and clipped to [-clip, clip]; loss = -mean_t A_t * log p_t(y_t) over scored tokens. Its gradient is the
   sampled-token policy-gradient estimate of grad KL(p_t || q_t).
 * logit-rkl / logit-jsd / logit-fkl: a divergence per position over a support of tokens plus one tail bucket
@@ -12,6 +12,7 @@ gradient), q_t = teacher distribution (same response prefix, context WITH the fe
   top-k. The teacher's top-k matters when feedback asks for words the student never writes: their p_t is tiny,
   and the gradient of KL(p || q) or of the JSD with respect to a token's logit is proportional to its p_t, so
   only forward KL, whose gradient is p_t - q_t, pulls them up at the pace the teacher asks for.
+  logit-fkl is the trainer's default (config.py says why).
 
 Only scored tokens count: the mask is 0 for padding and for rows without feedback, so such rows contribute
 exactly zero loss and zero gradient.
