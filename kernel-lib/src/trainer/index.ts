@@ -48,7 +48,7 @@ export interface TrainOptions {
   base?: string;
   /** Called for every step line. */
   onProgress?: (progress: TrainProgress) => void;
-  /** Further trainer flags, e.g. ['--lr', '3e-4', '--loss', 'logit-rkl']. */
+  /** Further trainer flags, e.g. ['--lr', '1e-4', '--loss', 'token']. */
   trainerArgs?: string[];
   /** Start from the base model instead of continuing the active adapter. */
   fresh?: boolean;

@@ -99,14 +99,14 @@ def leave(world: World, *, orderly: bool) -> None:
     """Leave the process group. `orderly` (every worker finished its collectives): one worker after the other,
     the highest rank first, rank 0 last. A worker of a successful round once ended on SIGABRT in CI, the way gloo
     aborts a worker whose peer closes their connection while it is closing it too; leaving in turn rules that
-    out. So a barrier first (no collective in flight), then each worker waits, in the launch's store, for the
-    rank above it to have left.
+    out. So a barrier first (no collective in flight), then each worker waits, in the launch's store (the
+    MASTER_ADDR/MASTER_PORT that join()'s env:// initialisation required), for the rank above it to have left.
     After a failure the other workers may be stuck in a collective: then it only tears down its own part."""
     import torch.distributed as dist
 
     if not dist.is_initialized():
         return
-    if not orderly or "MASTER_ADDR" not in os.environ:
+    if not orderly:
         dist.destroy_process_group()
         return
     from datetime import timedelta
