@@ -61,7 +61,7 @@ def reference_logprobs(model, prompt, response):
 
 
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
-@pytest.mark.parametrize("teacher_kind", ["live", "ema"])
+@pytest.mark.parametrize("teacher_kind", ["live", "ema", "base"])
 def test_empty_feedback_gives_zero_loss_and_zero_gradient(tok, tiny, loss_type, teacher_kind):
     model = randomised_lora(tiny)
     teacher = TeacherWeights(model, teacher_kind, 0.5)
@@ -77,6 +77,20 @@ def test_empty_feedback_gives_zero_loss_and_zero_gradient(tok, tiny, loss_type, 
     assert out.loss.item() == 0.0 and out.scored_tokens == 0
     grads = [p.grad for p in lora_parameters(model).values()]
     assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+
+
+def test_base_teacher_scores_with_the_adapter_off_and_leaves_it_on(tok, tiny):
+    ids = torch.tensor([tok("topic t1 filler filler", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        plain = tiny(input_ids=ids).logits
+        model = randomised_lora(tiny)
+        tuned = model(input_ids=ids).logits
+        with TeacherWeights(model, "base", 0.0).active():
+            teacher = model(input_ids=ids).logits
+        after = model(input_ids=ids).logits
+    assert not torch.allclose(tuned, plain, atol=1e-3)  # the adapter changes the model...
+    assert torch.allclose(teacher, plain, atol=1e-5)  # ...the base teacher does not see it...
+    assert torch.equal(after, tuned)  # ...and the student has it back after the teacher pass
 
 
 def test_masked_row_contributes_nothing_next_to_a_scored_row(tok, tiny):

@@ -147,7 +147,8 @@ const STAGE = 'planning';
 const execFileAsync = promisify(execFile);
 
 interface Options {
-  users: number;
+  /** The simulated users' ids (--users N: the first N; --only a,b: those named). */
+  users: string[];
   /** The training and held-out topics (6 of each; --topics N takes fewer, for a smoke run only). */
   trainTopics: string[];
   heldOutTopics: string[];
@@ -178,7 +179,7 @@ function parseOptions(argv: string[]): Options {
   if (planner) process.env.NANORESEARCH_MODEL_PLANNER = planner;
   return {
     base: planner ? ggufPathFor(planner, llmConfigFromEnv().modelsDir ?? repoPath('models')) : undefined,
-    users: Number(value('--users') ?? (quick ? 2 : USERS.length)),
+    users: chosenUsers(value('--only'), Number(value('--users') ?? (quick ? 2 : USERS.length))),
     trainTopics: TRAIN_TOPICS.slice(0, Number(value('--topics') ?? TRAIN_TOPICS.length)),
     heldOutTopics: HELD_OUT_TOPICS.slice(0, Number(value('--topics') ?? HELD_OUT_TOPICS.length)),
     rounds: Number(value('--rounds') ?? (quick ? 2 : 3)),
@@ -188,6 +189,14 @@ function parseOptions(argv: string[]): Options {
     teacherOnly: argv.includes('--teacher-only'),
     out: path.resolve(value('--out') ?? path.join(os.tmpdir(), `nr-bench-personalization-${Date.now()}`))
   };
+}
+
+function chosenUsers(only: string | undefined, count: number): string[] {
+  if (only === undefined) return USERS.slice(0, count).map(u => u.id);
+  const ids = only.split(',');
+  const unknown = ids.filter(id => !USERS.some(u => u.id === id));
+  if (unknown.length) throw new Error(`--only: no simulated user ${unknown.join(', ')} (the users: ${USERS.map(u => u.id).join(', ')})`);
+  return ids;
 }
 
 /** The planning stage's stand-in: the plan is the output; nothing else is spent. */
@@ -535,45 +544,45 @@ function table(reports: UserReport[], rounds: number): string {
 
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2));
-  const users = USERS.slice(0, options.users);
+  const users = USERS.filter(u => options.users.includes(u.id));
   await fs.mkdir(options.out, { recursive: true });
   const started = Date.now();
   log(
     `${users.length} users + control, ${options.rounds} rounds of ${options.trainTopics.length} feedback, ${options.steps} trainer steps each, ${options.heldOutTopics.length} held-out topics; out: ${options.out}`
   );
   const reports: UserReport[] = [];
-  for (const user of [...users, null]) reports.push(await runUser(user, options, users));
-
-  const real = reports.filter(r => !r.control);
-  const control = reports.find(r => r.control)!;
-  const rise = (r: UserReport) => r.rounds[r.rounds.length - 1].score - r.rounds[0].score;
-  const summary = {
-    meanRise: mean(real.map(rise)),
-    controlRise: rise(control),
-    validity: mean(reports.flatMap(r => r.rounds.map(x => x.validity))),
-    teacherMinusStudent: mean(real.map(r => (r.teacherScore ?? 0) - (r.studentScore ?? 0))),
-    wallS: (Date.now() - started) / 1000
-  };
-  const report = {
-    benchmark: 'personalization',
-    planner: plannerModel(),
-    cores: os.cpus().length,
-    options,
-    summary,
-    users: reports
-  };
   const jsonFile = path.join(options.out, 'personalization.json');
-  await fs.writeFile(jsonFile, JSON.stringify(report, null, 2));
+  const report = (complete: boolean) => {
+    const real = reports.filter(r => !r.control);
+    const control = reports.find(r => r.control);
+    const rise = (r: UserReport) => r.rounds[r.rounds.length - 1].score - r.rounds[0].score;
+    const summary = {
+      meanRise: mean(real.map(rise)),
+      controlRise: control ? rise(control) : null,
+      validity: mean(reports.flatMap(r => r.rounds.map(x => x.validity))),
+      teacherMinusStudent: mean(real.map(r => (r.teacherScore ?? 0) - (r.studentScore ?? 0))),
+      wallS: (Date.now() - started) / 1000
+    };
+    return { benchmark: 'personalization', complete, planner: plannerModel(), cores: os.cpus().length, options, summary, users: reports };
+  };
+  // A run takes hours on a CPU: the report is rewritten after each user, so a stopped run keeps the users it finished.
+  for (const user of [...users, null]) {
+    reports.push(await runUser(user, options, users));
+    await fs.writeFile(jsonFile, JSON.stringify(report(false), null, 2));
+  }
+  const final = report(true);
+  const { summary, planner, cores } = final;
+  await fs.writeFile(jsonFile, JSON.stringify(final, null, 2));
   const pngFile = path.join(options.out, 'personalization.png');
   execFileSync(repoPath('.venv-experiment', 'bin', 'python'), [repoPath('scripts', 'plot-personalization.py'), jsonFile, pngFile], { stdio: 'inherit' });
 
-  console.log(`\nheld-out score (0–100) by round, memory and skill retrieval off; planner ${report.planner}\n`);
+  console.log(`\nheld-out score (0–100) by round, memory and skill retrieval off; planner ${planner}\n`);
   console.log(table(reports, reports[0].rounds.length - 1));
   console.log(
-    `\nmean rise over the users: ${summary.meanRise?.toFixed(1)} points; control: ${summary.controlRise.toFixed(1)}; ` +
+    `\nmean rise over the users: ${summary.meanRise?.toFixed(1)} points; control: ${summary.controlRise?.toFixed(1)}; ` +
       `schema-valid: ${((summary.validity ?? 0) * 100).toFixed(0)}%; teacher − student (feedback in context, round 1): ${summary.teacherMinusStudent?.toFixed(1)} points`
   );
-  console.log(`wall: ${(summary.wallS / 60).toFixed(1)} min on ${report.cores} cores\nreport: ${jsonFile}\nplot: ${pngFile}`);
+  console.log(`wall: ${(summary.wallS / 60).toFixed(1)} min on ${cores} cores\nreport: ${jsonFile}\nplot: ${pngFile}`);
 }
 
 if (require.main === module) {

@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from .config import TrainConfig  # noqa: E402
+from .config import TEACHER_KINDS, TrainConfig  # noqa: E402
 from .distributed import World  # noqa: E402
 from .loss import LOSS_TYPES  # noqa: E402
 from .precision import PRECISIONS  # noqa: E402
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "GPUs, process i on cuda:i); the same steps as one process",
     )
     p.add_argument("--loss", choices=LOSS_TYPES, default=DEFAULTS.loss_type)
-    p.add_argument("--teacher", choices=("live", "ema"), default=DEFAULTS.teacher)
+    p.add_argument("--teacher", choices=TEACHER_KINDS, default=DEFAULTS.teacher)
     p.add_argument("--ema-rate", type=float, default=DEFAULTS.ema_rate)
     p.add_argument("--topk", type=int, default=DEFAULTS.topk, help="support size of the logit-level losses")
     p.add_argument("--targets", default=",".join(DEFAULTS.targets), help="comma-separated LoRA target modules")

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from . import distributed
-from .config import TrainConfig
+from .config import TEACHER_KINDS, TrainConfig
 from .data import Encoded, encode_row, pack_pair, rows_with_feedback
 from .distributed import SINGLE, World
 from .loss import LossOutput, response_logits, sdpo_loss
@@ -37,12 +37,14 @@ class TrainResult:
 
 class TeacherWeights:
     """Which weights score the teacher context. 'live' = the student's current weights; 'ema' = an
-    exponential moving average of the LoRA weights, swapped in for the teacher pass only (never optimised)."""
+    exponential moving average of the LoRA weights, swapped in for the teacher pass only (never optimised);
+    'base' = the base model, the adapter switched off: a teacher that does not move with the student, within
+    a round or across rounds (the EMA starts each round from the adapter the round continues)."""
 
     def __init__(self, model: torch.nn.Module, kind: str, rate: float):
-        if kind not in ("live", "ema"):
-            raise ValueError(f"unknown teacher {kind!r}; use live or ema")
-        self.kind, self.rate = kind, rate
+        if kind not in TEACHER_KINDS:
+            raise ValueError(f"unknown teacher {kind!r}; use one of {', '.join(TEACHER_KINDS)}")
+        self.model, self.kind, self.rate = model, kind, rate
         self.params = lora_parameters(model)
         self.ema = {n: p.detach().clone() for n, p in self.params.items()} if kind == "ema" else {}
 
@@ -50,6 +52,10 @@ class TeacherWeights:
     def active(self) -> Iterator[None]:
         if self.kind == "live":
             yield
+            return
+        if self.kind == "base":
+            with self.model.disable_adapter():
+                yield
             return
         saved = {n: p.detach().clone() for n, p in self.params.items()}
         with torch.no_grad():
