@@ -568,11 +568,9 @@ async function main(): Promise<void> {
   // A run takes hours on a CPU: the report is rewritten after each user, so a stopped run keeps the users it finished.
   for (const user of [...users, null]) {
     reports.push(await runUser(user, options, users));
-    await fs.writeFile(jsonFile, JSON.stringify(report(false), null, 2));
+    await fs.writeFile(jsonFile, JSON.stringify(report(user === null), null, 2));
   }
-  const final = report(true);
-  const { summary, planner, cores } = final;
-  await fs.writeFile(jsonFile, JSON.stringify(final, null, 2));
+  const { summary, planner, cores } = report(true);
   const pngFile = path.join(options.out, 'personalization.png');
   execFileSync(repoPath('.venv-experiment', 'bin', 'python'), [repoPath('scripts', 'plot-personalization.py'), jsonFile, pngFile], { stdio: 'inherit' });
 

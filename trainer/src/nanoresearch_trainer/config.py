@@ -14,10 +14,9 @@ TEACHER_KINDS = ("live", "ema", "base")
 @dataclass
 class TrainConfig:
     steps: int = 50
-    # lr and loss from the personalization benchmark (kernel-lib README): with the token loss at 1e-4 or 3e-4 no
-    # simulated user's preference reached the held-out plans; with logit-fkl one did, and the control did not
-    # move. At 3e-4 that user's plans (and another user's) collapsed to "..." in round 3; at 2e-4 that user's held
-    # (0 -> 100), but the control's degenerated in round 3: no rate measured so far is stable for every user.
+    # lr and loss from the personalization benchmark (its runs are in the kernel-lib README): logit-fkl carried a
+    # user's preference that the token loss did not; 3e-4 collapsed the plans in round 3. 2e-4 is the best rate
+    # measured, not yet a stable one: the control's plans still degenerated in round 3.
     lr: float = 2e-4
     rank: int = 16
     alpha: float = 32.0

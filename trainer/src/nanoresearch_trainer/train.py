@@ -45,8 +45,8 @@ class TeacherWeights:
         if kind not in TEACHER_KINDS:
             raise ValueError(f"unknown teacher {kind!r}; use one of {', '.join(TEACHER_KINDS)}")
         self.model, self.kind, self.rate = model, kind, rate
-        self.params = lora_parameters(model)
-        self.ema = {n: p.detach().clone() for n, p in self.params.items()} if kind == "ema" else {}
+        self.params = lora_parameters(model) if kind == "ema" else {}
+        self.ema = {n: p.detach().clone() for n, p in self.params.items()}
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
@@ -71,7 +71,7 @@ class TeacherWeights:
     @torch.no_grad()
     def update(self) -> None:
         """After each optimiser step: ema <- (1 - rate) * ema + rate * student."""
-        for n, p in self.params.items() if self.kind == "ema" else ():
+        for n, p in self.params.items():
             self.ema[n].mul_(1 - self.rate).add_(p.detach(), alpha=self.rate)
 
 
