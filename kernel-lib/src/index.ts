@@ -25,6 +25,6 @@ export type { Profile, Project as ProjectRecord, Feedback, SdpoExample, StageBun
 
 export { StoreLockedError, StoreVersionError, StoreReadOnlyError, StoreMigrationError, StoreRecoveryError } from './store';
 export { LlmError, LlmOutputError, BudgetExceededError } from './llm';
-export { TrainingError } from './trainer';
+export { AdapterRejectedError, TrainingError } from './trainer';
 export { NotebookImportError } from './sharing';
 export { SchemaValidationError } from './validate';

@@ -10,6 +10,7 @@ import * as internals from '../src/internals';
 import type { Lab } from '../src/lab';
 
 const PUBLIC_VALUES = [
+  'AdapterRejectedError',
   'BudgetExceededError',
   'DEFAULT_ARCHETYPE',
   'Lab',

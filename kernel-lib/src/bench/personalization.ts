@@ -33,7 +33,7 @@ import { findRepoRoot, llmConfigFromEnv } from '../llm';
 import { ggufPathFor } from '../llm/embedded';
 import { plannerMaxTokens, plannerSchemaFor, plannerUserText } from '../planner';
 import type { StageFn } from '../stage-contract';
-import type { AdapterRecord, TrainProgress } from '../trainer';
+import { AdapterRejectedError, type AdapterRecord, type TrainProgress } from '../trainer';
 
 /** A simulated researcher: what they want, in their own words, and how a plan is checked for it. */
 interface SimulatedUser {
@@ -228,6 +228,8 @@ interface RoundRecord {
   meanAdvantage: number | null;
   loss: number | null;
   trainS: number | null;
+  /** Why lab.train() kept the planner as it was (its check of the new adapter's plans), or null. */
+  rejected: string | null;
   wallS: number;
   answers: PlannerAnswer[];
 }
@@ -414,7 +416,8 @@ async function runUser(user: SimulatedUser | null, options: Options, users: Simu
     let started = Date.now();
     let heldOut = await planTopics(lab, options.heldOutTopics, score);
     const baseline = heldOut.map(p => p.answer.promptPlan);
-    const record = (round: number, train: { meanAdvantage: number | null; loss: number | null; trainS: number | null }): void => {
+    type Training = Pick<RoundRecord, 'meanAdvantage' | 'loss' | 'trainS' | 'rejected'>;
+    const record = (round: number, train: Training): void => {
       const answers = heldOut.map(p => p.answer);
       report.rounds.push({
         round,
@@ -427,7 +430,7 @@ async function runUser(user: SimulatedUser | null, options: Options, users: Simu
       });
       log(`${id} round ${round}: held-out score ${meanScore(answers).toFixed(0)}, ${JSON.stringify(train)}`);
     };
-    record(0, { meanAdvantage: null, loss: null, trainS: null });
+    record(0, { meanAdvantage: null, loss: null, trainS: null, rejected: null });
     for (let round = 1; round <= options.rounds; round++) {
       started = Date.now();
       const feedback = (i: number) => feedbackTexts[(i + round - 1) % feedbackTexts.length];
@@ -439,11 +442,17 @@ async function runUser(user: SimulatedUser | null, options: Options, users: Simu
       }
       const steps: TrainProgress[] = [];
       const trainStarted = Date.now();
-      await lab.train({ steps: options.steps, base: options.base, trainerArgs: options.trainerArgs, onProgress: p => steps.push(p), display: null });
+      let rejected: string | null = null;
+      try {
+        await lab.train({ steps: options.steps, base: options.base, trainerArgs: options.trainerArgs, onProgress: p => steps.push(p), display: null });
+      } catch (error) {
+        if (!(error instanceof AdapterRejectedError)) throw error;
+        rejected = error.message; // the round's adapter is kept from the planner: the held-out plans are the previous adapter's
+      }
       const last = steps[steps.length - 1];
       const trainS = (Date.now() - trainStarted) / 1000;
       heldOut = await planTopics(lab, options.heldOutTopics, score);
-      record(round, { meanAdvantage: mean(steps.map(s => s.meanAdvantage)), loss: last?.loss ?? null, trainS });
+      record(round, { meanAdvantage: mean(steps.map(s => s.meanAdvantage)), loss: last?.loss ?? null, trainS, rejected });
     }
     finalAdapter = (await lab.adapters()).find(a => a.active) ?? null;
     if (finalAdapter) report.logRatioToBase = await logRatioToBase(options.out, id, heldOut, finalAdapter.path, options.base);
@@ -514,6 +523,7 @@ function table(reports: UserReport[], rounds: number): string {
     'Δ'.padStart(5),
     'valid'.padStart(6),
     'changed'.padStart(8),
+    'rejected'.padStart(9),
     'teacher'.padStart(8),
     'student'.padStart(8),
     'mem'.padStart(5),
@@ -531,6 +541,7 @@ function table(reports: UserReport[], rounds: number): string {
         fmt(scores[scores.length - 1] - scores[0], 5),
         fmt(mean(r.rounds.map(x => x.validity))! * 100, 5) + '%',
         fmt(r.rounds[r.rounds.length - 1].changed * 100, 7) + '%',
+        fmt(r.rounds.filter(x => x.rejected).length, 9),
         fmt(r.teacherScore, 8),
         fmt(r.studentScore, 8),
         fmt(r.memoryOnly, 5),

@@ -5,7 +5,7 @@ import { extractJson, validateAgainst, type ChatMessage, type LedgerRowHolder, t
 import { renderEmbeddedPrompt } from '../llm/providers/local';
 import { clipText, renderMemory } from '../records/memories';
 import { renderProfileFor } from '../profiles';
-import { insertPlannerCallOnce, plannerCallById } from '../records';
+import { insertPlannerCallOnce, plannerCallById, recentAnsweredPlannerCalls } from '../records';
 import type { Store } from '../store';
 import type { StageName } from '../stage-contract';
 
@@ -287,23 +287,9 @@ export async function resamplePlannerCall(
   const original = await read(callId);
   if (!original) return { reason: `there is no planner call '${callId}' in this store` };
   if (!original.fallback) return { call: original };
-  const request = {
-    skills: (original.candidate_skill_ids ?? []).map(id => ({ id })) as Skill[],
-    memories: (original.candidate_memory_ids ?? []).map(id => ({ id })) as Memory[]
-  };
-  const schema = plannerSchemaFor(request);
-  const userText = await plannerUserText(llm, original.x, schema);
-  if (userText === null) {
-    return {
-      reason: `its stored prompt x is not what the current planner model (${plannerModel(llm)}) renders for a planner call, so the planner cannot be asked the same x again`
-    };
-  }
-  let answer: Awaited<ReturnType<typeof askPlanner>>;
-  try {
-    answer = await askPlanner(llm, userText, schema, await activeAdapter(), original.stage_run_id);
-  } catch (error) {
-    return { reason: `re-asking the planner for its own plan failed: ${errorMessage(error)}` };
-  }
+  const asked = await askAgain(llm, original, await activeAdapter());
+  if ('reason' in asked) return asked;
+  const { answer, request } = asked;
   const call: PlannerCall = {
     ...original,
     id: resampledCallId(callId),
@@ -316,6 +302,84 @@ export async function resamplePlannerCall(
   };
   await store.write(q => insertPlannerCallOnce(q, call));
   return { call: (await read(call.id)) ?? call };
+}
+
+/** The planner's answer, with `adapter`, to the very x a stored call holds; or why it cannot be asked. */
+async function askAgain(
+  llm: Llm,
+  original: PlannerCall,
+  adapter: PlannerAdapter | null
+): Promise<{ answer: Awaited<ReturnType<typeof askPlanner>>; request: Pick<PlanRequest, 'skills' | 'memories'> } | { reason: string; notAPlan?: string }> {
+  const request = {
+    skills: (original.candidate_skill_ids ?? []).map(id => ({ id })) as Skill[],
+    memories: (original.candidate_memory_ids ?? []).map(id => ({ id })) as Memory[]
+  };
+  const schema = plannerSchemaFor(request);
+  const userText = await plannerUserText(llm, original.x, schema);
+  if (userText === null) {
+    return {
+      reason: `its stored prompt x is not what the current planner model (${plannerModel(llm)}) renders for a planner call, so the planner cannot be asked the same x again`
+    };
+  }
+  try {
+    return { answer: await askPlanner(llm, userText, schema, adapter, original.stage_run_id), request };
+  } catch (error) {
+    const reason = `re-asking the planner for its own plan failed: ${errorMessage(error)}`;
+    return error instanceof PlannerAnswerError ? { reason, notAPlan: error.y } : { reason };
+  }
+}
+
+/** Fewest words in a prompt_plan a stage can follow (the fallback plan has 14). */
+const MIN_PLAN_WORDS = 4;
+const ANSWER_KEYS = /"(selected_skill_ids|selected_memory_ids|prompt_plan|update_memory|update_skill)"/;
+
+/**
+ * Why a schema-valid plan still says nothing a stage can follow, or null. Training can drift a
+ * small planner into such answers: the personalization benchmark's third rounds saw prompt_plan
+ * '...' on every held-out topic at one learning rate, and the answer's own JSON opening
+ * ('{"selected_skill_ids": [') written into prompt_plan at another.
+ */
+export function emptyPlanReason(plan: Pick<PlannerOutput, 'prompt_plan'>): string | null {
+  const text = plan.prompt_plan;
+  if (ANSWER_KEYS.test(text)) return 'prompt_plan holds JSON of the answer itself';
+  const words = text.toLowerCase().match(/\p{L}{2,}/gu) ?? [];
+  if (words.length < MIN_PLAN_WORDS) return `prompt_plan has ${words.length} word${words.length === 1 ? '' : 's'}`;
+  if (words.length >= 12 && new Set(words).size < words.length / 4) return 'prompt_plan repeats a few words';
+  return null;
+}
+
+/** One answer of checkPlanner: the plan the checked adapter gave for a stored call's x, beside the stored one. */
+export interface PlanCheck {
+  callId: string;
+  promptPlan: string;
+  /** emptyPlanReason of this answer. */
+  empty: string | null;
+  /** emptyPlanReason of the stored answer (what the planner said before). */
+  emptyBefore: string | null;
+}
+
+/**
+ * Asks the planner with `adapter` for the x of the `count` latest answered planner calls, and
+ * judges each answer with emptyPlanReason beside the stored one: how the trainer client checks a
+ * new adapter before the planner uses it. An answer that is no plan at all is an empty one; a call
+ * that could not be asked (its x is another model's rendering, the endpoint failed) is skipped, with why.
+ */
+export async function checkPlanner(store: Store, llm: Llm, adapter: PlannerAdapter, count: number): Promise<{ checks: PlanCheck[]; skipped: string[] }> {
+  const checks: PlanCheck[] = [];
+  const skipped: string[] = [];
+  for (const call of await store.read(q => recentAnsweredPlannerCalls(q, count))) {
+    const asked = await askAgain(llm, call, adapter);
+    if ('reason' in asked && asked.notAPlan === undefined) {
+      skipped.push(asked.reason);
+      continue;
+    }
+    const before = (call.parsed as PlannerOutput | null)?.prompt_plan;
+    const emptyBefore = before === undefined ? null : emptyPlanReason({ prompt_plan: before });
+    if ('reason' in asked)
+      checks.push({ callId: call.id, promptPlan: asked.notAPlan!, empty: "the answer is not a plan under the call's schema", emptyBefore });
+    else checks.push({ callId: call.id, promptPlan: asked.answer.value.prompt_plan, empty: emptyPlanReason(asked.answer.value), emptyBefore });
+  }
+  return { checks, skipped };
 }
 
 /**

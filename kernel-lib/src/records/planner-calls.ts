@@ -19,6 +19,16 @@ export async function plannerCallOfStageRun(q: Queryable, run: { id: string; pla
     : q.get<PlannerCall>('select * from planner_calls where stage_run_id = $1 order by created_at desc limit 1', [run.id]);
 }
 
+/** The latest `limit` planner calls that hold the model's own answer (no fallback), newest first, one per distinct x. */
+export async function recentAnsweredPlannerCalls(q: Queryable, limit: number): Promise<PlannerCall[]> {
+  return q.all<PlannerCall>(
+    `select * from planner_calls where fallback is null and y <> ''
+     qualify row_number() over (partition by x order by created_at desc, id) = 1
+     order by created_at desc, id limit $1`,
+    [limit]
+  );
+}
+
 /** Stores a call unless one with its id is there (a re-sampled call is made once). */
 export async function insertPlannerCallOnce(q: Queryable, call: PlannerCall): Promise<void> {
   await q.run(

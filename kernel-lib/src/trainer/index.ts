@@ -3,8 +3,10 @@
  * (`nanoresearch-trainer sdpo`) as a subprocess, follow its JSON progress lines, then register the
  * adapter it wrote and make it the planner's active adapter. With a LoRA-serving planner endpoint
  * (NANORESEARCH_PLANNER_BASE_URL) the adapter is published to it first and becomes active only once
- * the server took it. A failed or interrupted round changes nothing in the store, and a round the
- * server refused is registered inactive: either way the active adapter stays what it was.
+ * the server took it. Before the planner uses a new adapter, it is asked for the plans of recent
+ * planner inputs: one whose plans say nothing where the planner's before did is registered
+ * inactive (AdapterRejectedError). A failed or interrupted round changes nothing in the store, and
+ * a round the server refused is registered inactive: either way the active adapter stays what it was.
  */
 import { createHash } from 'crypto';
 import { spawn } from 'child_process';
@@ -14,7 +16,8 @@ import type { AdapterManifest } from '@nanoresearch/schema';
 import { LiveDisplay, trainingCard, type DisplayWriter } from '../display';
 import { callsAwaitingResample, exportSdpo, trainingCoverage } from '../feedback';
 import { LoraServer, LoraServerError, type Llm, type LlmAdapter, type PlannerServerConfig } from '../llm';
-import { resamplePlannerCall } from '../planner';
+import { checkPlanner, resamplePlannerCall, type PlanCheck } from '../planner';
+import { clipText } from '../records/memories';
 import type { Store } from '../store';
 
 /** One row of the adapters table. */
@@ -56,6 +59,12 @@ export interface TrainOptions {
   signal?: AbortSignal;
   /** Where the progress bar goes: undefined = the tslab kernel when there is one, null = nowhere. */
   display?: DisplayWriter | null;
+  /**
+   * Ask the new adapter for the plans of the latest planner inputs before the planner uses it, and
+   * keep the planner as it was if most say nothing where the stored plans did (default true; needs
+   * the Lab's LLM). Costs one planner call per input checked.
+   */
+  checkPlans?: boolean;
   /** Writes the SDPO examples file; default: feedback/exportSdpo. */
   exportExamples?: (store: Store, file: string) => Promise<number>;
 }
@@ -82,6 +91,24 @@ export class TrainingError extends Error {
     this.name = 'TrainingError';
   }
 }
+
+/**
+ * A round whose adapter was trained and saved (registered inactive) but not given to the planner:
+ * most of its plans for recent planner inputs say nothing where the planner's before did.
+ */
+export class AdapterRejectedError extends TrainingError {
+  constructor(
+    message: string,
+    readonly version: string,
+    readonly checks: PlanCheck[]
+  ) {
+    super(message, '');
+    this.name = 'AdapterRejectedError';
+  }
+}
+
+/** How many of the latest planner inputs a new adapter is asked for its plans before it is made active. */
+export const CHECKED_PLANNER_INPUTS = 3;
 
 /** Every registered adapter, oldest first. */
 export async function listAdapters(store: Store): Promise<AdapterRecord[]> {
@@ -189,8 +216,11 @@ export async function train(target: TrainTarget, options: TrainOptions = {}): Pr
     );
     const record: AdapterRecord = { version, manifest, path: out, active: true, created_at: manifest.created_at };
     const plannerServer = target.llm?.config.plannerServer;
-    const refused = plannerServer ? await publishRefusal(new LoraServer(plannerServer, target.llm?.config.timeoutMs), record) : null;
-    record.active = !refused;
+    const server = plannerServer ? new LoraServer(plannerServer, target.llm?.config.timeoutMs) : null;
+    const refused = server ? await publishRefusal(server, record) : null;
+    const rejection = !refused && target.llm && options.checkPlans !== false ? await checkNewAdapter(store, target.llm, record, bar) : null;
+    if (rejection && server) await unpublishQuietly(server, adapterOf(record));
+    record.active = !refused && !rejection;
     await store.write(async q => {
       if (record.active) await q.run('update adapters set active = false where active');
       await q.run('insert into adapters (version, manifest, path, active, created_at) values ($version, $manifest, $path, $active, $created_at)', {
@@ -201,15 +231,24 @@ export async function train(target: TrainTarget, options: TrainOptions = {}): Pr
         created_at: manifest.created_at
       });
     });
+    const keeps = current ? `adapter ${current.version}` : 'the base model';
     if (refused) {
       throw new TrainingError(
         `adapter ${version} was trained and saved in ${out}, but the planner's LoRA server did not take it: ${refused.reason}; the planner keeps ` +
-          `${current ? `adapter ${current.version}` : 'the base model'}. Fix: ${refused.fix} ` +
+          `${keeps}. Fix: ${refused.fix} ` +
           `(this adapter: base model ${manifest.base_model}, rank ${manifest.rank}); then lab.useAdapter('${version}') publishes it`,
         ''
       );
     }
-    if (plannerServer && current) await unpublishPrevious(new LoraServer(plannerServer, target.llm?.config.timeoutMs), current);
+    if (rejection) {
+      throw new AdapterRejectedError(
+        `adapter ${version} was trained and saved in ${out}, but the planner keeps ${keeps}: ${rejection.summary}. Train again with a lower ` +
+          `learning rate or fewer steps (e.g. lab.train({ trainerArgs: ['--lr', '1e-4'] })), or use it anyway with lab.useAdapter('${version}')`,
+        version,
+        rejection.checks
+      );
+    }
+    if (server && current) await unpublishQuietly(server, current);
     bar.done(manifest);
     return record;
   } catch (error) {
@@ -232,16 +271,35 @@ async function publishRefusal(server: LoraServer, record: AdapterRecord): Promis
 }
 
 /**
- * Frees the previous adapter's slot on the server once the planner names the new one. Best
- * effort on purpose: the round already succeeded, nothing points at the old name any more, and an
- * adapter left loaded only keeps its place in the server's cache (rolling back to it publishes it again).
+ * Frees an adapter's slot on the server: the previous one once the planner names the new one, or
+ * a new one the check rejected. Best effort on purpose: nothing points at that name any more, and
+ * an adapter left loaded only keeps its place in the server's cache (lab.useAdapter publishes it again).
  */
-async function unpublishPrevious(server: LoraServer, previous: ActiveAdapter): Promise<void> {
+async function unpublishQuietly(server: LoraServer, adapter: ActiveAdapter): Promise<void> {
   try {
-    await server.unpublish(previous.name);
+    await server.unpublish(adapter.name);
   } catch (error) {
     if (!(error instanceof LoraServerError)) throw error;
   }
+}
+
+/**
+ * The new adapter's plans for the latest planner inputs (planner/checkPlanner): null when it may
+ * become active, else why not. It is kept from the planner when most of its answers say nothing
+ * where the stored answer to the same x did; a plan that was empty before does not count against it.
+ */
+async function checkNewAdapter(store: Store, llm: Llm, record: AdapterRecord, bar: ProgressBar): Promise<{ summary: string; checks: PlanCheck[] } | null> {
+  bar.checking(CHECKED_PLANNER_INPUTS);
+  const { checks } = await checkPlanner(store, llm, adapterOf(record), CHECKED_PLANNER_INPUTS);
+  const emptier = checks.filter(c => c.empty && !c.emptyBefore);
+  if (emptier.length * 2 <= checks.length) return null;
+  const example = emptier[0];
+  return {
+    summary:
+      `on ${emptier.length} of the ${checks.length} latest planner inputs its plan says nothing where the plan before did ` +
+      `(e.g. prompt_plan ${JSON.stringify(clipText(example.promptPlan, 80))}: ${example.empty})`,
+    checks
+  };
 }
 
 /**
@@ -367,6 +425,10 @@ class ProgressBar {
       `SDPO round ${this.version}: \`${bar}\` step ${p.step}/${p.steps} · loss ${p.loss.toFixed(4)} · ` +
         `mean advantage ${p.meanAdvantage.toFixed(4)} · ${Math.round(p.tokensPerS)} tokens/s`
     );
+  }
+
+  checking(inputs: number): void {
+    this.show(`SDPO round ${this.version}: trained; asking the new adapter for its plans on the ${inputs} latest planner inputs…`);
   }
 
   done(m: AdapterManifest): void {
