@@ -87,6 +87,9 @@ test('an adapter whose plans say nothing is trained and saved but not given to t
     .filter(r => r.model === 'planner')
     .map(requestText);
   expect(asked).toEqual(stored.slice(0, CHECKED_PLANNER_INPUTS).map(r => r.x));
+  // Accounted to training, not to the stages whose inputs were asked again.
+  const ledger = await t.lab.store.read(q => q.all<{ n: number }>("select count(*)::int as n from llm_calls where role = 'planner' and stage_run_id is null"));
+  expect(ledger[0].n).toBe(CHECKED_PLANNER_INPUTS);
   expect((await t.lab.adapters()).map(a => [a.version, a.active])).toEqual([['v1', false]]);
 
   await t.lab.useAdapter('v1');

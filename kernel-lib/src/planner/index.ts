@@ -240,7 +240,7 @@ async function askPlanner(
   userText: string,
   schema: Record<string, unknown>,
   adapter: PlannerAdapter | null,
-  stageRunId: string
+  stageRunId: string | null
 ): Promise<{ y: string; value: PlannerOutput; model: string; adapterVersion: string | null }> {
   const adapterVersion = adapter?.version ?? null;
   const response = await llm.complete({
@@ -287,7 +287,7 @@ export async function resamplePlannerCall(
   const original = await read(callId);
   if (!original) return { reason: `there is no planner call '${callId}' in this store` };
   if (!original.fallback) return { call: original };
-  const asked = await askAgain(llm, original, await activeAdapter());
+  const asked = await askAgain(llm, original, await activeAdapter(), original.stage_run_id);
   if ('reason' in asked) return asked;
   const { answer, request } = asked;
   const call: PlannerCall = {
@@ -304,11 +304,15 @@ export async function resamplePlannerCall(
   return { call: (await read(call.id)) ?? call };
 }
 
-/** The planner's answer, with `adapter`, to the very x a stored call holds; or why it cannot be asked. */
+/**
+ * The planner's answer, with `adapter`, to the very x a stored call holds; or why it cannot be
+ * asked. `stageRunId` is the stage run its LLM call is accounted to (null: to none).
+ */
 async function askAgain(
   llm: Llm,
   original: PlannerCall,
-  adapter: PlannerAdapter | null
+  adapter: PlannerAdapter | null,
+  stageRunId: string | null
 ): Promise<{ answer: Awaited<ReturnType<typeof askPlanner>>; request: Pick<PlanRequest, 'skills' | 'memories'> } | { reason: string; notAPlan?: string }> {
   const request = {
     skills: (original.candidate_skill_ids ?? []).map(id => ({ id })) as Skill[],
@@ -322,7 +326,7 @@ async function askAgain(
     };
   }
   try {
-    return { answer: await askPlanner(llm, userText, schema, adapter, original.stage_run_id), request };
+    return { answer: await askPlanner(llm, userText, schema, adapter, stageRunId), request };
   } catch (error) {
     const reason = `re-asking the planner for its own plan failed: ${errorMessage(error)}`;
     return error instanceof PlannerAnswerError ? { reason, notAPlan: error.y } : { reason };
@@ -368,7 +372,7 @@ export async function checkPlanner(store: Store, llm: Llm, adapter: PlannerAdapt
   const checks: PlanCheck[] = [];
   const skipped: string[] = [];
   for (const call of await store.read(q => recentAnsweredPlannerCalls(q, count))) {
-    const asked = await askAgain(llm, call, adapter);
+    const asked = await askAgain(llm, call, adapter, null); // the check is training's cost, not the stage's
     if ('reason' in asked && asked.notAPlan === undefined) {
       skipped.push(asked.reason);
       continue;
