@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .adapter_io import load_adapter
+from .adapter_io import load_adapter, pid_alive
 from .config import DEFAULT_TARGETS
 
 DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -128,20 +128,10 @@ def _remove_abandoned(root: Path, name: str, keep: Path) -> None:
     for entry in root.iterdir():
         if entry.name.endswith(".partial"):
             pid = entry.name.rsplit(".", 2)[-2]
-            if not (pid.isdigit() and _alive(int(pid))):
+            if not (pid.isdigit() and pid_alive(int(pid))):
                 shutil.rmtree(entry, ignore_errors=True)
         elif entry != keep and entry.name.startswith(f"{name}-"):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def attach_lora(
