@@ -8,7 +8,8 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 import { checkPlanner, emptyPlanReason } from '../src/planner';
 import { AdapterRejectedError, CHECKED_PLANNER_INPUTS } from '../src/trainer';
-import { candidateIds, openTestLab, requestText, type TestLab } from './lab-fixture';
+import type { LlmScript } from '../src/testing';
+import { candidateIds, openTestLab, requestText, selectFirstPlanner, type TestLab } from './lab-fixture';
 import { writeTinyModel } from './tiny-model';
 
 jest.setTimeout(240_000);
@@ -123,15 +124,8 @@ test('an adapter whose plans are as empty as the stored ones, or fine, becomes a
 });
 
 test('an answer that is no plan counts as empty; an input the endpoint could not answer is skipped, with why', async () => {
-  let reply: () => unknown = () => 'Start from the strongest simple baseline.';
-  t = await openTestLab({
-    scripts: {
-      planner: req => {
-        const r = reply();
-        return typeof r === 'string' ? plannerSaying(() => r)(req) : (r as never);
-      }
-    }
-  });
+  let planner: LlmScript = selectFirstPlanner;
+  t = await openTestLab({ scripts: { planner: req => planner(req) } });
   const project = await t.lab.project(TOPIC);
   await project.ideate();
   await project.plan();
@@ -143,7 +137,7 @@ test('an answer that is no plan counts as empty; an input the endpoint could not
     peftDir: `/nonexistent/${version}`
   });
 
-  reply = () => ({ content: 'I would pick the linear baseline skill.' });
+  planner = () => ({ content: 'I would pick the linear baseline skill.' });
   const prose = await checkPlanner(t.lab.store, t.lab.llm, adapter('v8'), CHECKED_PLANNER_INPUTS);
   expect(prose.skipped).toEqual([]);
   expect(prose.checks.map(c => [c.promptPlan, c.empty, c.emptyBefore])).toEqual([
@@ -151,7 +145,7 @@ test('an answer that is no plan counts as empty; an input the endpoint could not
     ['I would pick the linear baseline skill.', "the answer is not a plan under the call's schema", null]
   ]);
 
-  reply = () => ({ status: 503 });
+  planner = () => ({ status: 503 });
   const down = await checkPlanner(t.lab.store, t.lab.llm, adapter('v9'), CHECKED_PLANNER_INPUTS);
   expect(down.checks).toEqual([]);
   expect(down.skipped).toHaveLength(2);

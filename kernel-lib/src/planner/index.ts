@@ -378,10 +378,13 @@ export async function checkPlanner(store: Store, llm: Llm, adapter: PlannerAdapt
       continue;
     }
     const before = (call.parsed as PlannerOutput | null)?.prompt_plan;
-    const emptyBefore = before === undefined ? null : emptyPlanReason({ prompt_plan: before });
-    if ('reason' in asked)
-      checks.push({ callId: call.id, promptPlan: asked.notAPlan!, empty: "the answer is not a plan under the call's schema", emptyBefore });
-    else checks.push({ callId: call.id, promptPlan: asked.answer.value.prompt_plan, empty: emptyPlanReason(asked.answer.value), emptyBefore });
+    checks.push({
+      callId: call.id,
+      ...('reason' in asked
+        ? { promptPlan: asked.notAPlan!, empty: "the answer is not a plan under the call's schema" }
+        : { promptPlan: asked.answer.value.prompt_plan, empty: emptyPlanReason(asked.answer.value) }),
+      emptyBefore: before === undefined ? null : emptyPlanReason({ prompt_plan: before })
+    });
   }
   return { checks, skipped };
 }
