@@ -4,8 +4,9 @@ and tokens/s as a fraction of the matmul rate measured on this machine right bef
 fast  = the trainer's own step (train.sdpo_backward + AdamW): base weights in bf16 under torch.autocast where
         the CPU multiplies bf16 natively (AVX512-BF16 / AMX; else fp32), fp32 master LoRA weights, fp32 logits
         and loss; logits only for the response positions; rows in micro-batches of the size measured fastest
-        (1 on a CPU: no padding, causal attention without a mask); torch threads = the count whose bf16 matmul
-        throughput measured best.
+        (1 on a CPU: no padding, causal attention without a mask); the live teacher's pass reuses the student's
+        keys and values over the prompt the two contexts share (train.shared_prefix); torch threads = the count
+        whose bf16 matmul throughput measured best.
 naive = a plain fp32 reference: one row at a time, two separate forwards per row with full-sequence logits,
         gradients accumulated row by row, at the thread count whose fp32 matmul measured best.
 
@@ -15,9 +16,11 @@ fast path in fp32 must equal naive within 1e-6-ish (same maths), fast-bf16 is re
 
 Useful FLOPs of a step (the same count for both paths): 2 * P per teacher token (forward), 4 * P per student
 token (forward + the activation gradient; the base is frozen), P = the transformer's linear weights, plus the
-vocabulary projection at the response positions. Fraction of peak = useful FLOP/s / the matmul FLOP/s of the
-path's dtype and thread count, measured right before each of its timed steps (median): on a shared machine the
-rate an idle-machine peak would promise is not what a step gets. MFU = useful FLOP/s / the device's bf16 peak:
+vocabulary projection at the response positions. That is the naive step's work: the fast step skips the teacher's
+forward over the shared prompt, so its "useful" rate counts work it did not have to do, and can pass its peak.
+Fraction of peak = useful FLOP/s / the matmul FLOP/s of the path's dtype and thread count, measured right before
+each of its timed steps (median): on a shared machine the rate an idle-machine peak would promise is not what a
+step gets. MFU = useful FLOP/s / the device's bf16 peak:
 the data-sheet dense bf16 peak for known GPUs (GPU_BF16_PEAK_TFLOPS), else the best bf16 matmul rate measured
 here (a CPU, an unknown GPU). On a GPU (--gpu) both models are random Llama-architecture stand-ins with the shapes
 of Qwen2.5-0.5B and -7B; fast = bf16 autocast, naive = plain fp32 (also the loss reference).

@@ -16,7 +16,7 @@ from nanoresearch_trainer.loss import (
     with_tail,
 )
 from nanoresearch_trainer.model import attach_lora, lora_parameters
-from nanoresearch_trainer.train import TeacherWeights, TrainConfig, score_batch
+from nanoresearch_trainer.train import TeacherWeights, TrainConfig, score_batch, shared_prefix
 
 ROWS = [
     {"id": "r0", "x": "topic t1 filler filler", "y": "A a1 a2", "feedback": "likes A"},
@@ -127,6 +127,41 @@ def test_scored_positions_align_under_padding_and_left_truncation(tok, tiny):
             want_t = reference_logprobs(model, e.teacher_prompt, e.response)
         torch.testing.assert_close(got_s, want_s, atol=1e-9, rtol=0)
         torch.testing.assert_close(got_t, want_t, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("loss_type", ["token", "logit-fkl"])
+def test_live_teacher_reuses_the_prefix_both_contexts_share(tok, tiny, loss_type):
+    """One row, the live teacher: the teacher pass runs only the tokens after x's shared opening, and the loss and
+    gradient are those of two whole forwards."""
+    model = in_float64(randomised_lora(tiny))
+    rows = [encode_row(tok, ROWS[2], 64, 16)]
+    shared = shared_prefix(rows)
+    assert 0 < shared < len(rows[0].student_prompt)
+    assert rows[0].teacher_prompt[:shared] == rows[0].student_prompt[:shared]
+    cfg = TrainConfig(loss_type=loss_type, topk=5)
+    params = lora_parameters(model)
+
+    def gradients(loss):
+        model.zero_grad()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in params.items()}
+
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[1]))
+    try:
+        reused, _ = score_batch(model, rows, tok.pad_token_id, cfg, TeacherWeights(model, "live", 0.0), "cpu")
+    finally:
+        hook.remove()
+    student, teacher, targets, mask = pack_pair(rows, tok.pad_token_id)
+    assert seen == [shared, teacher.input_ids.shape[1] - shared, student.input_ids.shape[1] - shared]
+    with torch.no_grad():
+        teacher_logits = response_logits(model, teacher)
+    whole = sdpo_loss(response_logits(model, student), teacher_logits, targets, mask, loss_type=loss_type, topk=5)
+    torch.testing.assert_close(reused.loss, whole.loss, atol=1e-10, rtol=0)
+    want = gradients(whole.loss)
+    for name, grad in gradients(reused.loss).items():
+        torch.testing.assert_close(grad, want[name], atol=1e-10, rtol=0)
+    assert shared_prefix(rows * 2) == 0  # several rows: padding would misalign the prefix, so none is shared
 
 
 def test_response_is_tokenised_once_and_cut_to_max_response(tok):

@@ -37,10 +37,20 @@ class LossOutput:
     scored_tokens: int
 
 
-def response_logits(model: torch.nn.Module, batch, *, keep_all: bool = False) -> torch.Tensor:
-    """Logits predicting the R response tokens: rows [:, P-1 : P+R-1] of the sequence, as float32+."""
+def response_logits(model: torch.nn.Module, batch, *, keep_all: bool = False, prefix=None) -> torch.Tensor:
+    """Logits predicting the R response tokens: rows [:, P-1 : P+R-1] of the sequence, as float32+. `prefix`: the
+    keys and values of the sequence's first tokens (prefix_states), which are then not computed again; the same
+    logits as without it (an unpadded batch only)."""
     kwargs = dict(input_ids=batch.input_ids, use_cache=False)
-    if not bool(batch.attention_mask.all()):
+    if prefix is not None:
+        from transformers import DynamicCache  # each call its own cache object: the forward appends to it
+
+        kwargs.update(
+            input_ids=batch.input_ids[:, prefix[0][0].shape[-2] :],
+            cache=DynamicCache(ddp_cache_data=prefix),
+            use_cache=True,
+        )
+    elif not bool(batch.attention_mask.all()):
         # Padding: mask it and count positions over real tokens. Without padding the default positions are the
         # same and no mask lets attention take its causal fast path.
         kwargs.update(attention_mask=batch.attention_mask, position_ids=batch.position_ids)
@@ -49,6 +59,23 @@ def response_logits(model: torch.nn.Module, batch, *, keep_all: bool = False) ->
     logits = model(**kwargs).logits
     logits = logits[:, -batch.response_len - 1 : -1, :]
     return logits if logits.dtype == torch.float64 else logits.float()
+
+
+def prefix_states(model: torch.nn.Module, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every layer's keys and values over `input_ids` [B, L] (no padding), for response_logits(prefix=...), in the
+    autograd graph when grad is on. The model must pass reuses_prefix."""
+    cache = model(input_ids=input_ids, use_cache=True, logits_to_keep=1).cache
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def reuses_prefix(model: torch.nn.Module) -> bool:
+    """Whether the model's cache is plain keys and values per layer, which a later pass can take as its prefix
+    (not a sliding window, which drops the earliest ones)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    layers = DynamicCache(config=model.config).layers
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def token_logprobs(logprobs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from . import distributed
 from .config import TEACHER_KINDS, TrainConfig
 from .data import Encoded, encode_row, pack_pair, rows_with_feedback
 from .distributed import SINGLE, World
-from .loss import LossOutput, response_logits, sdpo_loss
+from .loss import LossOutput, prefix_states, response_logits, reuses_prefix, sdpo_loss
 from .model import lora_parameters
 from .precision import autocast, compute_dtype, prepared
 
@@ -84,18 +84,41 @@ def score_batch(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[LossOutput, int]:
-    """Student forward with grad, teacher forward under no_grad, SDPO loss. Returns (loss, tokens processed)."""
+    """Student forward with grad, teacher forward under no_grad, SDPO loss. Returns (loss, tokens of the two
+    contexts). With the live teacher and one row, the tokens both contexts open with (shared_prefix) are run once,
+    with grad, and the teacher pass reuses their keys and values: the same logits, without a second forward over
+    most of the teacher's context."""
     student, teacher_batch, targets, mask = pack_pair(rows, pad_id)
     student, teacher_batch = student.to(device), teacher_batch.to(device)
     targets, mask = targets.to(device), mask.to(device)
+    shared = shared_prefix(rows) if teacher.kind == "live" and reuses_prefix(model) else 0
+    prefix = None
+    if shared:
+        with autocast(device, dtype):
+            prefix = prefix_states(model, student.input_ids[:, :shared])
     with torch.no_grad(), teacher.active(), autocast(device, dtype):
-        teacher_logits = response_logits(model, teacher_batch)
+        detached = [(k.detach(), v.detach()) for k, v in prefix] if prefix else None
+        teacher_logits = response_logits(model, teacher_batch, prefix=detached)
     with autocast(device, dtype):
-        student_logits = response_logits(model, student)
+        student_logits = response_logits(model, student, prefix=prefix)
     out = sdpo_loss(
         student_logits, teacher_logits, targets, mask, loss_type=cfg.loss_type, clip=cfg.clip, topk=cfg.topk
     )
     return out, student.real_tokens + teacher_batch.real_tokens
+
+
+def shared_prefix(rows: Sequence[Encoded]) -> int:
+    """How many tokens the student and the teacher context of a single row open with alike: x up to the place of
+    the feedback block (data.with_feedback), nearly all of the teacher's context. 0 for several rows (padding
+    would shift them apart). Each context keeps at least one prompt token of its own, so that the logit
+    predicting its first response token is computed in its own pass."""
+    if len(rows) != 1:
+        return 0
+    student, teacher = rows[0].student_prompt, rows[0].teacher_prompt
+    limit, n = min(len(student), len(teacher)) - 1, 0
+    while n < limit and student[n] == teacher[n]:
+        n += 1
+    return n
 
 
 @dataclass
