@@ -75,3 +75,36 @@ def test_score_command_reads_x_back_and_scores_y_as_a_plain_forward(tok, tiny, t
     start = len(row["prompt_ids"])
     expected = [float(logprobs[start - 1 + j, t]) for j, t in enumerate(row["response_ids"])]
     assert max(abs(a - b) for a, b in zip(row["logprobs"], expected, strict=True)) < 1e-5
+
+
+def test_score_with_base_gives_the_adapter_and_the_base_from_one_process(tok, tiny, tmp_path, capsys):
+    import json
+
+    import pytest
+    import torch
+
+    from nanoresearch_trainer.cli import main
+    from nanoresearch_trainer.model import attach_lora, lora_parameters
+
+    tiny.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    lora = attach_lora(tiny, rank=4, alpha=8)
+    with torch.no_grad():  # a LoRA B of zero would leave the model as it is
+        for p in lora_parameters(lora).values():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.3)
+    lora.save_pretrained(tmp_path / "adapter")
+    rows = tmp_path / "rows.jsonl"
+    row = {"id": "r", "x": render_prompt(tok, "topic t4", SYSTEM), "y": "beta b1", "feedback": ""}
+    rows.write_text(json.dumps(row) + "\n")
+
+    def scored(*extra):
+        argv = ["score", "--data", str(rows), "--base", str(tmp_path / "m"), "--threads", "1", *extra]
+        assert main(argv) == 0
+        return next(json.loads(line) for line in capsys.readouterr().out.splitlines() if '"row"' in line)
+
+    both = scored("--adapter-in", str(tmp_path / "adapter"), "--with-base")
+    assert both["logprobs"] == pytest.approx(scored("--adapter-in", str(tmp_path / "adapter"))["logprobs"], abs=1e-9)
+    assert both["base_logprobs"] == pytest.approx(scored()["logprobs"], abs=1e-9)
+    assert max(abs(a - b) for a, b in zip(both["logprobs"], both["base_logprobs"], strict=True)) > 1e-3
+    assert main(["score", "--data", str(rows), "--base", str(tmp_path / "m"), "--with-base"]) == 2
+    assert "--adapter-in" in capsys.readouterr().out

@@ -227,7 +227,13 @@ interface RoundRecord {
   changed: number;
   meanAdvantage: number | null;
   loss: number | null;
+  /** lab.train() as a whole: the trainer process, then the check of the new adapter's plans. */
   trainS: number | null;
+  /** The trainer's own optimiser loop (the adapter manifest's wall_s): the rest of trainS is start-up, saving and the check. */
+  trainerLoopS: number | null;
+  /** The planning stage with feedback on the training topics (round 1: with the teacher's answers), and on the held-out topics. */
+  trainingPlansS: number | null;
+  heldOutPlansS: number;
   /** Why lab.train() kept the planner as it was (its check of the new adapter's plans), or null. */
   rejected: string | null;
   wallS: number;
@@ -254,12 +260,18 @@ interface UserReport {
    * answers are greedy, not samples, so this estimates KL(final ‖ base) only roughly (it can be < 0).
    */
   logRatioToBase: number | null;
+  /** logRatioToBase's trainer process. */
+  scoringS: number | null;
 }
 
-/** How a plan is scored: by the user's own check, or for the control by all the users' (the fraction passed). */
+/**
+ * How a plan is scored: by the user's own check, or for the control by the users' (the fraction passed): the
+ * users run, or all of them when the control runs alone (--users 0).
+ */
 function scorer(user: SimulatedUser | null, users: SimulatedUser[]): (promptPlan: string) => number {
   if (user) return promptPlan => (user.check.test(promptPlan) ? 1 : 0);
-  return promptPlan => users.filter(u => u.check.test(promptPlan)).length / users.length;
+  const checks = users.length ? users : USERS;
+  return promptPlan => checks.filter(u => u.check.test(promptPlan)).length / checks.length;
 }
 
 /** Memory off and the skill bank frozen: only the planner's weights can carry what the user said. */
@@ -363,32 +375,24 @@ function feedbackTemplate(): string {
   return execFileSync(repoPath('.venv', 'bin', 'python'), ['-c', code], { encoding: 'utf8' });
 }
 
-/** Mean per-token log-ratio of the adapter against the base on the given (x, y), by the trainer's own scoring. */
+/** Mean per-token log-ratio of the adapter against the base on the given (x, y), by the trainer's own scoring (one process, both weights). */
 async function logRatioToBase(out: string, user: string, planned: PlannedTopic[], adapterPath: string, baseModel: string | undefined): Promise<number> {
   const file = path.join(out, `${user}-final-answers.jsonl`);
   await fs.writeFile(file, planned.map((p, i) => JSON.stringify({ id: `${user}-${i}`, x: p.x, y: p.y, feedback: '' })).join('\n') + '\n');
   // Asynchronous: the trainer takes a minute, and a blocked event loop would hold the store's lease meanwhile.
-  const score = async (extra: string[]): Promise<number[][]> => {
-    const { stdout } = await execFileAsync(
-      repoPath('.venv', 'bin', 'nanoresearch-trainer'),
-      ['score', '--data', file, ...(baseModel ? ['--base', baseModel] : []), ...extra],
-      {
-        encoding: 'utf8',
-        maxBuffer: 64 << 20
-      }
-    );
-    return stdout
-      .split('\n')
-      .filter(line => line.startsWith('{'))
-      .map(line => JSON.parse(line) as { event: string; logprobs?: number[] })
-      .filter(event => event.event === 'row')
-      .map(event => event.logprobs!);
-  };
-  const tuned = await score(['--adapter-in', adapterPath]);
-  const base = await score([]);
+  const { stdout } = await execFileAsync(
+    repoPath('.venv', 'bin', 'nanoresearch-trainer'),
+    ['score', '--data', file, ...(baseModel ? ['--base', baseModel] : []), '--adapter-in', adapterPath, '--with-base'],
+    { encoding: 'utf8', maxBuffer: 64 << 20 }
+  );
+  const rows = stdout
+    .split('\n')
+    .filter(line => line.startsWith('{'))
+    .map(line => JSON.parse(line) as { event: string; logprobs?: number[]; base_logprobs?: number[] })
+    .filter(event => event.event === 'row');
   let sum = 0;
   let count = 0;
-  tuned.forEach((row, i) => row.forEach((lp, j) => ((sum += lp - base[i][j]), count++)));
+  rows.forEach(row => row.logprobs!.forEach((lp, j) => ((sum += lp - row.base_logprobs![j]), count++)));
   return sum / Math.max(1, count);
 }
 
@@ -410,13 +414,15 @@ async function runUser(user: SimulatedUser | null, options: Options, users: Simu
     memoryOnly: null,
     memoryAndWeights: null,
     memoriesLearned: null,
-    logRatioToBase: null
+    logRatioToBase: null,
+    scoringS: null
   };
   try {
     let started = Date.now();
+    const secondsSince = (t: number) => (Date.now() - t) / 1000;
     let heldOut = await planTopics(lab, options.heldOutTopics, score);
     const baseline = heldOut.map(p => p.answer.promptPlan);
-    type Training = Pick<RoundRecord, 'meanAdvantage' | 'loss' | 'trainS' | 'rejected'>;
+    type Training = Pick<RoundRecord, 'meanAdvantage' | 'loss' | 'trainS' | 'trainerLoopS' | 'trainingPlansS' | 'heldOutPlansS' | 'rejected'>;
     const record = (round: number, train: Training): void => {
       const answers = heldOut.map(p => p.answer);
       report.rounds.push({
@@ -430,7 +436,8 @@ async function runUser(user: SimulatedUser | null, options: Options, users: Simu
       });
       log(`${id} round ${round}: held-out score ${meanScore(answers).toFixed(0)}, ${JSON.stringify(train)}`);
     };
-    record(0, { meanAdvantage: null, loss: null, trainS: null, rejected: null });
+    const untrained = { meanAdvantage: null, loss: null, trainS: null, trainerLoopS: null, trainingPlansS: null, rejected: null };
+    record(0, { ...untrained, heldOutPlansS: secondsSince(started) });
     for (let round = 1; round <= options.rounds; round++) {
       started = Date.now();
       const feedback = (i: number) => feedbackTexts[(i + round - 1) % feedbackTexts.length];
@@ -440,6 +447,7 @@ async function runUser(user: SimulatedUser | null, options: Options, users: Simu
         report.teacherScore = meanScore(await teacherAnswers(lab, training, feedback, score));
         if (options.teacherOnly) break;
       }
+      const trainingPlansS = secondsSince(started);
       const steps: TrainProgress[] = [];
       const trainStarted = Date.now();
       let rejected: string | null = null;
@@ -450,12 +458,26 @@ async function runUser(user: SimulatedUser | null, options: Options, users: Simu
         rejected = error.message; // the round's adapter is kept from the planner: the held-out plans are the previous adapter's
       }
       const last = steps[steps.length - 1];
-      const trainS = (Date.now() - trainStarted) / 1000;
+      const trainS = secondsSince(trainStarted);
+      const trained = (await lab.adapters()).at(-1);
+      const heldOutStarted = Date.now();
       heldOut = await planTopics(lab, options.heldOutTopics, score);
-      record(round, { meanAdvantage: mean(steps.map(s => s.meanAdvantage)), loss: last?.loss ?? null, trainS, rejected });
+      record(round, {
+        meanAdvantage: mean(steps.map(s => s.meanAdvantage)),
+        loss: last?.loss ?? null,
+        trainS,
+        trainerLoopS: trained?.manifest.wall_s ?? null,
+        trainingPlansS,
+        heldOutPlansS: secondsSince(heldOutStarted),
+        rejected
+      });
     }
     finalAdapter = (await lab.adapters()).find(a => a.active) ?? null;
-    if (finalAdapter) report.logRatioToBase = await logRatioToBase(options.out, id, heldOut, finalAdapter.path, options.base);
+    if (finalAdapter) {
+      const scoringStarted = Date.now();
+      report.logRatioToBase = await logRatioToBase(options.out, id, heldOut, finalAdapter.path, options.base);
+      report.scoringS = secondsSince(scoringStarted);
+    }
   } finally {
     await lab.close();
   }
@@ -510,6 +532,18 @@ async function memoryArm(
 
 function mean(values: number[]): number | null {
   return values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
+}
+
+/** Where a run's time went, in seconds summed over the users: what the wall time is made of. */
+function timeSpent(reports: UserReport[]): { planning: number; train: number; trainerLoops: number; scoring: number } {
+  const rounds = reports.flatMap(r => r.rounds);
+  const sum = (values: (number | null)[]) => values.reduce<number>((total, v) => total + (v ?? 0), 0);
+  return {
+    planning: sum(rounds.map(r => r.heldOutPlansS)) + sum(rounds.map(r => r.trainingPlansS)),
+    train: sum(rounds.map(r => r.trainS)),
+    trainerLoops: sum(rounds.map(r => r.trainerLoopS)),
+    scoring: sum(reports.map(r => r.scoringS))
+  };
 }
 
 function log(line: string): void {
@@ -572,7 +606,8 @@ async function main(): Promise<void> {
       controlRise: control ? rise(control) : null,
       validity: mean(reports.flatMap(r => r.rounds.map(x => x.validity))),
       teacherMinusStudent: mean(real.map(r => (r.teacherScore ?? 0) - (r.studentScore ?? 0))),
-      wallS: (Date.now() - started) / 1000
+      wallS: (Date.now() - started) / 1000,
+      timeS: timeSpent(reports)
     };
     return { benchmark: 'personalization', complete, planner: plannerModel(), cores: os.cpus().length, options, summary, users: reports };
   };
@@ -588,10 +623,15 @@ async function main(): Promise<void> {
   console.log(`\nheld-out score (0–100) by round, memory and skill retrieval off; planner ${planner}\n`);
   console.log(table(reports, reports[0].rounds.length - 1));
   console.log(
-    `\nmean rise over the users: ${summary.meanRise?.toFixed(1)} points; control: ${summary.controlRise?.toFixed(1)}; ` +
-      `schema-valid: ${((summary.validity ?? 0) * 100).toFixed(0)}%; teacher − student (feedback in context, round 1): ${summary.teacherMinusStudent?.toFixed(1)} points`
+    `\nmean rise over the users: ${summary.meanRise?.toFixed(1) ?? '—'} points; control: ${summary.controlRise?.toFixed(1)}; ` +
+      `schema-valid: ${((summary.validity ?? 0) * 100).toFixed(0)}%; teacher − student (feedback in context, round 1): ${summary.teacherMinusStudent?.toFixed(1) ?? '—'} points`
   );
-  console.log(`wall: ${(summary.wallS / 60).toFixed(1)} min on ${cores} cores\nreport: ${jsonFile}\nplot: ${pngFile}`);
+  const minutes = (seconds: number) => `${(seconds / 60).toFixed(1)} min`;
+  const spent = summary.timeS;
+  console.log(
+    `wall: ${minutes(summary.wallS)} on ${cores} cores: planning stages ${minutes(spent.planning)}, lab.train() ${minutes(spent.train)} ` +
+      `(the trainer's optimiser loops ${minutes(spent.trainerLoops)}), final scoring ${minutes(spent.scoring)}\nreport: ${jsonFile}\nplot: ${pngFile}`
+  );
 }
 
 if (require.main === module) {

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="JSONL of sdpo-example rows")
     s.add_argument("--base", help="a .gguf file or a Hugging Face model folder (default: the embedded SmolLM2)")
     s.add_argument("--adapter-in", help="an adapter (trainer output folder or PEFT folder) to score with")
+    s.add_argument(
+        "--with-base", action="store_true", help="with --adapter-in: also base_logprobs, the adapter switched off"
+    )
     s.add_argument("--device", default="cpu")
     s.add_argument("--threads", type=int, default=0)
     return parser
@@ -251,6 +254,8 @@ def run_score(args: argparse.Namespace, emit: Emit) -> dict[str, Any]:
     from .model import default_base, load_base, pick_device
     from .score import score_rows
 
+    if args.with_base and not args.adapter_in:
+        raise UsageError("--with-base compares an adapter with its base: give the adapter with --adapter-in")
     if args.threads:
         torch.set_num_threads(args.threads)
     rows, _ = read_examples(args.data)
@@ -262,7 +267,7 @@ def run_score(args: argparse.Namespace, emit: Emit) -> dict[str, Any]:
         # Scores are compared with fp32 inference. (transformers refuses .float() on a model loaded from a
         # GGUF file, which a CPU load already gives in fp32.)
         model = model.to(torch.float32)
-    for scored in score_rows(model, tokenizer, rows):
+    for scored in score_rows(model, tokenizer, rows, with_base=args.with_base):
         emit({"event": "row", **scored})
     return {"rows": len(rows)}
 

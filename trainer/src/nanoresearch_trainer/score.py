@@ -20,21 +20,30 @@ def score_rows(
     *,
     max_len: int = 4096,
     max_response: int = 1024,
+    with_base: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """One dict per row. `logprobs[j]` = log p(response_ids[j] | prompt_ids, response_ids[:j]) in float64 from the
-    model's logits; the response ends with EOS (as trained), which `eos_appended` says."""
+    model's logits; the response ends with EOS (as trained), which `eos_appended` says. `with_base` (a PeftModel):
+    also `base_logprobs`, the same with the adapter switched off, from the same process and weights."""
     device = next(model.parameters()).device
     for row in rows:
         encoded = encode_row(tokenizer, {**row, "feedback": row.get("feedback") or "-"}, max_len, max_response)
         ids = torch.tensor([encoded.student_prompt + encoded.response], device=device)
-        logits = model(input_ids=ids, use_cache=False).logits[0, len(encoded.student_prompt) - 1 : -1]
-        logprobs = logits.double().log_softmax(-1).gather(-1, ids[0, len(encoded.student_prompt) :, None])[:, 0]
-        yield {
+        scored = {
             "id": row.get("id"),
             "rendered": is_rendered(tokenizer, row["x"]),
             "prompt_ids": encoded.student_prompt,
             "teacher_prompt_ids": encoded.teacher_prompt,
             "response_ids": encoded.response,
             "eos_appended": tokenizer.eos_token_id is not None,
-            "logprobs": logprobs.tolist(),
+            "logprobs": _response_logprobs(model, ids, len(encoded.student_prompt)),
         }
+        if with_base:
+            with model.disable_adapter():
+                scored["base_logprobs"] = _response_logprobs(model, ids, len(encoded.student_prompt))
+        yield scored
+
+
+def _response_logprobs(model: torch.nn.Module, ids: torch.Tensor, prompt_len: int) -> list[float]:
+    logits = model(input_ids=ids, use_cache=False).logits[0, prompt_len - 1 : -1]
+    return logits.double().log_softmax(-1).gather(-1, ids[0, prompt_len:, None])[:, 0].tolist()
