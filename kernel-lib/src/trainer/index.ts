@@ -45,7 +45,7 @@ export interface TrainProgress {
 }
 
 export interface TrainOptions {
-  /** Optimiser steps of this round (trainer default 50). */
+  /** Optimiser steps of this round (trainer default 6, one batch-1 row each). */
   steps?: number;
   /** A .gguf file or a Hugging Face model folder (trainer default: the embedded SmolLM2). */
   base?: string;
