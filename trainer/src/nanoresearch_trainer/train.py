@@ -109,7 +109,7 @@ def score_batch(
 
 def shared_prefix(rows: Sequence[Encoded]) -> int:
     """How many tokens the student and the teacher context of a single row open with alike: x up to the place of
-    the feedback block (data.with_feedback), nearly all of the teacher's context. 0 for several rows (padding
+    the feedback block (data.teacher_prompt_text), nearly all of the teacher's context. 0 for several rows (padding
     would shift them apart). Each context keeps at least one prompt token of its own, so that the logit
     predicting its first response token is computed in its own pass."""
     if len(rows) != 1:
