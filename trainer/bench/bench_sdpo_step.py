@@ -12,7 +12,8 @@ naive = a plain fp32 reference: one row at a time, two separate forwards per row
 
 The two run in alternating rounds (fast first in odd rounds, naive first in even ones) so that load on a shared
 machine hits both alike; the figures are medians over the rounds. Loss: both from the same LoRA state; the
-fast path in fp32 must equal naive within 1e-6-ish (same maths), fast-bf16 is reported against it (target 1e-3).
+fast path in fp32 must equal naive within a few 1e-6 (same maths; the shared-prefix teacher pass sums in another
+order), fast-bf16 is reported against it (target 1e-3).
 
 Useful FLOPs of a step (the same count for both paths): 2 * P per teacher token (forward), 4 * P per student
 token (forward + the activation gradient; the base is frozen), P = the transformer's linear weights, plus the

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from .data import encode_row, is_rendered
+from .data import encode_row, is_rendered, pack
+from .loss import response_logits, token_logprobs
 
 
 @torch.no_grad()
@@ -28,7 +29,7 @@ def score_rows(
     device = next(model.parameters()).device
     for row in rows:
         encoded = encode_row(tokenizer, {**row, "feedback": row.get("feedback") or "-"}, max_len, max_response)
-        ids = torch.tensor([encoded.student_prompt + encoded.response], device=device)
+        batch = pack([encoded.student_prompt], [encoded.response], pad_id=0).to(device)  # one row: no padding
         scored = {
             "id": row.get("id"),
             "rendered": is_rendered(tokenizer, row["x"]),
@@ -36,14 +37,15 @@ def score_rows(
             "teacher_prompt_ids": encoded.teacher_prompt,
             "response_ids": encoded.response,
             "eos_appended": tokenizer.eos_token_id is not None,
-            "logprobs": _response_logprobs(model, ids, len(encoded.student_prompt)),
+            "logprobs": _response_logprobs(model, batch),
         }
         if with_base:
             with model.disable_adapter():
-                scored["base_logprobs"] = _response_logprobs(model, ids, len(encoded.student_prompt))
+                scored["base_logprobs"] = _response_logprobs(model, batch)
         yield scored
 
 
-def _response_logprobs(model: torch.nn.Module, ids: torch.Tensor, prompt_len: int) -> list[float]:
-    logits = model(input_ids=ids, use_cache=False).logits[0, prompt_len - 1 : -1]
-    return logits.double().log_softmax(-1).gather(-1, ids[0, prompt_len:, None])[:, 0].tolist()
+def _response_logprobs(model: torch.nn.Module, batch) -> list[float]:
+    """The training step's own response logits (loss.response_logits), in float64."""
+    logprobs = response_logits(model, batch).double().log_softmax(-1)
+    return token_logprobs(logprobs, batch.input_ids[:, -batch.response_len :])[0].tolist()
