@@ -4,9 +4,10 @@ and tokens/s as a fraction of the matmul rate measured on this machine right bef
 fast  = the trainer's own step (train.sdpo_backward + AdamW): base weights in bf16 under torch.autocast where
         the CPU multiplies bf16 natively (AVX512-BF16 / AMX; else fp32), fp32 master LoRA weights, fp32 logits
         and loss; logits only for the response positions; rows in micro-batches of the size measured fastest
-        (1 on a CPU: no padding, causal attention without a mask); the live teacher's pass reuses the student's
-        keys and values over the prompt the two contexts share (train.shared_prefix); torch threads = the count
-        whose bf16 matmul throughput measured best.
+        (1 on a CPU: no padding, causal attention without a mask); the teacher of --teacher (default: the
+        trainer's, TrainConfig.teacher), where the live teacher's pass reuses the student's keys and values over
+        the prompt the two contexts share (train.shared_prefix) and the EMA teacher swaps its weights in and runs
+        its whole context; torch threads = the count whose bf16 matmul throughput measured best.
 naive = a plain fp32 reference: one row at a time, two separate forwards per row with full-sequence logits,
         gradients accumulated row by row, at the thread count whose fp32 matmul measured best.
 
@@ -17,8 +18,9 @@ order), fast-bf16 is reported against it (target 1e-3).
 
 Useful FLOPs of a step (the same count for both paths): 2 * P per teacher token (forward), 4 * P per student
 token (forward + the activation gradient; the base is frozen), P = the transformer's linear weights, plus the
-vocabulary projection at the response positions. That is the naive step's work: the fast step skips the teacher's
-forward over the shared prompt, so its "useful" rate counts work it did not have to do, and can pass its peak.
+vocabulary projection at the response positions. That is the naive step's work: with the live teacher the fast
+step skips the teacher's forward over the shared prompt, so its "useful" rate counts work it did not have to do,
+and can pass its peak.
 Fraction of peak = useful FLOP/s / the matmul FLOP/s of the path's dtype and thread count, measured right before
 each of its timed steps (median): on a shared machine the rate an idle-machine peak would promise is not what a
 step gets. MFU = useful FLOP/s / the device's bf16 peak:
@@ -301,19 +303,22 @@ def randomise_lora_b(model, std=0.02):
                 p.copy_(torch.randn(p.shape, generator=gen).to(p.device) * std)
 
 
-def compare(name, model, rows, device, rounds, calibration, peak):
+def compare(name, model, rows, device, rounds, calibration, peak, teacher_kind):
     """`model`: an fp32 PeftModel. Builds the fast copy, checks the losses, then alternates the two paths.
-    `peak`: device_peak(), what MFU is reported against."""
+    `peak`: device_peak(), what MFU is reported against. `teacher_kind`: the fast path's teacher; its EMA rate is
+    0, so an EMA teacher stays at the LoRA state every step starts from (Path restores it) and scores with the
+    same weights as naive's teacher: the losses compare, and the step still pays the EMA teacher's own costs."""
     fast_dtype = compute_dtype(device, "auto")
     threads = calibration["best_threads"]
     print(
         f"\n== {name}: batch {len(rows)}, prompt <= {max(len(r.student_prompt) for r in rows)}, response <= "
-        f"{max(len(r.response) for r in rows)} tokens, device {device}, fast dtype {fast_dtype}",
+        f"{max(len(r.response) for r in rows)} tokens, device {device}, fast dtype {fast_dtype}, "
+        f"fast teacher {teacher_kind}",
         flush=True,
     )
     model.eval()
     fast_model = prepare(copy.deepcopy(model), fast_dtype)
-    teacher_fast = TeacherWeights(fast_model, "live", 0.0)
+    teacher_fast = TeacherWeights(fast_model, teacher_kind, 0.0)
 
     # Batch shape for the fast path, by measurement: micro-batches of 1 (unpadded) vs the whole batch padded.
     shapes = [1, len(rows)] if len(rows) > 1 else [1]
@@ -344,7 +349,7 @@ def compare(name, model, rows, device, rounds, calibration, peak):
     # The trainer's step in fp32 (the same maths as naive) on naive's own model: prepare() in fp32 only swaps in
     # the fp32 head, which shares its weight, so no third copy of the weights is needed (7B: 28 GB each in fp32).
     check_model = prepare(model, torch.float32)
-    teacher_fp32 = TeacherWeights(check_model, "live", 0.0)
+    teacher_fp32 = TeacherWeights(check_model, teacher_kind, 0.0)
     check = Path(
         "fast-fp32", check_model, threads["fp32"], lambda m, r, o: fast_step(m, r, o, cfg, torch.float32, teacher_fp32)
     )
@@ -370,6 +375,7 @@ def compare(name, model, rows, device, rounds, calibration, peak):
     flops = useful_flops(model, rows)
     result = {
         "name": name,
+        "teacher": teacher_kind,
         "fast_dtype": str(fast_dtype).replace("torch.", ""),
         "micro_batch": micro,
         "threads": {"fast": fast.threads, "naive": naive.threads},
@@ -429,6 +435,9 @@ def main() -> int:
     parser.add_argument("--response-len", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument(
+        "--teacher", choices=("live", "ema"), default=TrainConfig().teacher, help="the fast step's teacher"
+    )
     args = parser.parse_args()
     device = torch.device("cuda" if args.gpu else "cpu")
     if args.gpu and not torch.cuda.is_available():
@@ -461,7 +470,7 @@ def main() -> int:
             model = attach_lora(model, rank=16, alpha=32)
             randomise_lora_b(model)
             rows = synthetic_rows(args.batch, args.prompt_len or 1024, args.response_len or 256, shape["vocab_size"])
-            summary["runs"].append(compare(name, model, rows, device, args.rounds, calibration, peak))
+            summary["runs"].append(compare(name, model, rows, device, args.rounds, calibration, peak, args.teacher))
             del model
             torch.cuda.empty_cache()
     else:
@@ -470,9 +479,8 @@ def main() -> int:
         model = attach_lora(model, rank=16, alpha=32)
         randomise_lora_b(model)
         rows = planner_rows(tok, args.batch, args.prompt_len or 256, args.response_len or 64)
-        summary["runs"].append(
-            compare("SmolLM2-135M (GGUF Q4_1 dequantised)", model, rows, device, args.rounds, calibration, peak)
-        )
+        name = "SmolLM2-135M (GGUF Q4_1 dequantised)"
+        summary["runs"].append(compare(name, model, rows, device, args.rounds, calibration, peak, args.teacher))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=2)

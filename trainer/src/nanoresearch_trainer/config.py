@@ -16,10 +16,10 @@ class TrainConfig:
     # 6 steps a round is what the personalization benchmark measured teaching a user (its rounds are 6 feedback
     # each): at this lr, 3 such rounds are 18 steps, and 3e-4 over those 18 already collapsed the plans.
     steps: int = 6
-    # lr and loss from the personalization benchmark (its runs are in the kernel-lib README): logit-fkl carried a
-    # user's preference that the token loss did not; 3e-4 collapsed the plans in round 3. 2e-4 is the best rate
-    # measured, not yet a stable one: in the whole five-user run, 3 of the 6 round-3 adapters wrote empty plans
-    # (lab.train()'s check kept them from the planner).
+    # lr, loss and teacher from the personalization benchmark (its runs are in the kernel-lib README): logit-fkl
+    # carried a user's preference that the token loss did not; 3e-4 collapsed the plans in round 3; at 2e-4 the
+    # live teacher still tipped 3 of the 6 round-3 adapters into empty plans, where the EMA teacher kept all of
+    # them with the same mean rise over the five users.
     lr: float = 2e-4
     rank: int = 16
     alpha: float = 32.0
@@ -27,7 +27,7 @@ class TrainConfig:
     max_response: int = 512
     clip: float = 5.0
     loss_type: str = "logit-fkl"
-    teacher: str = "live"  # one of TEACHER_KINDS (train.TeacherWeights says what each is)
+    teacher: str = "ema"  # one of TEACHER_KINDS (train.TeacherWeights says what each is)
     ema_rate: float = 0.05
     topk: int = 20
     seed: int = 0
